@@ -1,0 +1,7 @@
+//! Ember's pipeline: the `ember` command line, the stage contract (typed context in, manifest
+//! out), run directories and the report. Library crates do the work; this crate wires them.
+pub mod cli;
+pub mod error;
+pub mod logging;
+pub mod stage;
+pub mod stages;
