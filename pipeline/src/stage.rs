@@ -21,6 +21,23 @@ use sha2::{Digest, Sha256};
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const MANIFEST: &str = "manifest.json";
 
+/// Settings every stage shares, set once at the top of a run config (`seed`, `device`): one seed
+/// reaches every RNG of every stage. Stages hash it with their own config section.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Common {
+    /// The one seed; every RNG derives from it with a named stream.
+    pub seed: u64,
+    /// `cpu`, `cuda` or `auto` for stages that run a model.
+    pub device: String,
+}
+
+impl Default for Common {
+    fn default() -> Self {
+        Self { seed: 0, device: "cpu".to_string() }
+    }
+}
+
 /// What a finished stage wrote, read back by downstream stages, `ember status` and the report.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Manifest {
