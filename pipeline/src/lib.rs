@@ -3,5 +3,6 @@
 pub mod cli;
 pub mod error;
 pub mod logging;
+pub mod select;
 pub mod stage;
 pub mod stages;
