@@ -3,6 +3,8 @@
 pub mod cli;
 pub mod error;
 pub mod logging;
+pub mod plot;
+pub mod refine;
 pub mod select;
 pub mod stage;
 pub mod stages;
