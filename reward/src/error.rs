@@ -1,0 +1,51 @@
+//! The reward crate's error type: every variant names the file, key, row or step it is about.
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RewardError {
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("parsing {path}: {source}")]
+    Json {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("{context}: {source}")]
+    Torch {
+        context: String,
+        source: tch::TchError,
+    },
+    #[error(transparent)]
+    Policy(#[from] policy::PolicyError),
+    #[error(transparent)]
+    Data(#[from] datasets::DatasetError),
+    #[error("{path}: {message}")]
+    Input { path: PathBuf, message: String },
+    #[error("invalid reward config: {0}")]
+    Config(String),
+    #[error("non-finite loss at step {step} ({count} in a row); the last good checkpoint is kept")]
+    NonFinite { step: u64, count: u64 },
+}
+
+pub type Result<T, E = RewardError> = std::result::Result<T, E>;
+
+impl RewardError {
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub fn torch(context: impl Into<String>, source: tch::TchError) -> Self {
+        Self::Torch {
+            context: context.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! `ember reward train|eval|score|doctor` end to end on the synthetic addition task, a killed
+//! training run that resumes, and bad input that must give clear errors.
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn ember(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ember"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Synthetic addition pairs and a character-level tokenizer over their text.
+fn synth_data(dir: &Path) -> (PathBuf, PathBuf) {
+    let data = dir.join("data");
+    let d = data.to_str().unwrap();
+    ok(&ember(&[
+        "synth",
+        "--task",
+        "add",
+        "--out",
+        d,
+        "--pairs",
+        "500",
+        "--demos",
+        "20",
+        "--eval-prompts",
+        "10",
+    ]));
+    let mut texts = Vec::new();
+    for split in ["train", "val", "test"] {
+        for r in datasets::read_pairs(data.join(format!("{split}.parquet"))).unwrap() {
+            texts.extend([r.prompt, r.chosen, r.rejected]);
+        }
+    }
+    let tok = dir.join("tokenizer.json");
+    policy::Tokenizer::char_level(&texts)
+        .unwrap()
+        .save(&tok)
+        .unwrap();
+    (data, tok)
+}
+
+fn train_args<'a>(data: &'a str, tok: &'a str, out: &'a str, steps: &'a str) -> Vec<&'a str> {
+    vec![
+        "reward",
+        "train",
+        "--data",
+        data,
+        "--tokenizer",
+        tok,
+        "--out",
+        out,
+        "--steps",
+        steps,
+        "--batch",
+        "16",
+        "--lr",
+        "2e-3",
+        "--d-model",
+        "32",
+        "--n-layer",
+        "1",
+        "--n-head",
+        "2",
+        "--eval-every",
+        "20",
+    ]
+}
+
+#[test]
+fn synth_train_eval_score_doctor() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, tok) = synth_data(tmp.path());
+    let rm = tmp.path().join("rm");
+    let (d, t, r) = (
+        data.to_str().unwrap(),
+        tok.to_str().unwrap(),
+        rm.to_str().unwrap(),
+    );
+    let stdout = ok(&ember(&train_args(d, t, r, "60")));
+    assert!(stdout.contains("val accuracy"), "{stdout}");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(rm.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["metrics"]["steps_done"], 60);
+    assert!(
+        !rm.join("ckpt").exists(),
+        "checkpoints are not part of the model directory"
+    );
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "train_config.json",
+        "energy_stats.json",
+        "metrics.jsonl",
+    ] {
+        assert!(
+            manifest["artifacts"].get(f).is_some(),
+            "{f} missing from the manifest"
+        );
+    }
+
+    let eval_json = tmp.path().join("eval.json");
+    let stdout = ok(&ember(&[
+        "reward",
+        "eval",
+        "--model",
+        r,
+        "--data",
+        d,
+        "--out",
+        eval_json.to_str().unwrap(),
+    ]));
+    assert!(stdout.contains("vs gold order"), "{stdout}");
+    let ev: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&eval_json).unwrap()).unwrap();
+    assert_eq!(ev.as_array().unwrap().len(), 2, "val and test");
+    assert!(ev[0]["gold"]["accuracy"].as_f64().unwrap() >= 0.0);
+
+    // score: JSONL in, JSONL out, order and fields kept
+    let input = tmp.path().join("rows.jsonl");
+    std::fs::write(&input, "{\"prompt\":\"12+5=\",\"answer\":\"17\",\"k\":1}\n{\"prompt\":\"3+4=\",\"answer\":\"9\",\"k\":2}\n").unwrap();
+    let scored = tmp.path().join("scored.jsonl");
+    ok(&ember(&[
+        "reward",
+        "score",
+        "--model",
+        r,
+        "--input",
+        input.to_str().unwrap(),
+        "--out",
+        scored.to_str().unwrap(),
+    ]));
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&scored)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[1]["k"], 2);
+    assert!(lines.iter().all(|l| l["energy"].as_f64().unwrap() >= 0.0));
+    // parquet out
+    let scored_pq = tmp.path().join("scored.parquet");
+    ok(&ember(&[
+        "reward",
+        "score",
+        "--model",
+        r,
+        "--input",
+        input.to_str().unwrap(),
+        "--out",
+        scored_pq.to_str().unwrap(),
+    ]));
+    assert_eq!(
+        datasets::table::read_parquet_rows(&scored_pq)
+            .unwrap()
+            .len(),
+        2
+    );
+
+    let o = ember(&[
+        "reward",
+        "doctor",
+        "--model",
+        r,
+        "--data",
+        data.join("val.parquet").to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    for check in [
+        "batch/padding invariance",
+        "pooling reads EOS",
+        "save/reload",
+    ] {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with("PASS") && l.contains(check)),
+            "{check}: {stdout}"
+        );
+    }
+    assert!(
+        stdout.contains("length baseline") || stdout.contains("heuristic"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn killed_training_resumes_from_its_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, tok) = synth_data(tmp.path());
+    let rm = tmp.path().join("rm");
+    let (d, t, r) = (
+        data.to_str().unwrap(),
+        tok.to_str().unwrap(),
+        rm.to_str().unwrap(),
+    );
+    let mut args = train_args(d, t, r, "400");
+    args.extend(["--checkpoint-every", "5"]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ember"))
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let state = tmp.path().join("rm.partial/ckpt/state.json");
+    let t0 = std::time::Instant::now();
+    while !state.exists() && t0.elapsed().as_secs() < 120 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(state.exists(), "no checkpoint within 120 s");
+    assert!(!rm.exists(), "a killed run must not look finished");
+    let mut short = train_args(d, t, r, "400");
+    short.extend(["--checkpoint-every", "5"]);
+    ok(&ember(&short));
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(rm.join("manifest.json")).unwrap()).unwrap();
+    assert!(
+        manifest["metrics"]["resumed_from"].as_u64().unwrap() >= 5,
+        "{}",
+        manifest["metrics"]
+    );
+    assert_eq!(manifest["metrics"]["steps_done"], 400);
+}
+
+#[test]
+fn bad_input_gives_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("nope");
+    let m = missing.to_str().unwrap();
+    let o = ember(&["reward", "train", "--data", m, "--tokenizer", m, "--out", m]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("train.parquet"));
+    let o = ember(&[
+        "reward", "train", "--data", m, "--loss", "magic", "--out", m,
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--loss magic"));
+    let o = ember(&["reward", "eval", "--model", m, "--data", m]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not an energy model directory"));
+    // a scoring input with a bad row names the row
+    let input = tmp.path().join("rows.jsonl");
+    std::fs::write(
+        &input,
+        "{\"prompt\":\"1+1=\",\"answer\":\"2\"}\n{\"prompt\":\"1+2=\"}\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("o.jsonl");
+    let o = ember(&[
+        "reward",
+        "score",
+        "--model",
+        m,
+        "--input",
+        input.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("row 2") && err.contains("answer"), "{err}");
+    assert!(!out.exists());
+}
