@@ -1,1 +1,16 @@
-//! datasets
+//! Preference data for Ember: ingestion of human preference datasets (HH-RLHF, LLMBar,
+//! PandaLM, UltraFeedback, SHP, Chatbot Arena, any pairwise table) into clean Parquet splits
+//! with a quarantine of every dropped row, and the built-in synthetic task with a gold reward
+//! ([`synth`]). Polars calls live in [`table`] only.
+pub mod adapters;
+pub mod error;
+pub mod ingest;
+pub mod read;
+pub mod split;
+pub mod synth;
+pub mod table;
+
+pub use adapters::{ColumnMap, Format, Reason};
+pub use error::DatasetError;
+pub use ingest::{ingest, IngestOptions, IngestStats};
+pub use table::{read_pairs, read_prompts, read_sft, PairRow};

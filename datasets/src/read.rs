@@ -1,0 +1,221 @@
+//! Input files → raw records. Paths and globs are expanded in a fixed (sorted) order; each file
+//! is read whole by the reader its extension picks: `.jsonl` / `.jsonl.gz` line by line (a line
+//! that is not JSON is kept as a record so that it can be quarantined), `.json` as one array,
+//! `.parquet` and `.csv` through Polars (see [`crate::table`]). Unreadable files are errors
+//! naming the file; bad rows are not.
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use flate2::read::MultiGzDecoder;
+use serde_json::Value;
+
+use crate::error::{DatasetError, Result};
+
+/// One input row before parsing. `line` is the 1-based line for JSON Lines and the 1-based row
+/// (array element, table row) otherwise.
+#[derive(Debug, Clone)]
+pub struct RawRecord {
+    pub line: usize,
+    pub body: RawBody,
+}
+
+/// A JSON Lines line is parsed later (in parallel); other readers yield parsed values.
+#[derive(Debug, Clone)]
+pub enum RawBody {
+    Text(String),
+    Value(Value),
+}
+
+impl RawRecord {
+    /// The record as JSON, or why it is not JSON.
+    pub fn parse(&self) -> std::result::Result<Value, String> {
+        match &self.body {
+            RawBody::Text(t) => serde_json::from_str(t).map_err(|e| e.to_string()),
+            RawBody::Value(v) => Ok(v.clone()),
+        }
+    }
+
+    /// The text kept in quarantine.
+    pub fn raw_text(&self) -> String {
+        match &self.body {
+            RawBody::Text(t) => t.clone(),
+            RawBody::Value(v) => v.to_string(),
+        }
+    }
+}
+
+/// The readers, picked by file extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    JsonLines,
+    JsonLinesGz,
+    JsonArray,
+    Parquet,
+    Csv,
+}
+
+impl FileKind {
+    pub fn of(path: &Path) -> Result<Self> {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_lowercase())
+            .unwrap_or_default();
+        let kind = if name.ends_with(".jsonl.gz") || name.ends_with(".ndjson.gz") {
+            Self::JsonLinesGz
+        } else if name.ends_with(".jsonl") || name.ends_with(".ndjson") {
+            Self::JsonLines
+        } else if name.ends_with(".json") {
+            Self::JsonArray
+        } else if name.ends_with(".parquet") {
+            Self::Parquet
+        } else if name.ends_with(".csv") {
+            Self::Csv
+        } else {
+            return Err(DatasetError::UnsupportedExtension {
+                path: path.to_path_buf(),
+            });
+        };
+        Ok(kind)
+    }
+}
+
+/// Expands files, directories (every supported file below, recursively) and globs into a
+/// sorted, de-duplicated list. A path or glob that matches nothing is an error.
+pub fn expand_inputs(inputs: &[String]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for input in inputs {
+        let path = Path::new(input);
+        if path.is_dir() {
+            let before = out.len();
+            collect_dir(path, &mut out)?;
+            if out.len() == before {
+                return Err(DatasetError::MissingInput {
+                    path: format!("{input}/*"),
+                });
+            }
+        } else if path.exists() {
+            out.push(path.to_path_buf());
+        } else if input.contains(['*', '?', '[']) {
+            let paths = glob::glob(input).map_err(|e| DatasetError::BadGlob {
+                pattern: input.clone(),
+                reason: e.to_string(),
+            })?;
+            let before = out.len();
+            for p in paths {
+                let p = p.map_err(|e| DatasetError::io(e.path().to_path_buf(), e.into()))?;
+                if p.is_file() {
+                    out.push(p);
+                }
+            }
+            if out.len() == before {
+                return Err(DatasetError::MissingInput {
+                    path: input.clone(),
+                });
+            }
+        } else {
+            return Err(DatasetError::MissingInput {
+                path: input.clone(),
+            });
+        }
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+fn collect_dir(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    let entries = std::fs::read_dir(dir).map_err(|e| DatasetError::io(dir, e))?;
+    for entry in entries {
+        let path = entry.map_err(|e| DatasetError::io(dir, e))?.path();
+        if path.is_dir() {
+            collect_dir(&path, out)?;
+        } else if FileKind::of(&path).is_ok() {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Reads every record of one file.
+pub fn read_file(path: &Path) -> Result<Vec<RawRecord>> {
+    match FileKind::of(path)? {
+        FileKind::JsonLines => {
+            let bytes = std::fs::read(path).map_err(|e| DatasetError::io(path, e))?;
+            json_lines(path, &bytes)
+        }
+        FileKind::JsonLinesGz => json_lines(path, &gunzip(path)?),
+        FileKind::JsonArray => json_array(path),
+        FileKind::Parquet => Ok(rows_as_records(crate::table::read_parquet_rows(path)?)),
+        FileKind::Csv => Ok(rows_as_records(crate::table::read_csv_rows(path)?)),
+    }
+}
+
+/// The whole decompressed stream; a truncated or corrupt stream is an error naming the file.
+pub fn gunzip(path: &Path) -> Result<Vec<u8>> {
+    let file = std::fs::File::open(path).map_err(|e| DatasetError::io(path, e))?;
+    let mut bytes = Vec::new();
+    MultiGzDecoder::new(std::io::BufReader::new(file))
+        .read_to_end(&mut bytes)
+        .map_err(|e| DatasetError::Gzip {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    Ok(bytes)
+}
+
+/// Splits JSON Lines; blank lines are not rows. A file in which no line is a JSON object
+/// (binary garbage, a gzip file without `.gz`, a JSON array) is rejected as a whole.
+fn json_lines(path: &Path, bytes: &[u8]) -> Result<Vec<RawRecord>> {
+    let mut records = Vec::new();
+    for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
+        let text = String::from_utf8_lossy(line);
+        if text.trim().is_empty() {
+            continue;
+        }
+        records.push(RawRecord {
+            line: i + 1,
+            body: RawBody::Text(text.into_owned()),
+        });
+    }
+    let looks_like_objects = records.iter().take(1000).any(|r| match &r.body {
+        RawBody::Text(t) => t.trim_start().starts_with('{') && r.parse().is_ok(),
+        RawBody::Value(_) => true,
+    });
+    if !records.is_empty() && !looks_like_objects {
+        let first = &records[0];
+        let reason = match first.parse() {
+            Err(e) => format!("line {}: {e}", first.line),
+            Ok(_) => format!("line {}: not a JSON object", first.line),
+        };
+        return Err(DatasetError::FormatMismatch {
+            path: path.to_path_buf(),
+            expected: "JSON Lines (one object per line)".into(),
+            reason,
+        });
+    }
+    Ok(records)
+}
+
+fn json_array(path: &Path) -> Result<Vec<RawRecord>> {
+    let bytes = std::fs::read(path).map_err(|e| DatasetError::io(path, e))?;
+    let mismatch = |reason: String| DatasetError::FormatMismatch {
+        path: path.to_path_buf(),
+        expected: "a JSON array of objects".into(),
+        reason,
+    };
+    let value: Value = serde_json::from_slice(&bytes).map_err(|e| mismatch(e.to_string()))?;
+    let Value::Array(items) = value else {
+        return Err(mismatch("the top-level value is not an array".into()));
+    };
+    Ok(rows_as_records(items))
+}
+
+fn rows_as_records(rows: Vec<Value>) -> Vec<RawRecord> {
+    rows.into_iter()
+        .enumerate()
+        .map(|(i, v)| RawRecord {
+            line: i + 1,
+            body: RawBody::Value(v),
+        })
+        .collect()
+}
