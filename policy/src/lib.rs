@@ -1,1 +1,116 @@
-//! policy
+//! The policy: a GPT-2-architecture decoder in tch ([`model`]), tokenizers ([`tokenizer`]),
+//! batched KV-cached sampling ([`sample`]), log-prob scoring ([`score`]), supervised
+//! fine-tuning ([`sft`], [`train_util`]) and Hugging Face export/import ([`hf`]).
+//!
+//! A policy checkpoint is a directory with `config.json` ([`GptConfig`]), `model.safetensors`
+//! (HF GPT-2 parameter names) and `tokenizer.json`.
+use std::path::Path;
+
+use tch::{nn, Device};
+
+pub mod batch;
+pub mod device;
+pub mod error;
+pub mod hf;
+pub mod io;
+pub mod model;
+pub mod rng;
+pub mod sample;
+pub mod score;
+pub mod sft;
+pub mod tokenizer;
+pub mod train_util;
+
+pub use error::{PolicyError, Result};
+pub use model::{Gpt, GptConfig, KvCache};
+pub use tokenizer::Tokenizer;
+
+pub const CONFIG_FILE: &str = "config.json";
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+
+/// A model with its weights, config and tokenizer, on one device.
+#[derive(Debug)]
+pub struct Policy {
+    pub vs: nn::VarStore,
+    pub model: Gpt,
+    pub config: GptConfig,
+    pub tokenizer: Tokenizer,
+    pub device: Device,
+}
+
+impl Policy {
+    /// A freshly initialised model (weights drawn from the torch generator: seed it with
+    /// `tch::manual_seed` first).
+    pub fn new(config: GptConfig, tokenizer: Tokenizer, device: Device) -> Result<Self> {
+        config.check().map_err(|message| PolicyError::Config {
+            path: None,
+            message,
+        })?;
+        if config.vocab_size < tokenizer.vocab_size() {
+            return Err(PolicyError::Config {
+                path: None,
+                message: format!(
+                    "vocab_size {} is smaller than the tokenizer's {}",
+                    config.vocab_size,
+                    tokenizer.vocab_size()
+                ),
+            });
+        }
+        let vs = nn::VarStore::new(device);
+        let model = Gpt::new(vs.root(), &config);
+        Ok(Self {
+            vs,
+            model,
+            config,
+            tokenizer,
+            device,
+        })
+    }
+
+    /// Loads `dir/{config.json, model.safetensors, tokenizer.json}` onto `device`.
+    pub fn load(dir: impl AsRef<Path>, device: Device) -> Result<Self> {
+        let dir = dir.as_ref();
+        let config = read_config(&dir.join(CONFIG_FILE))?;
+        let tokenizer = Tokenizer::load(dir.join(TOKENIZER_FILE))?;
+        let mut policy = Self::new(config, tokenizer, device).map_err(|e| match e {
+            PolicyError::Config { message, .. } => PolicyError::Config {
+                path: Some(dir.join(CONFIG_FILE)),
+                message,
+            },
+            other => other,
+        })?;
+        let weights = dir.join(WEIGHTS_FILE);
+        policy
+            .vs
+            .load(&weights)
+            .map_err(|e| PolicyError::torch(format!("loading {}", weights.display()), e))?;
+        Ok(policy)
+    }
+
+    /// Writes the three files into `dir` (created if needed).
+    pub fn save(&self, dir: impl AsRef<Path>) -> Result<()> {
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir).map_err(|e| PolicyError::io("creating", dir, e))?;
+        write_json(&dir.join(CONFIG_FILE), &self.config)?;
+        let weights = dir.join(WEIGHTS_FILE);
+        self.vs
+            .save(&weights)
+            .map_err(|e| PolicyError::torch(format!("writing {}", weights.display()), e))?;
+        self.tokenizer.save(dir.join(TOKENIZER_FILE))
+    }
+}
+
+/// Reads a [`GptConfig`] JSON file.
+pub fn read_config(path: &Path) -> Result<GptConfig> {
+    let text = std::fs::read_to_string(path).map_err(|e| PolicyError::io("reading", path, e))?;
+    serde_json::from_str(&text).map_err(|source| PolicyError::Json {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+pub(crate) fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).expect("serialisable value");
+    std::fs::write(path, text).map_err(|e| PolicyError::io("writing", path, e))
+}

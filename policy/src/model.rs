@@ -1,0 +1,401 @@
+//! A GPT-2 decoder (Radford et al. 2019, "Language Models are Unsupervised Multitask
+//! Learners"): token + learned position embeddings, pre-LayerNorm blocks of causal
+//! self-attention and a 4× GELU(tanh) MLP, a final LayerNorm, and an LM head tied to the token
+//! embedding.
+//!
+//! Parameter names and shapes are Hugging Face GPT-2's (`wte`, `wpe`, `h.{i}.ln_1`,
+//! `h.{i}.attn.c_attn`, `h.{i}.attn.c_proj`, `h.{i}.ln_2`, `h.{i}.mlp.c_fc`,
+//! `h.{i}.mlp.c_proj`, `ln_f`). The `c_*` layers are HF `Conv1D`s and are stored exactly as HF
+//! stores them, weight `[in, out]` (so `y = x @ W + b`): export and import are plain copies.
+//!
+//! Positions come from the attention mask (`cumsum(mask) - 1`), so a left-padded sequence sees
+//! the same positions as the same sequence alone. The KV cache is a value the caller owns and
+//! passes to [`Gpt::forward`]; the model itself holds only weights.
+use serde::{Deserialize, Serialize};
+use tch::nn::{self, Module};
+use tch::{Device, Kind, Tensor};
+
+/// The model shape. Saved as `config.json` beside the weights.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct GptConfig {
+    /// Token vocabulary size (≥ the tokenizer's).
+    pub vocab_size: i64,
+    /// Longest sequence (prompt + answer) the position embedding covers.
+    pub n_ctx: i64,
+    /// Width of the residual stream.
+    pub d_model: i64,
+    /// Number of transformer blocks.
+    pub n_layer: i64,
+    /// Attention heads per block (`d_model` must be a multiple).
+    pub n_head: i64,
+    /// Dropout on embeddings, attention probabilities and residual branches while training.
+    pub dropout: f64,
+    /// LayerNorm epsilon.
+    pub layer_norm_eps: f64,
+}
+
+impl Default for GptConfig {
+    /// The reference config of `ember bench`.
+    fn default() -> Self {
+        Self {
+            vocab_size: 8192,
+            n_ctx: 256,
+            d_model: 256,
+            n_layer: 4,
+            n_head: 4,
+            dropout: 0.0,
+            layer_norm_eps: 1e-5,
+        }
+    }
+}
+
+impl GptConfig {
+    /// A message for the first inconsistent field, if any.
+    pub fn check(&self) -> Result<(), String> {
+        for (name, v) in [
+            ("vocab_size", self.vocab_size),
+            ("n_ctx", self.n_ctx),
+            ("d_model", self.d_model),
+            ("n_layer", self.n_layer),
+            ("n_head", self.n_head),
+        ] {
+            if v <= 0 {
+                return Err(format!("{name} must be > 0, got {v}"));
+            }
+        }
+        if self.d_model % self.n_head != 0 {
+            return Err(format!(
+                "d_model {} is not a multiple of n_head {}",
+                self.d_model, self.n_head
+            ));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(format!("dropout must be in [0, 1), got {}", self.dropout));
+        }
+        Ok(())
+    }
+
+    pub fn head_dim(&self) -> i64 {
+        self.d_model / self.n_head
+    }
+
+    /// Parameters, the tied LM head counted once.
+    pub fn n_params(&self) -> i64 {
+        let d = self.d_model;
+        let block =
+            2 * 2 * d + (d * 3 * d + 3 * d) + (d * d + d) + (d * 4 * d + 4 * d) + (4 * d * d + d);
+        self.vocab_size * d + self.n_ctx * d + self.n_layer * block + 2 * d
+    }
+}
+
+const INIT_STD: f64 = 0.02;
+
+/// HF `Conv1D`: `y = x @ W + b`, W `[in, out]`.
+#[derive(Debug)]
+struct Conv1D {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl Conv1D {
+    fn new(p: nn::Path, d_in: i64, d_out: i64, std: f64) -> Self {
+        let weight = p.var(
+            "weight",
+            &[d_in, d_out],
+            nn::Init::Randn {
+                mean: 0.0,
+                stdev: std,
+            },
+        );
+        let bias = p.var("bias", &[d_out], nn::Init::Const(0.0));
+        Self { weight, bias }
+    }
+
+    fn forward(&self, x: &Tensor) -> Tensor {
+        x.matmul(&self.weight) + &self.bias
+    }
+}
+
+fn layer_norm(p: nn::Path, cfg: &GptConfig) -> nn::LayerNorm {
+    let ln = nn::LayerNormConfig {
+        eps: cfg.layer_norm_eps,
+        ..Default::default()
+    };
+    nn::layer_norm(p, vec![cfg.d_model], ln)
+}
+
+/// Keys and values of one layer: `[B, H, capacity, Dh]` buffers.
+#[derive(Debug)]
+struct LayerKv {
+    k: Tensor,
+    v: Tensor,
+}
+
+/// The KV cache of a batch being generated; owned by the caller.
+#[derive(Debug)]
+pub struct KvCache {
+    layers: Vec<LayerKv>,
+    len: i64,
+    capacity: i64,
+}
+
+impl KvCache {
+    /// Room for `capacity` positions of `batch` sequences.
+    pub fn new(cfg: &GptConfig, batch: i64, capacity: i64, device: Device, kind: Kind) -> Self {
+        let shape = [batch, cfg.n_head, capacity, cfg.head_dim()];
+        let layers = (0..cfg.n_layer)
+            .map(|_| LayerKv {
+                k: Tensor::zeros(shape, (kind, device)),
+                v: Tensor::zeros(shape, (kind, device)),
+            })
+            .collect();
+        Self {
+            layers,
+            len: 0,
+            capacity,
+        }
+    }
+
+    /// Positions filled so far.
+    pub fn len(&self) -> i64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn capacity(&self) -> i64 {
+        self.capacity
+    }
+}
+
+#[derive(Debug)]
+struct Attention {
+    c_attn: Conv1D,
+    c_proj: Conv1D,
+    n_head: i64,
+    head_dim: i64,
+    dropout: f64,
+}
+
+impl Attention {
+    fn new(p: nn::Path, cfg: &GptConfig) -> Self {
+        let d = cfg.d_model;
+        // GPT-2 scales residual projections by 1/sqrt(2 * n_layer).
+        let proj_std = INIT_STD / (2.0 * cfg.n_layer as f64).sqrt();
+        Self {
+            c_attn: Conv1D::new(&p / "c_attn", d, 3 * d, INIT_STD),
+            c_proj: Conv1D::new(&p / "c_proj", d, d, proj_std),
+            n_head: cfg.n_head,
+            head_dim: cfg.head_dim(),
+            dropout: cfg.dropout,
+        }
+    }
+
+    /// `x` `[B, T, D]`, `mask` `[B, 1, T, S]` (true = may attend); with `kv`, the new keys and
+    /// values are written at positions `past..past+T` and attention covers `0..past+T`.
+    fn forward(
+        &self,
+        x: &Tensor,
+        mask: &Tensor,
+        kv: Option<(&mut LayerKv, i64)>,
+        train: bool,
+    ) -> Tensor {
+        let (b, t, d) = x.size3().expect("attention input is [B, T, D]");
+        let qkv = self.c_attn.forward(x); // [B, T, 3D]
+        let heads = |z: &Tensor| z.view([b, t, self.n_head, self.head_dim]).transpose(1, 2); // [B, H, T, Dh]
+        let parts = qkv.split(d, 2);
+        let (q, k, v) = (heads(&parts[0]), heads(&parts[1]), heads(&parts[2]));
+        let (k, v) = match kv {
+            Some((cache, past)) => {
+                cache.k.narrow(2, past, t).copy_(&k);
+                cache.v.narrow(2, past, t).copy_(&v);
+                (
+                    cache.k.narrow(2, 0, past + t),
+                    cache.v.narrow(2, 0, past + t),
+                ) // [B, H, S, Dh]
+            }
+            None => (k, v),
+        };
+        let p = if train { self.dropout } else { 0.0 };
+        let y = Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask), p, false, None, false); // [B, H, T, Dh]
+        let y = y.transpose(1, 2).contiguous().view([b, t, d]); // [B, T, D]
+        self.c_proj.forward(&y).dropout(self.dropout, train)
+    }
+}
+
+#[derive(Debug)]
+struct Mlp {
+    c_fc: Conv1D,
+    c_proj: Conv1D,
+    dropout: f64,
+}
+
+impl Mlp {
+    fn new(p: nn::Path, cfg: &GptConfig) -> Self {
+        let d = cfg.d_model;
+        let proj_std = INIT_STD / (2.0 * cfg.n_layer as f64).sqrt();
+        Self {
+            c_fc: Conv1D::new(&p / "c_fc", d, 4 * d, INIT_STD),
+            c_proj: Conv1D::new(&p / "c_proj", 4 * d, d, proj_std),
+            dropout: cfg.dropout,
+        }
+    }
+
+    fn forward(&self, x: &Tensor, train: bool) -> Tensor {
+        let h = self.c_fc.forward(x).gelu("tanh"); // [B, T, 4D]
+        self.c_proj.forward(&h).dropout(self.dropout, train) // [B, T, D]
+    }
+}
+
+#[derive(Debug)]
+struct Block {
+    ln_1: nn::LayerNorm,
+    attn: Attention,
+    ln_2: nn::LayerNorm,
+    mlp: Mlp,
+}
+
+impl Block {
+    fn new(p: nn::Path, cfg: &GptConfig) -> Self {
+        Self {
+            ln_1: layer_norm(&p / "ln_1", cfg),
+            attn: Attention::new(&p / "attn", cfg),
+            ln_2: layer_norm(&p / "ln_2", cfg),
+            mlp: Mlp::new(&p / "mlp", cfg),
+        }
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        mask: &Tensor,
+        kv: Option<(&mut LayerKv, i64)>,
+        train: bool,
+    ) -> Tensor {
+        let x = x + self.attn.forward(&self.ln_1.forward(x), mask, kv, train);
+        &x + self.mlp.forward(&self.ln_2.forward(&x), train)
+    }
+}
+
+/// Positions of the last `t` columns of `mask` `[B, S]`: the number of real tokens before
+/// each one (`cumsum - 1`, 0 for padding before the first real token). `[B, t]`.
+pub fn positions(mask: &Tensor, t: i64) -> Tensor {
+    let s = mask.size()[1];
+    (mask.cumsum(1, Kind::Int64) - 1)
+        .clamp_min(0)
+        .narrow(1, s - t, t)
+}
+
+/// `[B, 1, T, S]` boolean attention mask for the last `t` of `S` positions: causal, real keys
+/// only, and always the query's own position (so padding rows never see an empty row → NaN).
+pub fn attention_mask(mask: &Tensor, t: i64) -> Tensor {
+    let (b, s) = mask.size2().expect("mask is [B, S]");
+    let device = mask.device();
+    let q = Tensor::arange_start(s - t, s, (Kind::Int64, device)).view([t, 1]);
+    let k = Tensor::arange(s, (Kind::Int64, device)).view([1, s]);
+    let causal = k.le_tensor(&q); // [T, S]
+    let own = k.eq_tensor(&q); // [T, S]
+    let real = mask.ne(0).view([b, 1, 1, s]);
+    real.logical_and(&causal).logical_or(&own) // [B, 1, T, S]
+}
+
+/// The GPT-2 model: weights only.
+#[derive(Debug)]
+pub struct Gpt {
+    wte: Tensor,
+    wpe: Tensor,
+    h: Vec<Block>,
+    ln_f: nn::LayerNorm,
+    cfg: GptConfig,
+}
+
+impl Gpt {
+    pub fn new(p: nn::Path, cfg: &GptConfig) -> Self {
+        let init = nn::Init::Randn {
+            mean: 0.0,
+            stdev: INIT_STD,
+        };
+        let wte = (&p / "wte").var("weight", &[cfg.vocab_size, cfg.d_model], init);
+        let wpe = (&p / "wpe").var("weight", &[cfg.n_ctx, cfg.d_model], init);
+        let h = (0..cfg.n_layer)
+            .map(|i| Block::new(&p / "h" / i, cfg))
+            .collect();
+        let ln_f = layer_norm(&p / "ln_f", cfg);
+        Self {
+            wte,
+            wpe,
+            h,
+            ln_f,
+            cfg: cfg.clone(),
+        }
+    }
+
+    pub fn config(&self) -> &GptConfig {
+        &self.cfg
+    }
+
+    /// Token embeddings `[B, T, D]` of ids `[B, T]`.
+    pub fn embed(&self, ids: &Tensor) -> Tensor {
+        Tensor::embedding(&self.wte, ids, -1, false, false)
+    }
+
+    /// The token embedding matrix `[V, D]` (also the LM head).
+    pub fn wte(&self) -> &Tensor {
+        &self.wte
+    }
+
+    /// The trunk: hidden states `[B, T, D]` after `ln_f` for ids `[B, T]`, mask `[B, T]`.
+    pub fn hidden(&self, ids: &Tensor, mask: &Tensor, train: bool) -> Tensor {
+        self.hidden_from_embeds(&self.embed(ids), mask, train)
+    }
+
+    /// The trunk on token embeddings `[B, T, D]` (soft tokens); positions are added here.
+    pub fn hidden_from_embeds(&self, embeds: &Tensor, mask: &Tensor, train: bool) -> Tensor {
+        let t = embeds.size()[1];
+        let pos = positions(mask, t); // [B, T]
+        let x = (embeds + Tensor::embedding(&self.wpe, &pos, -1, false, false))
+            .dropout(self.cfg.dropout, train); // [B, T, D]
+        let amask = attention_mask(mask, t); // [B, 1, T, T]
+        let x = self
+            .h
+            .iter()
+            .fold(x, |x, block| block.forward(&x, &amask, None, train));
+        self.ln_f.forward(&x)
+    }
+
+    /// One cached step: ids `[B, T]` are the next `T` tokens, `mask` `[B, past + T]` covers
+    /// everything in the cache plus them. Writes their keys/values into `cache` and returns
+    /// their hidden states `[B, T, D]`. Inference only (no dropout).
+    pub fn forward(&self, ids: &Tensor, mask: &Tensor, cache: &mut KvCache) -> Tensor {
+        let t = ids.size()[1];
+        let past = cache.len;
+        assert_eq!(
+            mask.size()[1],
+            past + t,
+            "mask must cover cache + new tokens"
+        );
+        assert!(past + t <= cache.capacity, "KV cache overflow");
+        let pos = positions(mask, t); // [B, T]
+        let x = self.embed(ids) + Tensor::embedding(&self.wpe, &pos, -1, false, false); // [B, T, D]
+        let amask = attention_mask(mask, t); // [B, 1, T, past + T]
+        let mut x = x;
+        for (block, kv) in self.h.iter().zip(cache.layers.iter_mut()) {
+            x = block.forward(&x, &amask, Some((kv, past)), false);
+        }
+        cache.len += t;
+        self.ln_f.forward(&x)
+    }
+
+    /// Logits `[B, T, V]` over all positions.
+    pub fn logits(&self, ids: &Tensor, mask: &Tensor, train: bool) -> Tensor {
+        self.logits_from_hidden(&self.hidden(ids, mask, train))
+    }
+
+    /// The tied LM head: `[.., D]` → `[.., V]`.
+    pub fn logits_from_hidden(&self, h: &Tensor) -> Tensor {
+        h.matmul(&self.wte.tr())
+    }
+}

@@ -1,0 +1,117 @@
+//! Log-probabilities of given answers under a policy: the scoring API later stages use for KL
+//! estimates, and the differentiable sequence log-prob used by training losses.
+use tch::{Kind, Tensor};
+use tracing::instrument;
+
+use crate::batch::pad_right;
+use crate::error::{PolicyError, Result};
+use crate::model::Gpt;
+use crate::tokenizer::{EncodedPair, Tokenizer};
+use crate::Policy;
+
+/// `log p(ids[t] | ids[..t])` for t ≥ 1: `[B, T-1]`, entry `t-1` scores token `t`.
+pub fn token_logprobs(model: &Gpt, ids: &Tensor, mask: &Tensor, train: bool) -> Tensor {
+    let t = ids.size()[1];
+    let h = model.hidden(ids, mask, train).narrow(1, 0, t - 1); // [B, T-1, D]
+    let logp = model.logits_from_hidden(&h).log_softmax(-1, Kind::Float); // [B, T-1, V]
+    logp.gather(2, &ids.narrow(1, 1, t - 1).unsqueeze(-1), false)
+        .squeeze_dim(-1) // [B, T-1]
+}
+
+/// Differentiable `Σ_t answer_mask[t] · log p(ids[t] | ids[..t])`: `[B]`. `answer_mask`
+/// `[B, T]` is 1 on answer tokens (EOS included); position 0 is never an answer token.
+pub fn sequence_logprob(model: &Gpt, ids: &Tensor, mask: &Tensor, answer_mask: &Tensor) -> Tensor {
+    let t = ids.size()[1];
+    let lp = token_logprobs(model, ids, mask, false); // [B, T-1]
+    (lp * answer_mask.narrow(1, 1, t - 1).to_kind(Kind::Float)).sum_dim_intlist(
+        1,
+        false,
+        Kind::Float,
+    )
+}
+
+/// `[B, T]` mask (1 on `answer_start..len`) of right-padded pairs.
+pub fn answer_mask(pairs: &[EncodedPair], device: tch::Device) -> Tensor {
+    let spans: Vec<Vec<i64>> = pairs
+        .iter()
+        .map(|p| {
+            (0..p.ids.len())
+                .map(|i| i64::from(i >= p.answer_start))
+                .collect()
+        })
+        .collect();
+    pad_right(&spans, 0, device).0
+}
+
+/// Encodes a pair that fits `n_ctx` tokens, dropping prompt tokens from the left if needed.
+/// Errors when even the answer (+ SEP + EOS) does not fit.
+pub fn encode_pair_fitting(
+    tok: &Tokenizer,
+    prompt: &str,
+    answer: &str,
+    n_ctx: usize,
+) -> Result<EncodedPair> {
+    let pair = tok.encode_pair(prompt, answer);
+    if pair.ids.len() <= n_ctx {
+        return Ok(pair);
+    }
+    let answer_len = pair.ids.len() - pair.answer_start;
+    if answer_len + 1 > n_ctx {
+        return Err(PolicyError::Invalid(format!(
+            "answer of {answer_len} tokens (with EOS) does not fit n_ctx {n_ctx}"
+        )));
+    }
+    let cut = pair.ids.len() - n_ctx;
+    Ok(EncodedPair {
+        ids: pair.ids[cut..].to_vec(),
+        answer_start: pair.answer_start - cut,
+    })
+}
+
+/// Per-token log-probs of each answer (its tokens then EOS) given its prompt, and their sum,
+/// at temperature 1. Batches sequences of similar length together; no gradient.
+#[instrument(skip_all, fields(n = prompts.len()))]
+pub fn answer_logprobs(
+    policy: &Policy,
+    prompts: &[String],
+    answers: &[String],
+    batch: usize,
+) -> Result<Vec<(Vec<f32>, f32)>> {
+    if prompts.len() != answers.len() {
+        return Err(PolicyError::Invalid(format!(
+            "{} prompts but {} answers",
+            prompts.len(),
+            answers.len()
+        )));
+    }
+    let n_ctx = policy.config.n_ctx as usize;
+    let pairs = prompts
+        .iter()
+        .zip(answers)
+        .enumerate()
+        .map(|(i, (p, a))| {
+            encode_pair_fitting(&policy.tokenizer, p, a, n_ctx)
+                .map_err(|e| PolicyError::Invalid(format!("row {i}: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut order: Vec<usize> = (0..pairs.len()).collect();
+    order.sort_by_key(|&i| pairs[i].ids.len());
+    let mut out = vec![(Vec::new(), 0f32); pairs.len()];
+    tch::no_grad(|| {
+        for chunk in order.chunks(batch.max(1)) {
+            let seqs: Vec<Vec<i64>> = chunk.iter().map(|&i| pairs[i].ids.clone()).collect();
+            let (ids, mask) = pad_right(&seqs, policy.tokenizer.pad_id(), policy.device);
+            let lp = token_logprobs(&policy.model, &ids, &mask, false).to_device(tch::Device::Cpu);
+            let width = lp.size()[1] as usize;
+            let flat = Vec::<f32>::try_from(lp.view(-1)).expect("f32 log-probs");
+            for (row, &i) in chunk.iter().enumerate() {
+                let p = &pairs[i];
+                let lps =
+                    flat[row * width + p.answer_start - 1..row * width + p.ids.len() - 1].to_vec();
+                let sum = lps.iter().sum();
+                out[i] = (lps, sum);
+            }
+        }
+    });
+    Ok(out)
+}
