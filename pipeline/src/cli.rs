@@ -20,8 +20,26 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Run a pipeline config: every stage in order, skipping those already done.
+    Run(crate::runner::Args),
+    /// One row per stage of a run directory: done / stale / missing / failed.
+    Status(crate::status::Args),
+    /// Inspect run configs.
+    #[command(subcommand)]
+    Config(crate::demo::ConfigCommand),
+    /// The whole pipeline on the built-in synthetic task (≤ 5 minutes on 2 cores).
+    Demo(crate::demo::Args),
+    /// A Markdown report (with plots) over finished stage directories.
+    Report(crate::stages::report::Args),
+}
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
-    match cli.command {}
+    match cli.command {
+        Command::Run(a) => crate::runner::cli(a),
+        Command::Status(a) => crate::status::cli(a),
+        Command::Config(c) => crate::demo::config_cli(c),
+        Command::Demo(a) => crate::demo::cli(a),
+        Command::Report(a) => crate::stages::report::cli(a),
+    }
 }

@@ -34,7 +34,10 @@ pub struct Common {
 
 impl Default for Common {
     fn default() -> Self {
-        Self { seed: 0, device: "cpu".to_string() }
+        Self {
+            seed: 0,
+            device: "cpu".to_string(),
+        }
     }
 }
 
@@ -72,7 +75,9 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = file.read(&mut buf).with_context(|| format!("reading {}", path.display()))?;
+        let n = file
+            .read(&mut buf)
+            .with_context(|| format!("reading {}", path.display()))?;
         if n == 0 {
             break;
         }
@@ -90,7 +95,11 @@ pub fn input_fingerprint(path: &Path) -> Result<String> {
         }
         let mut hasher = Sha256::new();
         for file in list_files(path)? {
-            let rel = file.strip_prefix(path).unwrap_or(&file).to_string_lossy().into_owned();
+            let rel = file
+                .strip_prefix(path)
+                .unwrap_or(&file)
+                .to_string_lossy()
+                .into_owned();
             hasher.update(rel.as_bytes());
             hasher.update(sha256_file(&file)?.as_bytes());
         }
@@ -110,6 +119,31 @@ pub fn fingerprint(stage: &str, config: &serde_json::Value, inputs: &[InputRef])
     }
     hasher.update(VERSION.as_bytes());
     hex::encode(hasher.finalize())
+}
+
+/// The fingerprint of each input, in order, as [`StageRun::begin`] records them.
+pub fn input_refs(inputs: &[&Path]) -> Result<Vec<InputRef>> {
+    inputs
+        .iter()
+        .map(|p| {
+            Ok(InputRef {
+                path: p.display().to_string(),
+                fingerprint: input_fingerprint(p)
+                    .with_context(|| format!("reading input {}", p.display()))?,
+            })
+        })
+        .collect()
+}
+
+/// The fingerprint [`StageRun::begin`] would give `stage` with this config and these inputs:
+/// what `ember run` compares with a finished stage's manifest to decide whether to skip it.
+pub fn expected_fingerprint(
+    stage: &str,
+    config: &impl Serialize,
+    inputs: &[&Path],
+) -> Result<String> {
+    let config = serde_json::to_value(config).context("serialising the stage config")?;
+    Ok(fingerprint(stage, &config, &input_refs(inputs)?))
 }
 
 /// Reads `DIR/manifest.json` if present.
@@ -181,21 +215,14 @@ impl StageRun {
         resumable: bool,
     ) -> Result<Self> {
         let config = serde_json::to_value(config).context("serialising the stage config")?;
-        let inputs = inputs
-            .iter()
-            .map(|p| {
-                Ok(InputRef {
-                    path: p.display().to_string(),
-                    fingerprint: input_fingerprint(p)
-                        .with_context(|| format!("reading input {}", p.display()))?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let inputs = input_refs(inputs)?;
         let fingerprint = fingerprint(stage, &config, &inputs);
         let staging = staging_path(out);
         let marker = staging.join(".fingerprint");
         let keep = resumable
-            && fs::read_to_string(&marker).map(|f| f == fingerprint).unwrap_or(false);
+            && fs::read_to_string(&marker)
+                .map(|f| f == fingerprint)
+                .unwrap_or(false);
         if staging.exists() && !keep {
             fs::remove_dir_all(&staging)
                 .with_context(|| format!("clearing {}", staging.display()))?;
@@ -204,8 +231,10 @@ impl StageRun {
             .with_context(|| format!("creating output directory {}", staging.display()))?;
         fs::write(&marker, &fingerprint)
             .with_context(|| format!("writing to {}", staging.display()))?;
-        let started_at_unix =
-            SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let started_at_unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         Ok(Self {
             stage: stage.to_string(),
             config,
@@ -246,7 +275,10 @@ impl StageRun {
             let bytes = fs::metadata(&file)?.len();
             artifacts.insert(
                 rel.to_string_lossy().into_owned(),
-                Artifact { sha256: sha256_file(&file)?, bytes },
+                Artifact {
+                    sha256: sha256_file(&file)?,
+                    bytes,
+                },
             );
         }
         let manifest = Manifest {
@@ -271,7 +303,11 @@ impl StageRun {
                 .with_context(|| format!("replacing {}", self.out.display()))?;
         }
         fs::rename(&self.staging, &self.out).with_context(|| {
-            format!("moving {} to {}", self.staging.display(), self.out.display())
+            format!(
+                "moving {} to {}",
+                self.staging.display(),
+                self.out.display()
+            )
         })?;
         Ok(manifest)
     }
@@ -279,7 +315,10 @@ impl StageRun {
 
 /// `OUT.partial`, next to `OUT`.
 pub fn staging_path(out: &Path) -> PathBuf {
-    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     out.with_file_name(format!("{name}.partial"))
 }
 

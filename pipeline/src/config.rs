@@ -1,0 +1,286 @@
+//! Run configs for `ember run`: one TOML file whose top level holds the settings every stage
+//! shares (`seed`, `device`, `run_dir`) and one section per stage, each section being exactly
+//! that stage module's `Config` (documented there; every section and key is optional).
+//!
+//! Loading is strict: unknown keys are usage errors (exit code 2) naming the key path, with a
+//! "did you mean" hint picked by edit distance among the keys that exist at that place.
+//! `--set section.key=value` overrides are applied to the TOML before it is checked; the value
+//! is parsed as TOML (`200`, `0.5`, `true`, `"text"`, `[1, 2]`) and taken as a string otherwise.
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{usage, UsageError};
+use crate::stage::Common;
+use crate::stages;
+
+/// A whole run: shared settings and one section per stage.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunConfig {
+    /// The one seed: every RNG of every stage derives from it with a named stream.
+    pub seed: u64,
+    /// `cpu`, `cuda` or `auto`, for the stages that run a model.
+    pub device: String,
+    /// Where the run's stage directories go (relative to the working directory);
+    /// `--run-dir` wins; default `runs/<config file name without .toml>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_dir: Option<PathBuf>,
+    /// `[report]`: the Markdown report with plots.
+    pub report: stages::report::Config,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        let common = Common::default();
+        Self {
+            seed: common.seed,
+            device: common.device,
+            run_dir: None,
+            report: stages::report::Config::default(),
+        }
+    }
+}
+
+impl RunConfig {
+    /// The settings every stage shares.
+    pub fn common(&self) -> Common {
+        Common {
+            seed: self.seed,
+            device: self.device.clone(),
+        }
+    }
+
+    /// The effective config as TOML, every default written out (`ember config print`).
+    pub fn to_toml(&self) -> Result<String> {
+        toml::to_string_pretty(self).context("writing the config as TOML")
+    }
+}
+
+/// Reads, overrides, checks and builds a run config from a file.
+pub fn load(path: &Path, overrides: &[String]) -> Result<RunConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config {}", path.display()))?;
+    parse(&text, &path.display().to_string(), overrides)
+}
+
+/// Parses config text; `source` names it in errors (a path, or "the built-in demo config").
+pub fn parse(text: &str, source: &str, overrides: &[String]) -> Result<RunConfig> {
+    let mut table: toml::Table = toml::from_str(text).map_err(|e| {
+        usage(format!(
+            "{source} is not valid TOML: {}",
+            e.message().trim()
+        ))
+    })?;
+    for o in overrides {
+        apply_override(&mut table, o)?;
+    }
+    let schema = serde_json::to_value(RunConfig::default()).expect("config serialises");
+    if let Some(err) = check_keys(&table, &schema, "") {
+        return Err(UsageError::with_hint(format!("{source}: {}", err.message), err.hint).into());
+    }
+    toml::Value::Table(table)
+        .try_into::<RunConfig>()
+        .map_err(|e| usage(format!("{source}: {}", e.message().trim())))
+}
+
+/// Applies one `--set a.b.c=value` to the TOML table.
+pub fn apply_override(table: &mut toml::Table, item: &str) -> Result<()> {
+    let Some((key, raw)) = item.split_once('=') else {
+        return Err(usage(format!(
+            "--set {item}: expected KEY=VALUE, e.g. sft.steps=200"
+        )));
+    };
+    let parts: Vec<&str> = key.trim().split('.').map(str::trim).collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        return Err(usage(format!("--set {item}: empty part in key `{key}`")));
+    }
+    let value = parse_value(raw.trim());
+    let (last, parents) = parts.split_last().expect("split yields one part at least");
+    let mut node = table;
+    for (i, part) in parents.iter().enumerate() {
+        let entry = node
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        node = entry.as_table_mut().ok_or_else(|| {
+            usage(format!(
+                "--set {item}: `{}` is not a section",
+                parts[..=i].join(".")
+            ))
+        })?;
+    }
+    node.insert(last.to_string(), value);
+    Ok(())
+}
+
+/// A TOML value if the text parses as one, else the text itself as a string.
+fn parse_value(raw: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()))
+}
+
+/// An unknown key: the message names its path, the hint the closest known key.
+#[derive(Debug, PartialEq)]
+pub struct KeyError {
+    pub message: String,
+    pub hint: String,
+}
+
+/// The first key of `value` (walked in order) absent from `schema`, the JSON form of the
+/// default config. Objects recurse; a null in the schema (an unset `Option`) accepts anything.
+pub fn check_keys(
+    value: &toml::Table,
+    schema: &serde_json::Value,
+    prefix: &str,
+) -> Option<KeyError> {
+    let serde_json::Value::Object(known) = schema else {
+        return None;
+    };
+    for (key, v) in value {
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        match known.get(key) {
+            None => {
+                let hint = match closest(key, known.keys().map(String::as_str)) {
+                    Some(best) if prefix.is_empty() => format!("did you mean `{best}`?"),
+                    Some(best) => format!("did you mean `{prefix}.{best}`?"),
+                    None => {
+                        "`ember config print CONFIG` lists every key with its default".to_string()
+                    }
+                };
+                let place = if prefix.is_empty() {
+                    "at the top level".to_string()
+                } else {
+                    format!("in [{prefix}]")
+                };
+                let mut names: Vec<&str> = known.keys().map(String::as_str).collect();
+                names.sort_unstable();
+                return Some(KeyError {
+                    message: format!("unknown key `{path}` {place} (known: {})", names.join(", ")),
+                    hint,
+                });
+            }
+            Some(sub @ serde_json::Value::Object(_)) => {
+                if let toml::Value::Table(t) = v {
+                    if let Some(err) = check_keys(t, sub, &path) {
+                        return Some(err);
+                    }
+                }
+            }
+            Some(_) => {}
+        }
+    }
+    None
+}
+
+/// The candidate nearest to `key` by edit distance, if it is near enough to be a likely typo
+/// (at most a third of the longer name, and at least 1 edit allowed).
+pub fn closest<'a>(key: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .map(|c| (edit_distance(key, c), c))
+        .filter(|(d, c)| {
+            *d <= (key.len().max(c.len()) / 3).max(1) || c.contains(key) || key.contains(c)
+        })
+        .min_by_key(|(d, c)| (*d, *c))
+        .map(|(_, c)| c)
+}
+
+/// Optimal-string-alignment distance over chars: Levenshtein plus adjacent transpositions
+/// (`stpes` → `steps` is one edit), the usual typo.
+pub fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for j in 0..=b.len() {
+        d[0][j] = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut v = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                v = v.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = v;
+        }
+    }
+    d[a.len()][b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn edit_distance_hand_cases() {
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("steps", "steps"), 0);
+        assert_eq!(edit_distance("stpes", "steps"), 1);
+        assert_eq!(edit_distance("titel", "title"), 1);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
+
+    #[test]
+    fn closest_picks_a_near_key_or_none() {
+        let keys = ["seed", "device", "run_dir", "report"];
+        assert_eq!(closest("sed", keys.iter().copied()), Some("seed"));
+        assert_eq!(closest("devise", keys.iter().copied()), Some("device"));
+        assert_eq!(closest("zzzzzz", keys.iter().copied()), None);
+    }
+
+    #[test]
+    fn unknown_key_names_its_path_and_a_hint() {
+        let err = parse("seed = 1\n[report]\ntitel = \"x\"\n", "t.toml", &[]).unwrap_err();
+        let usage = err.downcast_ref::<UsageError>().expect("usage error");
+        assert!(
+            usage.message.contains("`report.titel`"),
+            "{}",
+            usage.message
+        );
+        assert_eq!(usage.hint.as_deref(), Some("did you mean `report.title`?"));
+        let err = parse("sede = 1\n", "t.toml", &[]).unwrap_err();
+        let usage = err.downcast_ref::<UsageError>().unwrap();
+        assert!(usage.message.contains("`sede`"));
+        assert_eq!(usage.hint.as_deref(), Some("did you mean `seed`?"));
+    }
+
+    #[test]
+    fn overrides_parse_values_as_toml() {
+        let cfg = parse(
+            "seed = 1\n",
+            "t",
+            &["seed=7".into(), "report.title=Hello run".into()],
+        )
+        .unwrap();
+        assert_eq!(cfg.seed, 7);
+        assert_eq!(cfg.report.title, "Hello run");
+        let err = parse("", "t", &["seed".into()]).unwrap_err();
+        assert!(crate::error::exit_code(&err) == 2);
+        let err = parse("seed = 1\n", "t", &["seed.x=1".into()]).unwrap_err();
+        assert!(format!("{err:#}").contains("`seed` is not a section"));
+    }
+
+    #[test]
+    fn wrong_type_is_a_usage_error() {
+        let err = parse("seed = \"many\"\n", "t.toml", &[]).unwrap_err();
+        assert_eq!(crate::error::exit_code(&err), 2);
+        assert!(format!("{err:#}").contains("t.toml"));
+    }
+
+    #[test]
+    fn effective_config_round_trips() {
+        let cfg = parse("seed = 3\n", "t", &[]).unwrap();
+        let again = parse(&cfg.to_toml().unwrap(), "t", &[]).unwrap();
+        assert_eq!(cfg, again);
+    }
+}
