@@ -32,6 +32,9 @@ pub enum Command {
     Demo(crate::demo::Args),
     /// A Markdown report (with plots) over finished stage directories.
     Report(crate::stages::report::Args),
+    /// The energy-based reward model: train, eval, score, doctor.
+    #[command(subcommand)]
+    Reward(crate::stages::reward::Command),
 }
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
@@ -41,5 +44,6 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Config(c) => crate::demo::config_cli(c),
         Command::Demo(a) => crate::demo::cli(a),
         Command::Report(a) => crate::stages::report::cli(a),
+        Command::Reward(c) => crate::stages::reward::cli(c),
     }
 }

@@ -1,3 +1,4 @@
 //! One module per stage: its config (TOML section and CLI flags), and `run(cfg, out) -> Manifest`.
 //! CLI subcommands and `ember run` call the same functions.
 pub mod report;
+pub mod reward;
