@@ -21,6 +21,10 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Ingest preference data into clean Parquet splits, quarantining every dropped row.
+    Ingest(crate::stages::ingest::Args),
+    /// Generate the built-in preference task with a gold reward.
+    Synth(crate::stages::synth::Args),
     /// Run a pipeline config: every stage in order, skipping those already done.
     Run(crate::runner::Args),
     /// One row per stage of a run directory: done / stale / missing / failed.
@@ -39,6 +43,8 @@ pub enum Command {
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Command::Ingest(a) => crate::stages::ingest::cli(a),
+        Command::Synth(a) => crate::stages::synth::cli(a),
         Command::Run(a) => crate::runner::cli(a),
         Command::Status(a) => crate::status::cli(a),
         Command::Config(c) => crate::demo::config_cli(c),

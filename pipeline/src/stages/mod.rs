@@ -1,4 +1,6 @@
 //! One module per stage: its config (TOML section and CLI flags), and `run(cfg, out) -> Manifest`.
 //! CLI subcommands and `ember run` call the same functions.
+pub mod ingest;
 pub mod report;
 pub mod reward;
+pub mod synth;
