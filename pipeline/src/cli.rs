@@ -34,6 +34,10 @@ pub enum Command {
     Config(crate::demo::ConfigCommand),
     /// The whole pipeline on the built-in synthetic task (≤ 5 minutes on 2 cores).
     Demo(crate::demo::Args),
+    /// Best-of-N by lowest energy: candidates, selected answers and the best-of-n table.
+    Rank(crate::stages::rank::Args),
+    /// Fine-tune the policy on its lowest-energy samples (rejection sampling), or with RLOO.
+    Finetune(crate::stages::finetune::Args),
     /// A Markdown report (with plots) over finished stage directories.
     Report(crate::stages::report::Args),
     /// The energy-based reward model: train, eval, score, doctor.
@@ -49,6 +53,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Status(a) => crate::status::cli(a),
         Command::Config(c) => crate::demo::config_cli(c),
         Command::Demo(a) => crate::demo::cli(a),
+        Command::Rank(a) => crate::stages::rank::cli(a),
+        Command::Finetune(a) => crate::stages::finetune::cli(a),
         Command::Report(a) => crate::stages::report::cli(a),
         Command::Reward(c) => crate::stages::reward::cli(c),
     }

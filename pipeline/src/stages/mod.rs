@@ -1,6 +1,8 @@
 //! One module per stage: its config (TOML section and CLI flags), and `run(cfg, out) -> Manifest`.
 //! CLI subcommands and `ember run` call the same functions.
+pub mod finetune;
 pub mod ingest;
+pub mod rank;
 pub mod report;
 pub mod reward;
 pub mod synth;

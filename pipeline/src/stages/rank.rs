@@ -1,0 +1,233 @@
+//! `ember rank`: best-of-N by lowest energy. N samples per prompt from the policy, energies from
+//! the reward model, every candidate and the selected answer per prompt written as Parquet, and
+//! the best-of-n table for n = 1, 2, 4, …, N estimated from the same samples with the unbiased
+//! estimators of [`crate::select::bon`] next to the bounds of Beirami et al. 2024.
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result};
+use policy::sample::SampleConfig;
+use policy::Policy;
+use reward::EnergyScorer;
+use serde::{Deserialize, Serialize};
+use tracing::{info, instrument};
+
+use crate::error::usage;
+use crate::select::pool::{self, best_per_prompt, write_candidates};
+use crate::select::summary::{render, summarize, SummaryRow};
+use crate::stage::{Common, Manifest, StageRun};
+
+pub const NAME: &str = "rank";
+pub const CANDIDATES: &str = "candidates.parquet";
+pub const SELECTED: &str = "selected.parquet";
+pub const SUMMARY: &str = "summary.json";
+
+/// The `[rank]` section of a run config; also built from the CLI flags.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Samples per prompt (N); the table covers n = 1, 2, 4, …, N.
+    pub n: usize,
+    /// Sampling temperature (> 0).
+    pub temperature: f64,
+    /// Keep only the k most likely tokens when sampling.
+    pub top_k: Option<i64>,
+    /// Nucleus sampling: the smallest token set with probability ≥ p.
+    pub top_p: Option<f64>,
+    /// Longest answer in tokens, EOS included.
+    pub max_new_tokens: usize,
+    /// Sequences generated together.
+    pub batch: usize,
+    /// Answers scored together by the energy model.
+    pub score_batch: usize,
+    /// Use only the first this many prompts (0 = all).
+    pub max_prompts: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            n: 16,
+            temperature: 1.0,
+            top_k: None,
+            top_p: None,
+            max_new_tokens: 16,
+            batch: 256,
+            score_batch: 256,
+            max_prompts: 100,
+        }
+    }
+}
+
+impl Config {
+    /// The policy's sampling settings for this config under `seed`.
+    pub fn sampling(&self, seed: u64) -> SampleConfig {
+        SampleConfig {
+            n: self.n,
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            max_new_tokens: self.max_new_tokens,
+            batch: self.batch,
+            seed,
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.n == 0 || self.batch == 0 || self.score_batch == 0 || self.max_new_tokens == 0 {
+            return Err(usage(
+                "rank: n, batch, score_batch and max_new_tokens must be > 0",
+            ));
+        }
+        if !(self.temperature > 0.0 && self.temperature.is_finite()) {
+            return Err(usage(format!(
+                "rank: temperature must be > 0 (got {}); best-of-n needs distinct samples",
+                self.temperature
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Upstream artifacts: a policy directory, a reward model directory and a prompts file.
+pub struct Inputs {
+    pub policy: PathBuf,
+    pub reward: PathBuf,
+    /// Parquet or JSONL with a `prompt` column.
+    pub prompts: PathBuf,
+}
+
+/// Reads the prompts (at most `max`, 0 = all); an empty file is a usage error.
+pub fn load_prompts(path: &Path, max: usize) -> Result<Vec<String>> {
+    let mut prompts = datasets::read_prompts(path)
+        .with_context(|| format!("reading prompts from {}", path.display()))?;
+    if max > 0 {
+        prompts.truncate(max);
+    }
+    if prompts.is_empty() {
+        return Err(usage(format!("{}: no prompts", path.display())));
+    }
+    Ok(prompts)
+}
+
+/// The stage: typed config in, manifest out.
+#[instrument(skip_all, fields(out = %out.display()))]
+pub fn run(cfg: &Config, common: &Common, inputs: &Inputs, out: &Path) -> Result<Manifest> {
+    cfg.check()?;
+    let device = policy::device::resolve_str(&common.device).context("choosing the device")?;
+    let prompts = load_prompts(&inputs.prompts, cfg.max_prompts)?;
+    let run = StageRun::begin(
+        NAME,
+        &(cfg, common),
+        &[&inputs.policy, &inputs.reward, &inputs.prompts],
+        out,
+        false,
+    )?;
+    tch::manual_seed(common.seed as i64);
+    let policy = Policy::load(&inputs.policy, device)
+        .with_context(|| format!("loading the policy from {}", inputs.policy.display()))?;
+    let scorer = EnergyScorer::load(&inputs.reward, device)
+        .with_context(|| format!("loading the reward model from {}", inputs.reward.display()))?;
+    let started = std::time::Instant::now();
+    let cands = pool::draw(
+        &policy,
+        &scorer,
+        &prompts,
+        &cfg.sampling(common.seed),
+        cfg.score_batch,
+    )?;
+    let seconds = started.elapsed().as_secs_f64();
+    info!(candidates = cands.len(), seconds, "sampled and scored");
+    write_candidates(&run.dir().join(CANDIDATES), &cands)?;
+    write_candidates(&run.dir().join(SELECTED), &best_per_prompt(&cands))?;
+    let rows = summarize(&cands, cfg.n)?;
+    let summary = serde_json::json!({
+        "prompts": prompts.len(),
+        "n": cfg.n,
+        "sample_and_score_seconds": seconds,
+        "rows": rows,
+    });
+    let path = run.dir().join(SUMMARY);
+    std::fs::write(&path, serde_json::to_string_pretty(&summary)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    run.finish(summary, &[])
+}
+
+/// Best-of-N by lowest energy: N samples per prompt, every candidate and the selected answer
+/// written as Parquet, and the best-of-n table (energy, gold, win rate, KL) for n = 1, 2, 4, …, N.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Policy directory (config.json, model.safetensors, tokenizer.json).
+    #[arg(long)]
+    pub policy: PathBuf,
+    /// Reward model directory (from `ember reward train`).
+    #[arg(long)]
+    pub reward: PathBuf,
+    /// Prompts: Parquet or JSONL with a `prompt` column (e.g. synth's eval_prompts.parquet).
+    #[arg(long)]
+    pub prompts: PathBuf,
+    /// Output directory.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Samples per prompt (N).
+    #[arg(short = 'n', long = "samples", default_value_t = Config::default().n)]
+    pub n: usize,
+    /// Sampling temperature (> 0).
+    #[arg(long, default_value_t = Config::default().temperature)]
+    pub temperature: f64,
+    /// Keep only the k most likely tokens when sampling.
+    #[arg(long)]
+    pub top_k: Option<i64>,
+    /// Nucleus sampling: the smallest token set with probability ≥ p.
+    #[arg(long)]
+    pub top_p: Option<f64>,
+    /// Longest answer in tokens, EOS included.
+    #[arg(long, default_value_t = Config::default().max_new_tokens)]
+    pub max_new_tokens: usize,
+    /// Sequences generated together.
+    #[arg(long, default_value_t = Config::default().batch)]
+    pub batch: usize,
+    /// Answers scored together by the energy model.
+    #[arg(long, default_value_t = Config::default().score_batch)]
+    pub score_batch: usize,
+    /// Use only the first this many prompts (0 = all).
+    #[arg(long, default_value_t = Config::default().max_prompts)]
+    pub max_prompts: usize,
+    /// The seed of every generator.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// cpu, cuda or auto.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+pub fn cli(args: Args) -> Result<ExitCode> {
+    let cfg = Config {
+        n: args.n,
+        temperature: args.temperature,
+        top_k: args.top_k,
+        top_p: args.top_p,
+        max_new_tokens: args.max_new_tokens,
+        batch: args.batch,
+        score_batch: args.score_batch,
+        max_prompts: args.max_prompts,
+    };
+    let common = Common {
+        seed: args.seed,
+        device: args.device,
+    };
+    let inputs = Inputs {
+        policy: args.policy,
+        reward: args.reward,
+        prompts: args.prompts,
+    };
+    let manifest = run(&cfg, &common, &inputs, &args.out).context("ember rank failed")?;
+    let rows: Vec<SummaryRow> = serde_json::from_value(manifest.metrics["rows"].clone())?;
+    print!("{}", render(&rows));
+    println!(
+        "rank: {} candidates → {}",
+        manifest.metrics["prompts"].as_u64().unwrap_or(0) as usize * cfg.n,
+        args.out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
