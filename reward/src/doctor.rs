@@ -126,7 +126,7 @@ pub fn check_save_reload(scorer: &EnergyScorer, seqs: &[Vec<i64>]) -> Result<Che
         .zip(&b)
         .filter(|(x, y)| x.to_bits() != y.to_bits())
         .count();
-    let head = |s: &EnergyScorer| s.vs.variables().get("head.weight").map(|t| to_vec(t));
+    let head = |s: &EnergyScorer| s.vs.variables().get("head.weight").map(to_vec);
     let same_head = head(scorer) == head(&reloaded);
     Ok(Check {
         name: "save/reload".into(),
