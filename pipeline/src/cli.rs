@@ -43,6 +43,10 @@ pub enum Command {
     /// The energy-based reward model: train, eval, score, doctor.
     #[command(subcommand)]
     Reward(crate::stages::reward::Command),
+    /// Refine policy answers by gradient descent on the energy in a continuous relaxation.
+    Refine(crate::stages::refine::Args),
+    /// Best-of-N vs refinement vs hybrids at equal energy-model compute, with CIs and plots.
+    Compare(crate::stages::compare::Args),
 }
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
@@ -57,5 +61,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Finetune(a) => crate::stages::finetune::cli(a),
         Command::Report(a) => crate::stages::report::cli(a),
         Command::Reward(c) => crate::stages::reward::cli(c),
+        Command::Refine(a) => crate::stages::refine::cli(a),
+        Command::Compare(a) => crate::stages::compare::cli(a),
     }
 }

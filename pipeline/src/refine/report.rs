@@ -1,0 +1,342 @@
+//! The comparison's `report.md` and its plots: energy vs compute, gold vs compute, and gold vs
+//! √KL with the Gao et al. (2022) fit R(d) = d(α − β·d) for best-of-N.
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result};
+use serde::{Deserialize, Serialize};
+
+use super::compare::{aggregate, verdicts, Cell, Row, Verdict, METHODS};
+use super::io::write_rows;
+use super::stats::{fit_gao, GaoFit};
+use crate::plot::{draw_line_plot, LinePlot, Series};
+
+/// The Gao fit of best-of-N's gold gain over N = 1 against d = √KL(bound).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GaoSummary {
+    pub fit: GaoFit,
+    /// Gold of best-of-1, the origin of the fitted gains.
+    pub gold_at_1: f64,
+    /// (d, gold gain) points the fit used.
+    pub points: Vec<(f64, f64)>,
+}
+
+/// Fits the Gao curve to the best-of-N cells with gold; `None` without gold or with fewer than
+/// two budgets above 1.
+pub fn gao_summary(cells: &[Cell]) -> Option<GaoSummary> {
+    let bon: Vec<&Cell> = cells.iter().filter(|c| c.method == "best-of-n").collect();
+    let gold_at_1 = bon.iter().find(|c| c.budget == 1)?.gold?.mean;
+    let points: Vec<(f64, f64)> = bon
+        .iter()
+        .filter_map(|c| c.gold.map(|g| (c.kl.max(0.0).sqrt(), g.mean - gold_at_1)))
+        .collect();
+    let (d, r): (Vec<f64>, Vec<f64>) = points.iter().copied().unzip();
+    Some(GaoSummary {
+        fit: fit_gao(&d, &r)?,
+        gold_at_1,
+        points,
+    })
+}
+
+fn series(
+    cells: &[Cell],
+    method: &str,
+    xy: impl Fn(&Cell) -> Option<(f64, f64, Option<(f64, f64)>)>,
+) -> Series {
+    let points = cells
+        .iter()
+        .filter(|c| c.method == method)
+        .filter_map(xy)
+        .collect();
+    Series {
+        name: method.to_string(),
+        points,
+        markers_only: false,
+    }
+}
+
+/// Draws the three plots into `dir`; returns the files written.
+pub fn draw_plots(dir: &Path, cells: &[Cell], gao: Option<&GaoSummary>) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    let energy = LinePlot {
+        title: "Energy of the chosen answer vs compute".into(),
+        x_label: "energy-model forward passes per prompt (budget)".into(),
+        y_label: "energy (lower is better), 95% CI".into(),
+        log_x: true,
+        series: METHODS
+            .iter()
+            .map(|m| {
+                series(cells, m, |c| {
+                    Some((
+                        c.budget as f64,
+                        c.energy.mean,
+                        Some((c.energy.lo, c.energy.hi)),
+                    ))
+                })
+            })
+            .collect(),
+    };
+    files.extend(draw_line_plot(&energy, &dir.join("energy_vs_compute"))?);
+    if cells.iter().all(|c| c.gold.is_none()) {
+        return Ok(files);
+    }
+    let gold_xy = |c: &Cell| {
+        c.gold
+            .map(|g| (c.budget as f64, g.mean, Some((g.lo, g.hi))))
+    };
+    let gold = LinePlot {
+        title: "Gold reward vs compute".into(),
+        x_label: "energy-model forward passes per prompt (budget)".into(),
+        y_label: "gold reward (higher is better), 95% CI".into(),
+        log_x: true,
+        series: METHODS.iter().map(|m| series(cells, m, gold_xy)).collect(),
+    };
+    files.extend(draw_line_plot(&gold, &dir.join("gold_vs_compute"))?);
+    let mut kl_series: Vec<Series> = METHODS
+        .iter()
+        .map(|m| {
+            let mut s = series(cells, m, |c| {
+                c.gold
+                    .map(|g| (c.kl.max(0.0).sqrt(), g.mean, Some((g.lo, g.hi))))
+            });
+            s.points.sort_by(|a, b| a.0.total_cmp(&b.0));
+            s.markers_only = true;
+            s
+        })
+        .collect();
+    if let Some(g) = gao {
+        let d_max = g.points.iter().map(|p| p.0).fold(0.0, f64::max);
+        let curve = (0..=40).map(|i| {
+            let d = d_max * 1.1 * i as f64 / 40.0;
+            (d, g.gold_at_1 + g.fit.predict(d), None)
+        });
+        kl_series.push(Series {
+            name: format!(
+                "Gao fit (best-of-N): a={:.3}, b={:.3}",
+                g.fit.alpha, g.fit.beta
+            ),
+            points: curve.collect(),
+            markers_only: false,
+        });
+    }
+    let kl = LinePlot {
+        title: "Gold reward vs sqrt(KL) from the policy".into(),
+        x_label: "sqrt(KL): best-of-N bound; refine from policy log-probs".into(),
+        y_label: "gold reward, 95% CI".into(),
+        log_x: false,
+        series: kl_series,
+    };
+    files.extend(draw_line_plot(&kl, &dir.join("gold_vs_sqrt_kl"))?);
+    Ok(files)
+}
+
+fn fmt_ci(ci: &super::stats::Ci) -> String {
+    format!("{:.3} [{:.3}, {:.3}]", ci.mean, ci.lo, ci.hi)
+}
+
+/// The results table: one line per (budget, method).
+pub fn table(cells: &[Cell]) -> String {
+    let mut s = String::from(
+        "| budget | method | energy (95% CI) | gold (95% CI) | KL | energy fwd | policy fwd | wall s |\n\
+         |---:|---|---|---|---:|---:|---:|---:|\n",
+    );
+    let mut sorted: Vec<&Cell> = cells.iter().collect();
+    sorted.sort_by_key(|c| (c.budget, METHODS.iter().position(|m| *m == c.method)));
+    for c in sorted {
+        let gold = c.gold.as_ref().map(fmt_ci).unwrap_or_else(|| "–".into());
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {:.3} | {:.1} | {:.1} | {:.3} |",
+            c.budget,
+            c.method,
+            fmt_ci(&c.energy),
+            gold,
+            c.kl,
+            c.energy_fwd,
+            c.policy_fwd,
+            c.wall_s
+        );
+    }
+    s
+}
+
+/// One sentence per budget and metric: who is ahead and whether the CIs overlap.
+pub fn verdict_lines(verdicts: &[Verdict]) -> String {
+    let mut s = String::new();
+    for v in verdicts {
+        let sep = if v.overlap {
+            "the 95% CIs overlap (not separated)"
+        } else {
+            "the 95% CIs do not overlap"
+        };
+        let _ = writeln!(
+            s,
+            "- budget {}, {}: **{}** ahead of {}; {sep}.",
+            v.budget, v.metric, v.leader, v.runner_up
+        );
+    }
+    s
+}
+
+/// A paragraph reading the result from the verdicts, whichever method wins.
+pub fn reading(verdicts: &[Verdict], metric: &str) -> String {
+    let vs: Vec<&Verdict> = verdicts.iter().filter(|v| v.metric == metric).collect();
+    if vs.is_empty() {
+        return format!("No {metric} comparison was possible.");
+    }
+    let mut wins: Vec<(&str, usize, usize)> = METHODS.iter().map(|m| (*m, 0, 0)).collect();
+    for v in &vs {
+        if let Some(w) = wins.iter_mut().find(|w| w.0 == v.leader) {
+            w.1 += 1;
+            w.2 += usize::from(!v.overlap);
+        }
+    }
+    wins.sort_by(|a, b| b.1.cmp(&a.1));
+    let parts: Vec<String> = wins
+        .iter()
+        .filter(|w| w.1 > 0)
+        .map(|w| {
+            format!(
+                "{} leads at {} of {} budgets ({} with non-overlapping CIs)",
+                w.0,
+                w.1,
+                vs.len(),
+                w.2
+            )
+        })
+        .collect();
+    let largest = vs.iter().max_by_key(|v| v.budget).expect("non-empty");
+    format!(
+        "On {metric}, {}. At the largest budget ({}) {} is ahead of {}{}.",
+        parts.join("; "),
+        largest.budget,
+        largest.leader,
+        largest.runner_up,
+        if largest.overlap {
+            ", but their CIs overlap, so the data do not separate them"
+        } else {
+            " with separated CIs"
+        }
+    )
+}
+
+pub const PARQUET: &str = "compare.parquet";
+pub const JSON: &str = "compare.json";
+pub const REPORT: &str = "report.md";
+
+/// Writes `compare.parquet`, `compare.json`, the plots and `report.md` into `dir`; returns the
+/// headline metrics for the manifest.
+pub fn write_outputs(
+    dir: &Path,
+    config: &impl Serialize,
+    prompts: usize,
+    seeds: usize,
+    rows: &[Row],
+    resamples: usize,
+    seed: u64,
+) -> Result<serde_json::Value> {
+    write_rows(&dir.join(PARQUET), rows)?;
+    let cells = aggregate(rows, resamples, seed);
+    let verdicts = verdicts(&cells);
+    let gao = gao_summary(&cells);
+    let json = serde_json::json!({
+        "prompts": prompts,
+        "seeds": seeds,
+        "config": config,
+        "cells": cells,
+        "verdicts": verdicts,
+        "gao": gao,
+    });
+    let path = dir.join(JSON);
+    std::fs::write(&path, serde_json::to_string_pretty(&json)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    // A missing font must not lose the numbers: the report says why the plots are absent.
+    let (plots, plot_error) = match draw_plots(dir, &cells, gao.as_ref()) {
+        Ok(files) => (files, None),
+        Err(e) => {
+            tracing::warn!("plots skipped: {e:#}");
+            (Vec::new(), Some(format!("{e:#}")))
+        }
+    };
+    let mut md = markdown(prompts, seeds, &cells, &verdicts, gao.as_ref(), &plots);
+    if let Some(e) = plot_error {
+        let _ = writeln!(md, "_Plots skipped: {e}_");
+    }
+    let path = dir.join(REPORT);
+    std::fs::write(&path, md).with_context(|| format!("writing {}", path.display()))?;
+    Ok(
+        serde_json::json!({ "prompts": prompts, "seeds": seeds, "cells": cells, "verdicts": verdicts, "gao": gao }),
+    )
+}
+
+/// The Markdown report.
+pub fn markdown(
+    prompts: usize,
+    seeds: usize,
+    cells: &[Cell],
+    verdicts: &[Verdict],
+    gao: Option<&GaoSummary>,
+    plots: &[PathBuf],
+) -> String {
+    let mut s = String::from("# Rank vs refine at equal compute\n\n");
+    let _ = writeln!(
+        s,
+        "{prompts} prompts × {seeds} seed(s). Budget = energy-model forward passes per prompt \
+         (backward = 2, each discrete re-score = 1). best-of-N: N = budget samples; refine: one \
+         sample, then gradient steps on the relaxed energy; hybrid: best-of-m, then refine the \
+         winner. Every result is a discrete answer scored on discrete tokens. Means over prompts \
+         with bootstrap 95% CIs; KL: best-of-N from its bound log N − (N−1)/N, refinement as \
+         log π(start) − log π(final).\n"
+    );
+    s.push_str(&table(cells));
+    s.push_str("\n## Who is ahead\n\n");
+    s.push_str(&verdict_lines(verdicts));
+    s.push_str("\n## Reading\n\n");
+    let metric = if cells.iter().any(|c| c.gold.is_some()) {
+        "gold"
+    } else {
+        "energy"
+    };
+    let _ = writeln!(
+        s,
+        "{} {}\n",
+        reading(verdicts, metric),
+        if metric == "gold" {
+            reading(verdicts, "energy")
+        } else {
+            String::new()
+        }
+    );
+    match gao {
+        Some(g) => {
+            let _ = writeln!(
+                s,
+                "Gao et al. (2022) fit of best-of-N's gold gain over N = 1 against d = √KL: \
+                 R(d) = d(α − β·d) with **α = {:.4}, β = {:.4}** ({} points).\n",
+                g.fit.alpha,
+                g.fit.beta,
+                g.points.len()
+            );
+        }
+        None => {
+            s.push_str("No Gao fit: it needs gold rewards and at least two budgets above 1.\n\n")
+        }
+    }
+    s.push_str("## Plots\n\n");
+    for p in plots
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "png"))
+    {
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let _ = writeln!(
+            s,
+            "![{}]({name}) ([svg]({}))\n",
+            name.trim_end_matches(".png"),
+            name.replace(".png", ".svg")
+        );
+    }
+    s
+}
