@@ -179,7 +179,10 @@ pub fn load_prompts(path: &Path, max: usize) -> Result<Vec<String>> {
         prompts.truncate(max);
     }
     if prompts.is_empty() {
-        return Err(crate::error::usage(format!("{}: no prompts", path.display())));
+        return Err(crate::error::usage(format!(
+            "{}: no prompts",
+            path.display()
+        )));
     }
     Ok(prompts)
 }
@@ -209,9 +212,14 @@ pub fn draw(
     cfg: &SampleConfig,
 ) -> Result<Vec<Candidate>> {
     let samples = sample(policy, prompts, cfg).context("sampling answers")?;
-    let texts: Vec<String> = samples.iter().map(|s| prompts[s.prompt_id].clone()).collect();
+    let texts: Vec<String> = samples
+        .iter()
+        .map(|s| prompts[s.prompt_id].clone())
+        .collect();
     let answers: Vec<String> = samples.iter().map(|s| s.answer.clone()).collect();
-    let energies = scorer.score(&texts, &answers, cfg.batch).context("scoring samples")?;
+    let energies = scorer
+        .score(&texts, &answers, cfg.batch)
+        .context("scoring samples")?;
     Ok(samples
         .into_iter()
         .zip(energies)

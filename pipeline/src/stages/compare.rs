@@ -14,11 +14,11 @@ use tracing::{info, instrument};
 
 use crate::error::usage;
 use crate::refine::compare::{best_within, hybrid_samples, spent_within, Row};
+use crate::refine::io::{draw, gold_of, load_prompts, Candidate};
 use crate::refine::models::{max_answer_positions, PromptEnergy};
 use crate::refine::report::{write_outputs, REPORT};
 use crate::refine::{refine, Compute, RefineConfig};
 use crate::select::bon::{kl_bound, ranking};
-use crate::refine::io::{draw, gold_of, load_prompts, Candidate};
 use crate::stage::{Common, Manifest, StageRun};
 use crate::stages::refine::{load_models, logprobs};
 

@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, instrument};
 
 use crate::error::usage;
-use crate::refine::io::{gold_of, load_prompts, starts, write_refined, write_traces, Init, RefinedRow};
+use crate::refine::io::{
+    gold_of, load_prompts, starts, write_refined, write_traces, Init, RefinedRow,
+};
 use crate::refine::models::{check_compatible, max_answer_positions, PromptEnergy};
 use crate::refine::{refine, Compute, RefineConfig};
 use crate::stage::{Common, Manifest, StageRun};
