@@ -408,7 +408,8 @@ fn rank_section(doc: &mut Doc, s: &Stage) -> Result<()> {
         writeln!(doc.md, "| {} |", cells.join(" | "))?;
     }
     writeln!(doc.md)?;
-    let curve = |key: &str, se: &str| -> Vec<(f64, f64, Option<(f64, f64)>)> {
+    type Curve = Vec<(f64, f64, Option<(f64, f64)>)>;
+    let curve = |key: &str, se: &str| -> Curve {
         rows.iter()
             .filter_map(|r| {
                 let (n, y) = (r.get("n")?.as_f64()?, r.get(key)?.as_f64()?);

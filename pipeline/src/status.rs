@@ -196,8 +196,8 @@ pub struct Args {
 pub fn cli(args: Args) -> Result<ExitCode> {
     let rows = rows(&args.run_dir)?;
     println!(
-        "{:<10} {:<8} {:<13} {:>9}  {}",
-        "stage", "state", "fingerprint", "seconds", "headline"
+        "{:<10} {:<8} {:<13} {:>9}  headline",
+        "stage", "state", "fingerprint", "seconds"
     );
     for r in &rows {
         let fp = r

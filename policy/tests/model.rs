@@ -52,7 +52,7 @@ fn naive_logits(p: &Policy, ids: &[i64]) -> Tensor {
         }
         let y =
             Tensor::cat(&heads, 1).matmul(&v(&n("attn.c_proj.weight"))) + v(&n("attn.c_proj.bias"));
-        x = x + y;
+        x += y;
         let a = naive_ln(
             &x,
             &v(&n("ln_2.weight")),

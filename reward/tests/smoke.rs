@@ -86,7 +86,7 @@ fn separable_rows(n: usize, offset: usize) -> Vec<PairRow> {
             let reps = 1 + i % 3;
             PairRow {
                 id: format!("p{i}"),
-                source: if i % 2 == 0 {
+                source: if i.is_multiple_of(2) {
                     "even".into()
                 } else {
                     "odd".into()

@@ -15,6 +15,9 @@ use serde::{Deserialize, Serialize};
 use super::optim::RefineOutcome;
 use super::stats::{bootstrap_ci, mean, Ci};
 
+/// A named per-cell metric, its accessor and its sign (+1: lower is better).
+type Metric = (&'static str, fn(&Cell) -> Option<Ci>, f64);
+
 pub const METHODS: [&str; 3] = ["best-of-n", "refine", "hybrid"];
 
 /// One (prompt, method, budget, seed) result: always a discrete answer scored discretely.
@@ -151,7 +154,7 @@ pub fn verdicts(cells: &[Cell]) -> Vec<Verdict> {
     let mut out = Vec::new();
     for budget in budgets {
         let at: Vec<&Cell> = cells.iter().filter(|c| c.budget == budget).collect();
-        let metrics: [(&str, fn(&Cell) -> Option<Ci>, f64); 2] = [
+        let metrics: [Metric; 2] = [
             ("energy", |c| Some(c.energy), 1.0),
             ("gold", |c| c.gold, -1.0),
         ];

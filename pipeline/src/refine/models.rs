@@ -2,8 +2,8 @@
 //!
 //! The relaxed energy feeds the soft answer's embeddings p·W_emb (the energy trunk's token
 //! embedding matrix) between the prompt's hard embeddings + SEP and a hard EOS, exactly where
-//! `EnergyScorer::encode` puts the answer tokens; the prior runs the policy on the prompt + SEP
-//! + soft answer. Discrete answers are decoded to text and scored by `EnergyScorer::score`, the
+//! `EnergyScorer::encode` puts the answer tokens; the prior runs the policy on the prompt, SEP
+//! and the soft answer. Discrete answers are decoded to text and scored by `EnergyScorer::score`, the
 //! same function as `ember reward score`.
 use anyhow::{bail, Context as _, Result};
 use policy::Policy;

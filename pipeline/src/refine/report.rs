@@ -191,7 +191,7 @@ pub fn reading(verdicts: &[Verdict], metric: &str) -> String {
             w.2 += usize::from(!v.overlap);
         }
     }
-    wins.sort_by(|a, b| b.1.cmp(&a.1));
+    wins.sort_by_key(|w| std::cmp::Reverse(w.1));
     let parts: Vec<String> = wins
         .iter()
         .filter(|w| w.1 > 0)

@@ -75,7 +75,7 @@ impl Steps {
     }
 
     fn checkpoint_due(&self, done: u64) -> bool {
-        self.checkpoint_every > 0 && done % self.checkpoint_every == 0 && done < self.total
+        self.checkpoint_every > 0 && done.is_multiple_of(self.checkpoint_every) && done < self.total
     }
 }
 

@@ -140,7 +140,11 @@ impl Config {
                 "finetune: rloo needs n ≥ 2 samples per prompt (leave-one-out)",
             ));
         }
-        if !(self.temperature > 0.0) || self.kl_coef < 0.0 || self.mix_ratio < 0.0 {
+        if self.temperature.is_nan()
+            || self.temperature <= 0.0
+            || self.kl_coef < 0.0
+            || self.mix_ratio < 0.0
+        {
             return Err(usage(
                 "finetune: temperature must be > 0, kl_coef and mix_ratio ≥ 0",
             ));
