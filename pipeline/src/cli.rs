@@ -36,6 +36,22 @@ pub enum Command {
     Demo(crate::demo::Args),
     /// Best-of-N by lowest energy: candidates, selected answers and the best-of-n table.
     Rank(crate::stages::rank::Args),
+    /// Tokenizers for the policy (char-level or byte-level BPE).
+    #[command(subcommand)]
+    Tokenizer(crate::stages::tokenizer::Command),
+    /// Supervised fine-tuning of the policy on demonstrations.
+    Sft(crate::stages::sft::Args),
+    /// Sample answers from a policy (batched, KV-cached).
+    Sample(crate::stages::sample::Args),
+    /// Log-probabilities of given answers under a policy.
+    Logprob(crate::stages::logprob::Args),
+    /// Export a policy to another checkpoint format (Hugging Face GPT-2).
+    Export(crate::stages::export::Args),
+    /// Import a checkpoint from another format as a policy directory.
+    Import(crate::stages::import::Args),
+    /// Throughput benchmarks (one JSON line each).
+    #[command(subcommand)]
+    Bench(crate::stages::bench::Command),
     /// Fine-tune the policy on its lowest-energy samples (rejection sampling), or with RLOO.
     Finetune(crate::stages::finetune::Args),
     /// A Markdown report (with plots) over finished stage directories.
@@ -58,6 +74,13 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Config(c) => crate::demo::config_cli(c),
         Command::Demo(a) => crate::demo::cli(a),
         Command::Rank(a) => crate::stages::rank::cli(a),
+        Command::Tokenizer(c) => crate::stages::tokenizer::cli(c),
+        Command::Sft(a) => crate::stages::sft::cli(a),
+        Command::Sample(a) => crate::stages::sample::cli(a),
+        Command::Logprob(a) => crate::stages::logprob::cli(a),
+        Command::Export(a) => crate::stages::export::cli(a),
+        Command::Import(a) => crate::stages::import::cli(a),
+        Command::Bench(c) => crate::stages::bench::cli(c),
         Command::Finetune(a) => crate::stages::finetune::cli(a),
         Command::Report(a) => crate::stages::report::cli(a),
         Command::Reward(c) => crate::stages::reward::cli(c),

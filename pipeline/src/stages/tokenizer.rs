@@ -1,0 +1,154 @@
+//! `ember tokenizer train`: a tokenizer for the policy — byte-level BPE (HF `tokenizers`) on the
+//! train split's prompts and answers, or a character-level vocabulary for the synthetic tasks.
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result};
+use policy::Tokenizer;
+use serde::{Deserialize, Serialize};
+use tracing::instrument;
+
+use crate::error::usage;
+use crate::stage::{Common, Manifest, StageRun};
+
+pub const NAME: &str = "tokenizer";
+
+/// Which tokenizer to build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// One token per character seen in the data (the synthetic tasks).
+    Char,
+    /// Byte-level BPE trained with HF `tokenizers`.
+    Bpe,
+}
+
+/// The `[tokenizer]` section of a run config; also built from the CLI flags.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// `char` or `bpe`.
+    pub kind: Kind,
+    /// BPE vocabulary size, special tokens included (ignored by `char`).
+    pub vocab: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            kind: Kind::Char,
+            vocab: 8192,
+        }
+    }
+}
+
+/// Upstream artifacts: a data directory (`synth` or `ingest` output).
+pub struct Inputs {
+    pub data: PathBuf,
+}
+
+/// The training texts of a data directory: prompts and answers of `sft.parquet` and the
+/// prompts, chosen and rejected answers of `train.parquet`, whichever exist.
+pub fn training_texts(data: &Path) -> Result<Vec<String>> {
+    let mut texts = Vec::new();
+    let sft = data.join("sft.parquet");
+    if sft.exists() {
+        for (p, a) in
+            datasets::table::read_sft(&sft).with_context(|| format!("reading {}", sft.display()))?
+        {
+            texts.push(p);
+            texts.push(a);
+        }
+    }
+    let train = data.join("train.parquet");
+    if train.exists() {
+        for r in datasets::table::read_pairs(&train)
+            .with_context(|| format!("reading {}", train.display()))?
+        {
+            texts.extend([r.prompt, r.chosen, r.rejected]);
+        }
+    }
+    if texts.is_empty() {
+        return Err(usage(format!(
+            "{} has neither sft.parquet nor train.parquet",
+            data.display()
+        )));
+    }
+    Ok(texts)
+}
+
+/// Builds the tokenizer of `cfg` from the texts of `data`.
+pub fn build(cfg: &Config, data: &Path) -> Result<Tokenizer> {
+    let texts = training_texts(data)?;
+    let tok = match cfg.kind {
+        Kind::Char => Tokenizer::char_level(&texts)?,
+        Kind::Bpe => {
+            if cfg.vocab < 300 {
+                return Err(usage(format!(
+                    "--vocab {} is too small for byte-level BPE (≥ 300)",
+                    cfg.vocab
+                )));
+            }
+            Tokenizer::train_bpe(texts.iter(), cfg.vocab)?
+        }
+    };
+    Ok(tok)
+}
+
+/// The stage: writes `OUT/tokenizer.json`.
+#[instrument(skip_all, fields(out = %out.display()))]
+pub fn run(cfg: &Config, common: &Common, inputs: &Inputs, out: &Path) -> Result<Manifest> {
+    let run = StageRun::begin(NAME, &(cfg, common), &[&inputs.data], out, false)?;
+    let tok = build(cfg, &inputs.data)?;
+    tok.save(run.dir().join(policy::TOKENIZER_FILE))?;
+    let metrics = serde_json::json!({"vocab_size": tok.vocab_size(), "kind": cfg.kind});
+    run.finish(metrics, &[])
+        .context("ember tokenizer train failed")
+}
+
+/// Tokenizers for the policy.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Train a tokenizer on a data directory's train split.
+    Train(Args),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Data directory (`ember synth` or `ember ingest` output).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// BPE vocabulary size, special tokens included.
+    #[arg(long, default_value_t = 8192)]
+    pub vocab: usize,
+    /// `char` (one token per character) or `bpe` (byte-level BPE).
+    #[arg(long, value_enum, default_value_t = Kind::Bpe)]
+    pub kind: Kind,
+    /// Output: a `.json` file, or a stage directory holding `tokenizer.json`.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+pub fn cli(cmd: Command) -> Result<ExitCode> {
+    let Command::Train(args) = cmd;
+    let cfg = Config {
+        kind: args.kind,
+        vocab: args.vocab,
+    };
+    let vocab = if args.out.extension().is_some_and(|e| e == "json") {
+        let tok = build(&cfg, &args.data)?;
+        let tmp = args.out.with_extension("json.partial");
+        tok.save(&tmp)?;
+        std::fs::rename(&tmp, &args.out)
+            .with_context(|| format!("writing {}", args.out.display()))?;
+        tok.vocab_size()
+    } else {
+        let inputs = Inputs {
+            data: args.data.clone(),
+        };
+        let m = run(&cfg, &Common::default(), &inputs, &args.out)?;
+        m.metrics["vocab_size"].as_i64().unwrap_or(0)
+    };
+    println!("tokenizer: {vocab} tokens → {}", args.out.display());
+    Ok(ExitCode::SUCCESS)
+}
