@@ -8,8 +8,86 @@ use std::process::{Command, Output};
 
 const EMBER: &str = env!("CARGO_BIN_EXE_ember");
 
-const CONFIG: &str =
-    "seed = 5\ndevice = \"cpu\"\n\n[report]\ntitle = \"test run\"\nplots = false\n";
+/// Every stage, sized to run in seconds on a CPU.
+const CONFIG: &str = r#"
+seed = 5
+device = "cpu"
+
+[data]
+pairs = 240
+demos = 240
+eval_prompts = 12
+
+[sft]
+steps = 12
+batch = 16
+eval_every = 6
+checkpoint_every = 6
+
+[sft.model]
+n_ctx = 48
+d_model = 32
+n_layer = 1
+n_head = 2
+
+[reward]
+steps = 12
+batch = 8
+max_len = 48
+eval_every = 6
+eval_pairs = 32
+checkpoint_every = 4
+
+[rank]
+n = 4
+max_new_tokens = 10
+max_prompts = 6
+
+[finetune]
+rounds = 1
+n = 2
+prompts_per_round = 8
+steps = 2
+batch = 8
+max_new_tokens = 10
+eval_prompts = 4
+eval_samples = 2
+checkpoint_every = 1
+bootstrap = 20
+
+[refine]
+max_new_tokens = 10
+max_prompts = 3
+
+[refine.optimiser]
+steps = 2
+
+[compare]
+budgets = [1, 2, 4]
+max_new_tokens = 10
+max_prompts = 3
+resamples = 20
+
+[report]
+title = "test run"
+plots = false
+"#;
+
+const ALL: [&str; 9] = [
+    "data",
+    "tokenizer",
+    "sft",
+    "reward",
+    "rank",
+    "finetune",
+    "refine",
+    "compare",
+    "report",
+];
+
+fn all() -> Vec<String> {
+    ALL.iter().map(|s| s.to_string()).collect()
+}
 
 fn ember(args: &[&str], cwd: &Path) -> Output {
     Command::new(EMBER)
@@ -76,17 +154,45 @@ fn second_run_skips_and_a_changed_config_reruns() {
     let run = tmp.path().join("run");
     let out = ember(&["run", cfg, "--run-dir", "run"], tmp.path());
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(ran(&events(&run, 0)), vec!["report".to_string()]);
+    assert_eq!(ran(&events(&run, 0)), all());
     assert!(run.join("09-report/report.md").exists());
-    assert!(status_row(tmp.path(), "run", "report").contains("done"));
+    for stage in ALL {
+        let row = status_row(tmp.path(), "run", stage);
+        assert!(row.contains("done"), "{stage}: {row}");
+    }
+    let md = fs::read_to_string(run.join("09-report/report.md")).unwrap();
+    for section in [
+        "## synth",
+        "## sft",
+        "## reward",
+        "## rank",
+        "## finetune",
+        "## compare",
+    ] {
+        assert!(md.contains(section), "report lacks {section}:\n{md}");
+    }
 
+    // Everything is current: every stage is skipped.
+    let n = events(&run, 0).len();
     let out = ember(&["run", cfg, "--run-dir", "run"], tmp.path());
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(
-        events(&run, 2),
-        vec![("report".to_string(), "skip".to_string())]
-    );
+    let skipped: Vec<(String, String)> = ALL
+        .iter()
+        .map(|s| (s.to_string(), "skip".to_string()))
+        .collect();
+    assert_eq!(events(&run, n), skipped);
 
+    // A reward setting changes reward and everything downstream of it, nothing upstream.
+    let n = events(&run, 0).len();
+    let out = ember(
+        &["run", cfg, "--run-dir", "run", "--set", "reward.steps=8"],
+        tmp.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(ran(&events(&run, n)), all()[3..].to_vec());
+
+    // The title only touches the report.
+    let n = events(&run, 0).len();
     let out = ember(
         &[
             "run",
@@ -94,30 +200,36 @@ fn second_run_skips_and_a_changed_config_reruns() {
             "--run-dir",
             "run",
             "--set",
+            "reward.steps=8",
+            "--set",
             "report.title=other",
         ],
         tmp.path(),
     );
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(ran(&events(&run, 3)), vec!["report".to_string()]);
+    assert_eq!(ran(&events(&run, n)), vec!["report".to_string()]);
     let md = fs::read_to_string(run.join("09-report/report.md")).unwrap();
     assert!(md.starts_with("# other"), "{md}");
 
-    let out = ember(
-        &[
-            "run",
-            cfg,
-            "--run-dir",
-            "run",
-            "--set",
-            "report.title=other",
-            "--force",
-            "all",
-        ],
-        tmp.path(),
-    );
+    // --only reruns one stage whose output is then identical, so nothing downstream changes.
+    let n = events(&run, 0).len();
+    let args = [
+        "run",
+        cfg,
+        "--run-dir",
+        "run",
+        "--set",
+        "reward.steps=8",
+        "--set",
+        "report.title=other",
+    ];
+    let out = ember(&[&args[..], &["--only", "rank"]].concat(), tmp.path());
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(ran(&events(&run, 5)), vec!["report".to_string()]);
+    assert_eq!(ran(&events(&run, n)), vec!["rank".to_string()]);
+    let n = events(&run, 0).len();
+    let out = ember(&args, tmp.path());
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(ran(&events(&run, n)).is_empty(), "{:?}", events(&run, n));
 }
 
 #[test]
@@ -128,21 +240,124 @@ fn truncated_artifact_is_detected_and_its_stage_reruns() {
     let run = tmp.path().join("run");
     let out = ember(&["run", cfg, "--run-dir", "run"], tmp.path());
     assert!(out.status.success(), "{}", text(&out));
-    let md = run.join("09-report/report.md");
-    let len = fs::metadata(&md).unwrap().len();
+    let model = run.join("04-reward/model.safetensors");
+    let bytes = fs::read(&model).unwrap();
     fs::OpenOptions::new()
         .write(true)
-        .open(&md)
+        .open(&model)
         .unwrap()
-        .set_len(len / 2)
+        .set_len(bytes.len() as u64 / 2)
         .unwrap();
-    let row = status_row(tmp.path(), "run", "report");
+    let row = status_row(tmp.path(), "run", "reward");
     assert!(row.contains("stale") && row.contains("checksum"), "{row}");
 
+    let n = events(&run, 0).len();
     let out = ember(&["run", cfg, "--run-dir", "run"], tmp.path());
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(ran(&events(&run, 2)), vec!["report".to_string()]);
-    assert_eq!(fs::metadata(&md).unwrap().len(), len);
+    // The re-run reproduces the same model (same seed, CPU), so downstream stays current.
+    assert_eq!(ran(&events(&run, n)), vec!["reward".to_string()]);
+    assert_eq!(fs::read(&model).unwrap(), bytes);
+}
+
+/// kill -9 during reward training, re-run: earlier stages are skipped, reward resumes from its
+/// checkpoint, and the model equals an uninterrupted run's bit for bit.
+#[test]
+fn killed_reward_training_resumes_and_matches_an_uninterrupted_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = write_config(tmp.path(), CONFIG);
+    let cfg = cfg.to_str().unwrap();
+    // Long enough for the kill to land mid-training; only the stages up to reward.
+    let longer = ["--set", "reward.steps=150", "--set", "reward.eval_every=50"];
+    let run_until_reward = |dir: &str| -> Vec<String> {
+        let mut v: Vec<String> = ["run", cfg, "--run-dir", dir].map(String::from).to_vec();
+        v.extend(longer.map(String::from));
+        v
+    };
+    for stage in ["data", "tokenizer", "sft", "reward"] {
+        let mut args = run_until_reward("whole");
+        args.extend(["--only".to_string(), stage.to_string()]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = ember(&args, tmp.path());
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let whole = fs::read(tmp.path().join("whole/04-reward/model.safetensors")).unwrap();
+
+    let run = tmp.path().join("killed");
+    for stage in ["data", "tokenizer", "sft"] {
+        let mut args = run_until_reward("killed");
+        args.extend(["--only".to_string(), stage.to_string()]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        assert!(ember(&args, tmp.path()).status.success());
+    }
+    let mut args = run_until_reward("killed");
+    args.extend(["--only".to_string(), "reward".to_string()]);
+    let mut child = Command::new(EMBER)
+        .args(&args)
+        .current_dir(tmp.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait for a checkpoint past the first one, then kill -9.
+    let ckpt = run.join("04-reward.partial/ckpt");
+    let clock = std::time::Instant::now();
+    let mut seen = None;
+    while clock.elapsed().as_secs() < 120 {
+        if let Ok(m) = fs::metadata(&ckpt) {
+            let t = m.modified().unwrap();
+            if seen.is_some_and(|s| s != t) {
+                break;
+            }
+            seen.get_or_insert(t);
+        }
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    let status = child.wait().unwrap();
+    assert!(
+        status.code().is_none(),
+        "reward training finished before the kill; make it longer"
+    );
+    assert!(!run.join("04-reward/manifest.json").exists());
+    assert!(
+        ckpt.exists() || run.join("04-reward.partial/ckpt.old").exists(),
+        "no checkpoint before the kill"
+    );
+
+    let n = events(&run, 0).len();
+    let args = run_until_reward("killed");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = ember(&args, tmp.path());
+    assert!(out.status.success(), "{}", text(&out));
+    let evts = events(&run, n);
+    for stage in ["data", "tokenizer", "sft"] {
+        assert!(
+            evts.contains(&(stage.to_string(), "skip".to_string())),
+            "{stage} not skipped: {evts:?}"
+        );
+    }
+    assert_eq!(ran(&evts), all()[3..].to_vec());
+    assert!(
+        text(&out).contains("resuming from checkpoint"),
+        "{}",
+        text(&out)
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(run.join("04-reward/manifest.json")).unwrap())
+            .unwrap();
+    assert!(
+        manifest["metrics"]["resumed_from"].as_u64().unwrap_or(0) > 0,
+        "{manifest}"
+    );
+    let resumed = fs::read(run.join("04-reward/model.safetensors")).unwrap();
+    assert!(
+        resumed == whole,
+        "resumed model differs from the uninterrupted one"
+    );
 }
 
 #[test]

@@ -27,6 +27,24 @@ pub struct RunConfig {
     /// `--run-dir` wins; default `runs/<config file name without .toml>`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub run_dir: Option<PathBuf>,
+    /// `[data]`: `kind = "synth"` (the built-in task; the other keys are `ember synth`'s) or
+    /// `kind = "ingest"` with `inputs = ["files or globs", …]` (the other keys are `ember
+    /// ingest`'s).
+    pub data: DataConfig,
+    /// `[tokenizer]`: see `ember tokenizer train --help`.
+    pub tokenizer: stages::tokenizer::Config,
+    /// `[sft]`: supervised fine-tuning of the policy on the demonstrations.
+    pub sft: stages::sft::Config,
+    /// `[reward]`: training the energy model, initialised from the SFT trunk.
+    pub reward: stages::reward::Config,
+    /// `[rank]`: best-of-n by lowest energy on the evaluation prompts.
+    pub rank: stages::rank::Config,
+    /// `[finetune]`: rounds of rank-and-select (or RLOO) fine-tuning of the SFT policy.
+    pub finetune: stages::finetune::Config,
+    /// `[refine]`: gradient descent on the energy in a continuous relaxation of the answer.
+    pub refine: stages::refine::Config,
+    /// `[compare]`: best-of-N vs refine vs hybrid at equal energy-model compute.
+    pub compare: stages::compare::Config,
     /// `[report]`: the Markdown report with plots.
     pub report: stages::report::Config,
 }
@@ -38,6 +56,14 @@ impl Default for RunConfig {
             seed: common.seed,
             device: common.device,
             run_dir: None,
+            data: DataConfig::default(),
+            tokenizer: Default::default(),
+            sft: Default::default(),
+            reward: Default::default(),
+            rank: Default::default(),
+            finetune: Default::default(),
+            refine: Default::default(),
+            compare: Default::default(),
             report: stages::report::Config::default(),
         }
     }
@@ -55,6 +81,117 @@ impl RunConfig {
     /// The effective config as TOML, every default written out (`ember config print`).
     pub fn to_toml(&self) -> Result<String> {
         toml::to_string_pretty(self).context("writing the config as TOML")
+    }
+}
+
+/// The `[data]` section: which data stage makes the run's preference tables.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DataConfig {
+    /// The built-in synthetic task with a gold reward.
+    Synth(stages::synth::Config),
+    /// Preference data from files (`inputs`: files, directories or globs).
+    Ingest {
+        inputs: Vec<String>,
+        config: stages::ingest::Config,
+    },
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig::Synth(Default::default())
+    }
+}
+
+impl DataConfig {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DataConfig::Synth(_) => "synth",
+            DataConfig::Ingest { .. } => "ingest",
+        }
+    }
+
+    /// The section as JSON, `kind` (and `inputs`) included; unset options are null.
+    fn to_json(&self) -> serde_json::Value {
+        let (mut v, inputs) = match self {
+            DataConfig::Synth(c) => (serde_json::to_value(c), None),
+            DataConfig::Ingest { inputs, config } => (serde_json::to_value(config), Some(inputs)),
+        };
+        let map = v.as_mut().ok().and_then(|v| v.as_object_mut());
+        let map = map.expect("stage configs serialise to objects");
+        map.insert("kind".into(), self.kind().into());
+        if let Some(inputs) = inputs {
+            map.insert("inputs".into(), inputs.clone().into());
+        }
+        v.expect("checked above")
+    }
+
+    /// The keys `[data]` takes for a kind (its schema for the unknown-key check).
+    fn schema(kind: &str) -> Option<serde_json::Value> {
+        match kind {
+            "synth" => Some(DataConfig::Synth(Default::default()).to_json()),
+            "ingest" => Some(
+                DataConfig::Ingest {
+                    inputs: Vec::new(),
+                    config: Default::default(),
+                }
+                .to_json(),
+            ),
+            _ => None,
+        }
+    }
+}
+
+impl Serialize for DataConfig {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        fn drop_nulls(v: serde_json::Value) -> serde_json::Value {
+            match v {
+                serde_json::Value::Object(m) => serde_json::Value::Object(
+                    m.into_iter()
+                        .filter(|(_, v)| !v.is_null())
+                        .map(|(k, v)| (k, drop_nulls(v)))
+                        .collect(),
+                ),
+                other => other,
+            }
+        }
+        drop_nulls(self.to_json()).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for DataConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let mut t = toml::Table::deserialize(d)?;
+        let kind = match t.remove("kind") {
+            None => "synth".to_string(),
+            Some(toml::Value::String(k)) => k,
+            Some(other) => {
+                return Err(D::Error::custom(format!(
+                    "data.kind: expected \"synth\" or \"ingest\", found {other}"
+                )))
+            }
+        };
+        match kind.as_str() {
+            "synth" => toml::Value::Table(t)
+                .try_into()
+                .map(DataConfig::Synth)
+                .map_err(|e| D::Error::custom(format!("[data]: {}", e.message().trim()))),
+            "ingest" => {
+                let inputs = match t.remove("inputs") {
+                    None => Vec::new(),
+                    Some(v) => v.try_into::<Vec<String>>().map_err(|_| {
+                        D::Error::custom("data.inputs: expected a list of file paths or globs")
+                    })?,
+                };
+                let config = toml::Value::Table(t)
+                    .try_into()
+                    .map_err(|e| D::Error::custom(format!("[data]: {}", e.message().trim())))?;
+                Ok(DataConfig::Ingest { inputs, config })
+            }
+            other => Err(D::Error::custom(format!(
+                "data.kind: unknown kind `{other}` (synth or ingest)"
+            ))),
+        }
     }
 }
 
@@ -76,7 +213,15 @@ pub fn parse(text: &str, source: &str, overrides: &[String]) -> Result<RunConfig
     for o in overrides {
         apply_override(&mut table, o)?;
     }
-    let schema = serde_json::to_value(RunConfig::default()).expect("config serialises");
+    let mut schema = serde_json::to_value(RunConfig::default()).expect("config serialises");
+    let kind = table
+        .get("data")
+        .and_then(|d| d.get("kind"))
+        .and_then(|k| k.as_str())
+        .unwrap_or("synth");
+    if let Some(data) = DataConfig::schema(kind) {
+        schema["data"] = data;
+    }
     if let Some(err) = check_keys(&table, &schema, "") {
         return Err(UsageError::with_hint(format!("{source}: {}", err.message), err.hint).into());
     }
@@ -199,8 +344,8 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
     for (i, row) in d.iter_mut().enumerate() {
         row[0] = i;
     }
-    for (j, cell) in d[0].iter_mut().enumerate() {
-        *cell = j;
+    for j in 0..=b.len() {
+        d[0][j] = j;
     }
     for i in 1..=a.len() {
         for j in 1..=b.len() {

@@ -18,7 +18,7 @@ use anyhow::{bail, Context as _, Result};
 use serde::{Deserialize, Serialize};
 use tracing::{info, instrument, warn};
 
-use crate::config::{self, RunConfig};
+use crate::config::{self, DataConfig, RunConfig};
 use crate::error::{usage, UsageError};
 use crate::stage::{self, Manifest};
 use crate::stages;
@@ -114,7 +114,168 @@ pub fn hashed(config: &impl Serialize) -> serde_json::Value {
 /// The wired stages of a run config, in order, with their inputs inside `run`.
 pub fn plan(cfg: &RunConfig, run: &Path) -> Vec<Planned> {
     let common = cfg.common();
-    let mut plans: Vec<Planned> = Vec::new();
+    let dir = |name| stage_dir(run, name);
+    let mut plans = vec![plan_data(cfg, run)];
+
+    let (c, m, data) = (cfg.tokenizer.clone(), common.clone(), dir("data"));
+    plans.push(Planned::new(
+        "tokenizer",
+        stages::tokenizer::NAME,
+        hashed(&(&c, &m)),
+        vec![data.clone()],
+        run,
+        move |out| {
+            stages::tokenizer::run(
+                &c,
+                &m,
+                &stages::tokenizer::Inputs { data: data.clone() },
+                out,
+            )
+        },
+    ));
+
+    // sft hashes the tokenizer file, not its directory.
+    let (c, m, data, tok) = (
+        cfg.sft.clone(),
+        common.clone(),
+        dir("data"),
+        dir("tokenizer"),
+    );
+    let tok_file = tok.join(policy::TOKENIZER_FILE);
+    plans.push(Planned::new(
+        "sft",
+        stages::sft::NAME,
+        hashed(&(&c, &m)),
+        vec![data.clone(), tok_file],
+        run,
+        move |out| {
+            let inputs = stages::sft::Inputs {
+                data: data.clone(),
+                tokenizer: tok.clone(),
+                init: None,
+            };
+            stages::sft::run(&c, &m, &inputs, out)
+        },
+    ));
+
+    // reward hashes its config with the run's seed written in.
+    let (mut c, m, data, sft) = (cfg.reward.clone(), common.clone(), dir("data"), dir("sft"));
+    c.seed = common.seed;
+    plans.push(Planned::new(
+        "reward",
+        stages::reward::NAME,
+        hashed(&(&c, &m)),
+        vec![data.clone(), sft.clone()],
+        run,
+        move |out| {
+            let inputs = stages::reward::Inputs {
+                data: data.clone(),
+                tokenizer: None,
+                init: Some(sft.clone()),
+            };
+            stages::reward::run(&c, &m, &inputs, out)
+        },
+    ));
+
+    let (c, m, sft, rm) = (cfg.rank.clone(), common.clone(), dir("sft"), dir("reward"));
+    let prompts = eval_prompts(cfg, run);
+    plans.push(Planned::new(
+        "rank",
+        stages::rank::NAME,
+        hashed(&(&c, &m)),
+        vec![sft.clone(), rm.clone(), prompts.clone()],
+        run,
+        move |out| {
+            let inputs = stages::rank::Inputs {
+                policy: sft.clone(),
+                reward: rm.clone(),
+                prompts: prompts.clone(),
+            };
+            stages::rank::run(&c, &m, &inputs, out)
+        },
+    ));
+
+    // finetune trains on the training split's prompts, evaluates on the held-out ones and
+    // mixes in the SFT demonstrations when the data stage made them (synth does).
+    let (c, m, sft, rm, data) = (
+        cfg.finetune.clone(),
+        common.clone(),
+        dir("sft"),
+        dir("reward"),
+        dir("data"),
+    );
+    let (train, eval) = (data.join("train.parquet"), eval_prompts(cfg, run));
+    let mix = (matches!(cfg.data, DataConfig::Synth(_)) && c.algo == stages::finetune::Algo::Rs)
+        .then(|| data.join("sft.parquet"));
+    let mut hashed_inputs = vec![sft.clone(), rm.clone(), train.clone(), eval.clone()];
+    hashed_inputs.extend(mix.clone());
+    plans.push(Planned::new(
+        "finetune",
+        stages::finetune::NAME,
+        hashed(&(&c, &m)),
+        hashed_inputs,
+        run,
+        move |out| {
+            let inputs = stages::finetune::Inputs {
+                policy: sft.clone(),
+                reward: rm.clone(),
+                prompts: train.clone(),
+                eval_prompts: Some(eval.clone()),
+                mix_sft: mix.clone(),
+                from_refine: None,
+            };
+            stages::finetune::run(&c, &m, &inputs, out)
+        },
+    ));
+
+    // refine and compare start from the SFT policy: the comparison is of two ways to spend
+    // energy-model compute on the same policy's answers.
+    let (c, m, sft, rm) = (
+        cfg.refine.clone(),
+        common.clone(),
+        dir("sft"),
+        dir("reward"),
+    );
+    let prompts = eval_prompts(cfg, run);
+    plans.push(Planned::new(
+        "refine",
+        stages::refine::NAME,
+        hashed(&(&c, &m)),
+        vec![sft.clone(), rm.clone(), prompts.clone()],
+        run,
+        move |out| {
+            let inputs = stages::refine::Inputs {
+                policy: sft.clone(),
+                reward: rm.clone(),
+                prompts: prompts.clone(),
+            };
+            stages::refine::run(&c, &m, &inputs, out)
+        },
+    ));
+
+    let (c, m, sft, rm) = (
+        cfg.compare.clone(),
+        common.clone(),
+        dir("sft"),
+        dir("reward"),
+    );
+    let prompts = eval_prompts(cfg, run);
+    plans.push(Planned::new(
+        "compare",
+        stages::compare::NAME,
+        hashed(&(&c, &m)),
+        vec![sft.clone(), rm.clone(), prompts.clone()],
+        run,
+        move |out| {
+            let inputs = stages::compare::Inputs {
+                policy: sft.clone(),
+                reward: rm.clone(),
+                prompts: prompts.clone(),
+            };
+            stages::compare::run(&c, &m, &inputs, out)
+        },
+    ));
+
     let upstream: Vec<PathBuf> = plans.iter().map(|p| p.dir.clone()).collect();
     let (c, m) = (cfg.report.clone(), common);
     plans.push(Planned::new(
@@ -131,6 +292,49 @@ pub fn plan(cfg: &RunConfig, run: &Path) -> Vec<Planned> {
         },
     ));
     plans
+}
+
+/// The prompts that sampling stages evaluate on: synth's held-out `eval_prompts.parquet`, or
+/// the test split of ingested data.
+fn eval_prompts(cfg: &RunConfig, run: &Path) -> PathBuf {
+    let data = stage_dir(run, "data");
+    match cfg.data {
+        DataConfig::Synth(_) => data.join("eval_prompts.parquet"),
+        DataConfig::Ingest { .. } => data.join("test.parquet"),
+    }
+}
+
+/// The data stage: `synth`, or `ingest` of the config's input files (hashed as the files that
+/// the globs expand to, like `ember ingest` does).
+fn plan_data(cfg: &RunConfig, run: &Path) -> Planned {
+    let m = cfg.common();
+    match &cfg.data {
+        DataConfig::Synth(c) => {
+            let c = c.clone();
+            Planned::new(
+                "data",
+                stages::synth::NAME,
+                hashed(&(&c, &m)),
+                Vec::new(),
+                run,
+                move |out| stages::synth::run(&c, &m, &stages::synth::Inputs, out),
+            )
+        }
+        DataConfig::Ingest { inputs, config } => {
+            let (c, data) = (config.clone(), inputs.clone());
+            let files = datasets::read::expand_inputs(inputs).unwrap_or_default();
+            Planned::new(
+                "data",
+                stages::ingest::NAME,
+                hashed(&(&c, &m)),
+                files,
+                run,
+                move |out| {
+                    stages::ingest::run(&c, &m, &stages::ingest::Inputs { data: data.clone() }, out)
+                },
+            )
+        }
+    }
 }
 
 /// Which stages to run and which to force.
