@@ -71,6 +71,8 @@ pub fn write(cfg: &Config, dirs: &[&Path], out: &Path) -> Result<Value> {
             )?,
             "reward" => reward_section(&mut doc, s)?,
             "rank" => rank_section(&mut doc, s)?,
+            "finetune" => finetune_section(&mut doc, s)?,
+            "refine" => refine_section(&mut doc, s)?,
             _ => {}
         }
         if s.m.stage == "compare" {
@@ -436,6 +438,118 @@ fn rank_section(doc: &mut Doc, s: &Stage) -> Result<()> {
         };
         doc.plot("rank_gold", &plot)?;
     }
+    Ok(())
+}
+
+/// One row per fine-tuning round from `rounds.jsonl` (round 0 = the starting policy): held-out
+/// energy and gold of fresh samples and greedy answers, KL to the reference, what was kept.
+fn finetune_section(doc: &mut Doc, s: &Stage) -> Result<()> {
+    let text = fs::read_to_string(s.dir.join("rounds.jsonl")).unwrap_or_default();
+    let rows: Vec<Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let cols = [
+        ("round", "round"),
+        ("sample_energy", "energy"),
+        ("sample_gold", "gold"),
+        ("greedy_energy", "greedy energy"),
+        ("greedy_gold", "greedy gold"),
+        ("kl_k3", "KL(π‖π_ref)"),
+        ("kept_energy", "kept energy"),
+        ("kept_gold", "kept gold"),
+        ("gold_gain", "gold gain"),
+        ("gold_gain_se", "± se"),
+        ("distinct_share", "distinct"),
+    ];
+    writeln!(
+        doc.md,
+        "Fine-tuning rounds, evaluated on held-out prompts with fresh samples (round 0 is the \
+         starting policy):\n"
+    )?;
+    let header: Vec<&str> = cols.iter().map(|(_, h)| *h).collect();
+    writeln!(
+        doc.md,
+        "| {} |\n|{}",
+        header.join(" | "),
+        "---|".repeat(cols.len())
+    )?;
+    for r in &rows {
+        let cells: Vec<String> = cols
+            .iter()
+            .map(|(k, _)| {
+                r.get(*k)
+                    .and_then(Value::as_f64)
+                    .map(status::fmt_num)
+                    .unwrap_or_else(|| "—".into())
+            })
+            .collect();
+        writeln!(doc.md, "| {} |", cells.join(" | "))?;
+    }
+    writeln!(doc.md)?;
+    let series = |key: &str, name: &str| Series {
+        name: name.into(),
+        points: rows
+            .iter()
+            .filter_map(|r| Some((r.get("round")?.as_f64()?, r.get(key)?.as_f64()?, None)))
+            .collect(),
+        markers_only: false,
+    };
+    let gold = vec![
+        series("sample_gold", "sample gold"),
+        series("greedy_gold", "greedy gold"),
+    ];
+    let plot = LinePlot {
+        title: "Fine-tuning: held-out gold per round".into(),
+        x_label: "round".into(),
+        y_label: "gold".into(),
+        log_x: false,
+        series: gold.into_iter().filter(|s| !s.points.is_empty()).collect(),
+    };
+    doc.plot("finetune_gold", &plot)?;
+    let plot = LinePlot {
+        title: "Fine-tuning: held-out energy and KL per round".into(),
+        x_label: "round".into(),
+        y_label: "energy, KL".into(),
+        log_x: false,
+        series: vec![
+            series("sample_energy", "sample energy"),
+            series("kl_k3", "KL"),
+        ],
+    };
+    doc.plot("finetune_energy", &plot)
+}
+
+/// Start vs refined answers: energy and gold before and after gradient refinement.
+fn refine_section(doc: &mut Doc, s: &Stage) -> Result<()> {
+    let m = &s.m.metrics;
+    let get = |k: &str| m.get(k).and_then(Value::as_f64);
+    let (Some(e0), Some(e1), Some(p)) = (get("start_energy"), get("best_energy"), get("prompts"))
+    else {
+        return Ok(());
+    };
+    writeln!(
+        doc.md,
+        "Gradient refinement of one sampled answer per prompt ({p} prompts, {} steps): energy \
+         {} → {}, changed {} of answers, improved {}.",
+        get("steps").map(status::fmt_num).unwrap_or_default(),
+        status::fmt_num(e0),
+        status::fmt_num(e1),
+        get("changed").map(status::fmt_num).unwrap_or_default(),
+        get("improved").map(status::fmt_num).unwrap_or_default(),
+    )?;
+    if let (Some(g0), Some(g1)) = (get("start_gold"), get("gold")) {
+        writeln!(
+            doc.md,
+            "Gold {} → {}.",
+            status::fmt_num(g0),
+            status::fmt_num(g1)
+        )?;
+    }
+    writeln!(doc.md)?;
     Ok(())
 }
 
