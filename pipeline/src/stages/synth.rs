@@ -86,6 +86,18 @@ fn library_config(cfg: &Config, common: &Common) -> SynthConfig {
 /// The stage: typed config in, manifest out.
 #[instrument(skip_all, fields(out = %out.display()))]
 pub fn run(cfg: &Config, common: &Common, _inputs: &Inputs, out: &Path) -> Result<Manifest> {
+    if !(1..=9).contains(&cfg.max_digits) {
+        return Err(usage(format!(
+            "synth: max_digits must be in 1..=9, got {}",
+            cfg.max_digits
+        )));
+    }
+    if cfg.min_items == 0 || cfg.min_items > cfg.max_items {
+        return Err(usage(format!(
+            "synth: need 1 ≤ min_items ≤ max_items, got {}..{}",
+            cfg.min_items, cfg.max_items
+        )));
+    }
     let lib = library_config(cfg, common);
     let run = StageRun::begin(NAME, &(cfg, common), &[], out, false)?;
     let staging = run.dir().to_path_buf();
@@ -134,6 +146,15 @@ pub struct Args {
     /// Train,val,test fractions (split by prompt).
     #[arg(long, default_value = "0.9,0.05,0.05")]
     pub split: String,
+    /// Operands of add have 1..=N digits.
+    #[arg(long, default_value_t = Config::default().max_digits)]
+    pub max_digits: u32,
+    /// Lists to sort have at least N digits.
+    #[arg(long, default_value_t = Config::default().min_items)]
+    pub min_items: usize,
+    /// Lists to sort have at most N digits.
+    #[arg(long, default_value_t = Config::default().max_items)]
+    pub max_items: usize,
     /// The seed of every generator.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -151,7 +172,9 @@ pub fn cli(args: Args) -> Result<ExitCode> {
         flip_rate: args.flip_rate,
         demo_error_rate: args.demo_error_rate,
         split,
-        ..Config::default()
+        max_digits: args.max_digits,
+        min_items: args.min_items,
+        max_items: args.max_items,
     };
     let common = Common {
         seed: args.seed,
