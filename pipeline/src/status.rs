@@ -118,8 +118,11 @@ fn file_name(p: &Path) -> String {
 /// The number that sums a stage up: the first of the stage's preferred metric keys present
 /// (dotted paths into the metrics JSON), else its first scalar metric.
 pub fn headline(stage: &str, metrics: &serde_json::Value) -> Option<(String, f64)> {
+    if let Some(h) = derived_headline(stage, metrics) {
+        return Some(h);
+    }
     let preferred: &[&str] = match stage {
-        "data" | "synth" | "ingest" => &["kept", "rows_kept", "pairs"],
+        "data" | "synth" | "ingest" => &["kept", "rows_kept", "splits.train", "pairs"],
         "tokenizer" => &["vocab_size"],
         "sft" => &["val_loss", "final_val_loss", "loss"],
         "reward" => &["test.accuracy", "val.accuracy", "accuracy", "eval.accuracy"],
@@ -139,6 +142,55 @@ pub fn headline(stage: &str, metrics: &serde_json::Value) -> Option<(String, f64
     scalars
         .into_iter()
         .find_map(|(k, v)| v.parse::<f64>().ok().map(|x| (k, x)))
+}
+
+/// Headlines computed from a stage's tables: best-of-N gold (rank), held-out gold gain of the
+/// last round (finetune), refine's gold minus best-of-N's at the largest budget (compare).
+fn derived_headline(stage: &str, m: &serde_json::Value) -> Option<(String, f64)> {
+    use serde_json::Value;
+    let num = |v: &Value, k: &str| v.get(k).and_then(Value::as_f64);
+    match stage {
+        "rank" => {
+            let last = m.get("rows")?.as_array()?.last()?;
+            let n = num(last, "n")?;
+            let (what, v) = match num(last, "gold") {
+                Some(g) => ("gold", g),
+                None => ("energy", num(last, "energy")?),
+            };
+            Some((format!("best-of-{n} {what}"), v))
+        }
+        "finetune" => {
+            let f = m.get("final")?;
+            match num(f, "gold_gain") {
+                Some(g) => Some(("gold gain".into(), g)),
+                None => Some(("sample energy".into(), num(f, "sample_energy")?)),
+            }
+        }
+        "compare" => {
+            let cells = m.get("cells")?.as_array()?;
+            let budget = cells
+                .iter()
+                .filter_map(|c| num(c, "budget"))
+                .fold(0.0, f64::max);
+            let at = |method: &str, metric: &str| {
+                cells
+                    .iter()
+                    .find(|c| {
+                        num(c, "budget") == Some(budget)
+                            && c.get("method").and_then(Value::as_str) == Some(method)
+                    })
+                    .and_then(|c| c.get(metric)?.get("mean")?.as_f64())
+            };
+            let metric = if at("refine", "gold").is_some() {
+                "gold"
+            } else {
+                "energy"
+            };
+            let d = at("refine", metric)? - at("best-of-n", metric)?;
+            Some((format!("refine − best-of-n {metric} @{budget}"), d))
+        }
+        _ => None,
+    }
 }
 
 fn lookup<'a>(v: &'a serde_json::Value, dotted: &str) -> Option<&'a serde_json::Value> {
