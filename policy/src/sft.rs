@@ -282,6 +282,8 @@ pub fn train(
         opt.zero_grad();
         train_loss = loss_sum / cfg.grad_accum as f64;
         let done = step + 1;
+        // For progress bars (`ember`'s `progress` tracing layer); off unless a bar listens.
+        tracing::trace!(target: "progress", task = "sft", step = done, total = cfg.steps, loss = train_loss);
         let mut line =
             serde_json::json!({"step": done, "loss": train_loss, "lr": lr, "grad_norm": grad_norm});
         if done % cfg.eval_every.max(1) == 0 || done == cfg.steps {

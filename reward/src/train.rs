@@ -425,6 +425,8 @@ pub fn train(
         match train_step(&model, &mut opt, &batch, cfg, lr) {
             Some((loss, acc, ep, en, gnorm)) => {
                 nan_streak = 0;
+                // For progress bars (`ember`'s `progress` tracing layer).
+                tracing::trace!(target: "progress", task = "reward", step = step + 1, total = cfg.steps, loss);
                 log_line(
                     &mut metrics,
                     &metrics_path,

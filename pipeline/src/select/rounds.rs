@@ -120,6 +120,7 @@ pub fn sft_steps(
         sums.steps += 1;
         sums.loss += value;
         sums.kl += out.kl;
+        tracing::trace!(target: "progress", task = "finetune", step = step + 1, total = steps.total, loss = value);
         debug!(
             step,
             loss = value,
@@ -213,6 +214,7 @@ pub fn rloo_steps(
         let n = pool.len() as f64;
         sums.steps += 1;
         sums.loss += value;
+        tracing::trace!(target: "progress", task = "finetune", step = step + 1, total = steps.total, loss = value);
         sums.kl += logp
             .iter()
             .zip(&logp_ref)
