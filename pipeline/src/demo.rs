@@ -42,8 +42,9 @@ pub fn cli(args: Args) -> Result<ExitCode> {
         clock.elapsed().as_secs_f64(),
         args.out.display()
     );
+    crate::status::print_table(&args.out)?;
     println!(
-        "{}",
+        "\nreport: {}",
         runner::stage_dir(&args.out, "report")
             .join("report.md")
             .display()

@@ -246,7 +246,13 @@ pub struct Args {
 }
 
 pub fn cli(args: Args) -> Result<ExitCode> {
-    let rows = rows(&args.run_dir)?;
+    print_table(&args.run_dir)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints the status table of a run directory on stdout.
+pub fn print_table(run: &Path) -> Result<()> {
+    let rows = rows(run)?;
     println!(
         "{:<10} {:<8} {:<13} {:>9}  headline",
         "stage", "state", "fingerprint", "seconds"
@@ -279,7 +285,7 @@ pub fn cli(args: Args) -> Result<ExitCode> {
             secs
         );
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 #[cfg(test)]
