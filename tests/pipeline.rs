@@ -4,74 +4,9 @@
 use std::fs;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-const EMBER: &str = env!("CARGO_BIN_EXE_ember");
-
-/// Every stage, sized to run in seconds on a CPU.
-const CONFIG: &str = r#"
-seed = 5
-device = "cpu"
-
-[data]
-pairs = 240
-demos = 240
-eval_prompts = 12
-
-[sft]
-steps = 12
-batch = 16
-eval_every = 6
-checkpoint_every = 6
-
-[sft.model]
-n_ctx = 48
-d_model = 32
-n_layer = 1
-n_head = 2
-
-[reward]
-steps = 12
-batch = 8
-max_len = 48
-eval_every = 6
-eval_pairs = 32
-checkpoint_every = 4
-
-[rank]
-n = 4
-max_new_tokens = 10
-max_prompts = 6
-
-[finetune]
-rounds = 1
-n = 2
-prompts_per_round = 8
-steps = 2
-batch = 8
-max_new_tokens = 10
-eval_prompts = 4
-eval_samples = 2
-checkpoint_every = 1
-bootstrap = 20
-
-[refine]
-max_new_tokens = 10
-max_prompts = 3
-
-[refine.optimiser]
-steps = 2
-
-[compare]
-budgets = [1, 2, 4]
-max_new_tokens = 10
-max_prompts = 3
-resamples = 20
-
-[report]
-title = "test run"
-plots = false
-"#;
+mod common;
+use common::{ember, kill_after_second_checkpoint, text, TINY as CONFIG};
 
 const ALL: [&str; 9] = [
     "data",
@@ -87,23 +22,6 @@ const ALL: [&str; 9] = [
 
 fn all() -> Vec<String> {
     ALL.iter().map(|s| s.to_string()).collect()
-}
-
-fn ember(args: &[&str], cwd: &Path) -> Output {
-    Command::new(EMBER)
-        .args(args)
-        .current_dir(cwd)
-        .env("RUST_LOG", "info")
-        .output()
-        .expect("ember runs")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 fn write_config(dir: &Path, body: &str) -> PathBuf {
@@ -273,55 +191,30 @@ fn killed_reward_training_resumes_and_matches_an_uninterrupted_run() {
         v.extend(longer.map(String::from));
         v
     };
-    for stage in ["data", "tokenizer", "sft", "reward"] {
-        let mut args = run_until_reward("whole");
+    let only = |dir: &str, stage: &str| {
+        let mut args = run_until_reward(dir);
         args.extend(["--only".to_string(), stage.to_string()]);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = ember(&args, tmp.path());
+        args
+    };
+    let run_only = |dir: &str, stage: &str| {
+        let args = only(dir, stage);
+        let out = ember(
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+            tmp.path(),
+        );
         assert!(out.status.success(), "{}", text(&out));
+    };
+    for stage in ["data", "tokenizer", "sft", "reward"] {
+        run_only("whole", stage);
     }
     let whole = fs::read(tmp.path().join("whole/04-reward/model.safetensors")).unwrap();
 
     let run = tmp.path().join("killed");
     for stage in ["data", "tokenizer", "sft"] {
-        let mut args = run_until_reward("killed");
-        args.extend(["--only".to_string(), stage.to_string()]);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        assert!(ember(&args, tmp.path()).status.success());
+        run_only("killed", stage);
     }
-    let mut args = run_until_reward("killed");
-    args.extend(["--only".to_string(), "reward".to_string()]);
-    let mut child = Command::new(EMBER)
-        .args(&args)
-        .current_dir(tmp.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    // Wait for a checkpoint past the first one, then kill -9.
     let ckpt = run.join("04-reward.partial/ckpt");
-    let clock = std::time::Instant::now();
-    let mut seen = None;
-    while clock.elapsed().as_secs() < 120 {
-        if let Ok(m) = fs::metadata(&ckpt) {
-            let t = m.modified().unwrap();
-            if seen.is_some_and(|s| s != t) {
-                break;
-            }
-            seen.get_or_insert(t);
-        }
-        if child.try_wait().unwrap().is_some() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    // SAFETY: sending a signal to our own child process.
-    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
-    let status = child.wait().unwrap();
-    assert!(
-        status.code().is_none(),
-        "reward training finished before the kill; make it longer"
-    );
+    kill_after_second_checkpoint(&only("killed", "reward"), tmp.path(), &ckpt);
     assert!(!run.join("04-reward/manifest.json").exists());
     assert!(
         ckpt.exists() || run.join("04-reward.partial/ckpt.old").exists(),

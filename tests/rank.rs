@@ -4,64 +4,13 @@
 //! from its checkpoint and ends with the same policy as an uninterrupted run.
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
-const EMBER: &str = env!("CARGO_BIN_EXE_ember");
-
-/// The stages up to the reward model, sized to take seconds.
-const CONFIG: &str = r#"
-seed = 3
-device = "cpu"
-
-[data]
-pairs = 240
-demos = 240
-eval_prompts = 12
-
-[sft]
-steps = 12
-batch = 16
-eval_every = 6
-checkpoint_every = 6
-
-[sft.model]
-n_ctx = 48
-d_model = 32
-n_layer = 1
-n_head = 2
-
-[reward]
-steps = 12
-batch = 8
-max_len = 48
-eval_every = 6
-eval_pairs = 32
-checkpoint_every = 4
-"#;
-
-fn ember(args: &[&str], cwd: &Path) -> Output {
-    Command::new(EMBER)
-        .args(args)
-        .current_dir(cwd)
-        .env("RUST_LOG", "info")
-        .output()
-        .expect("ember runs")
-}
-
-fn ok(o: &Output) -> String {
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(o.status.success(), "{text}");
-    text
-}
+mod common;
+use common::{ember, kill_after_second_checkpoint, ok, TINY};
 
 /// data, tokenizer, sft and reward of the tiny config in `dir/run`.
 fn upstream(dir: &Path) {
-    fs::write(dir.join("run.toml"), CONFIG).unwrap();
+    fs::write(dir.join("run.toml"), TINY).unwrap();
     for stage in ["data", "tokenizer", "sft", "reward"] {
         ok(&ember(
             &["run", "run.toml", "--run-dir", "run", "--only", stage],
@@ -241,35 +190,10 @@ fn killed_finetune_resumes_and_matches_an_uninterrupted_run() {
     ));
 
     let killed = args("killed");
-    let mut child = Command::new(EMBER)
-        .args(&killed)
-        .current_dir(tmp.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let ckpt = tmp.path().join("killed.partial/checkpoint");
-    let clock = Instant::now();
-    let mut seen = None;
-    while clock.elapsed() < Duration::from_secs(120) {
-        if let Ok(m) = fs::metadata(&ckpt) {
-            let t = m.modified().unwrap();
-            if seen.is_some_and(|s| s != t) {
-                break;
-            }
-            seen.get_or_insert(t);
-        }
-        if child.try_wait().unwrap().is_some() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    // SAFETY: sending a signal to our own child process.
-    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
-    let status = child.wait().unwrap();
-    assert!(
-        status.code().is_none(),
-        "finetune finished before the kill; make it longer"
+    kill_after_second_checkpoint(
+        &killed,
+        tmp.path(),
+        &tmp.path().join("killed.partial/checkpoint"),
     );
     assert!(!tmp.path().join("killed/manifest.json").exists());
 

@@ -391,25 +391,7 @@ fn rank_section(doc: &mut Doc, s: &Stage) -> Result<()> {
         "kl_bound",
     ];
     writeln!(doc.md, "Best-of-n by lowest energy (mean over prompts):\n")?;
-    writeln!(
-        doc.md,
-        "| {} |\n|{}",
-        cols.join(" | "),
-        "---|".repeat(cols.len())
-    )?;
-    for r in rows {
-        let cells: Vec<String> = cols
-            .iter()
-            .map(|c| {
-                r.get(*c)
-                    .and_then(Value::as_f64)
-                    .map(status::fmt_num)
-                    .unwrap_or_else(|| "—".into())
-            })
-            .collect();
-        writeln!(doc.md, "| {} |", cells.join(" | "))?;
-    }
-    writeln!(doc.md)?;
+    numeric_table(&mut doc.md, &cols, &cols, rows)?;
     type Curve = Vec<(f64, f64, Option<(f64, f64)>)>;
     let curve = |key: &str, se: &str| -> Curve {
         rows.iter()
@@ -438,6 +420,31 @@ fn rank_section(doc: &mut Doc, s: &Stage) -> Result<()> {
         };
         doc.plot("rank_gold", &plot)?;
     }
+    Ok(())
+}
+
+/// A Markdown table with one column per key of `rows` (JSON objects), numbers formatted and
+/// missing values as "—".
+fn numeric_table(md: &mut String, header: &[&str], keys: &[&str], rows: &[Value]) -> Result<()> {
+    writeln!(
+        md,
+        "| {} |\n|{}",
+        header.join(" | "),
+        "---|".repeat(keys.len())
+    )?;
+    for r in rows {
+        let cells: Vec<String> = keys
+            .iter()
+            .map(|k| {
+                r.get(*k)
+                    .and_then(Value::as_f64)
+                    .map(status::fmt_num)
+                    .unwrap_or_else(|| "—".into())
+            })
+            .collect();
+        writeln!(md, "| {} |", cells.join(" | "))?;
+    }
+    writeln!(md)?;
     Ok(())
 }
 
@@ -471,25 +478,8 @@ fn finetune_section(doc: &mut Doc, s: &Stage) -> Result<()> {
          starting policy):\n"
     )?;
     let header: Vec<&str> = cols.iter().map(|(_, h)| *h).collect();
-    writeln!(
-        doc.md,
-        "| {} |\n|{}",
-        header.join(" | "),
-        "---|".repeat(cols.len())
-    )?;
-    for r in &rows {
-        let cells: Vec<String> = cols
-            .iter()
-            .map(|(k, _)| {
-                r.get(*k)
-                    .and_then(Value::as_f64)
-                    .map(status::fmt_num)
-                    .unwrap_or_else(|| "—".into())
-            })
-            .collect();
-        writeln!(doc.md, "| {} |", cells.join(" | "))?;
-    }
-    writeln!(doc.md)?;
+    let keys: Vec<&str> = cols.iter().map(|(k, _)| *k).collect();
+    numeric_table(&mut doc.md, &header, &keys, &rows)?;
     let series = |key: &str, name: &str| Series {
         name: name.into(),
         points: rows
