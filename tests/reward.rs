@@ -276,3 +276,64 @@ fn bad_input_gives_clear_errors() {
     assert!(err.contains("row 2") && err.contains("answer"), "{err}");
     assert!(!out.exists());
 }
+
+mod common;
+
+/// `--loss nll -k K`: K answers sampled from the SFT policy per training prompt join each pair's
+/// negatives, from the CLI and from a run config (where they come from the SFT stage).
+#[test]
+fn sampled_negatives_from_the_policy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::write(dir.join("run.toml"), common::TINY).unwrap();
+    for stage in ["data", "tokenizer", "sft"] {
+        common::ok(&common::ember(
+            &["run", "run.toml", "--run-dir", "run", "--only", stage],
+            dir,
+        ));
+    }
+    let train = |extra: &[&str]| {
+        let mut args = vec![
+            "reward",
+            "train",
+            "--data",
+            "run/01-data",
+            "--init",
+            "run/03-sft",
+            "--steps",
+            "3",
+            "--batch",
+            "4",
+            "--out",
+        ];
+        args.extend(extra);
+        common::ember(&args, dir)
+    };
+    common::ok(&train(&["rm", "--loss", "nll", "-k", "2"]));
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("rm/manifest.json")).unwrap())
+            .unwrap();
+    let rows = m["metrics"]["train_fit"]["rows"].as_u64().unwrap();
+    assert_eq!(m["metrics"]["sampled_negatives"].as_u64(), Some(2 * rows));
+
+    let bad = train(&["bad", "--loss", "log", "-k", "2"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", common::text(&bad));
+    assert!(common::text(&bad).contains("nll"), "{}", common::text(&bad));
+
+    let out = common::ok(&common::ember(
+        &[
+            "run",
+            "run.toml",
+            "--run-dir",
+            "run",
+            "--only",
+            "reward",
+            "--set",
+            "reward.loss.kind=\"nll\"",
+            "--set",
+            "reward.sampled_negatives=2",
+        ],
+        dir,
+    ));
+    assert!(out.contains("sampled negatives"), "{out}");
+}

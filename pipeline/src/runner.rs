@@ -172,6 +172,7 @@ pub fn plan(cfg: &RunConfig, run: &Path) -> Vec<Planned> {
                 data: data.clone(),
                 tokenizer: None,
                 init: Some(sft.clone()),
+                negatives_from: None,
             };
             stages::reward::run(&c, &m, &inputs, out)
         },

@@ -50,6 +50,10 @@ pub struct TrainConfig {
     /// `nll` only: the chosen answers of this many other prompts of the batch are extra
     /// negatives of each prompt.
     pub in_batch_negatives: usize,
+    /// `nll` only: answers sampled (temperature 1) from the `negatives_from` policy for each
+    /// training prompt, all used as extra negatives of that prompt: the model's own contrastive
+    /// samples (LeCun et al. 2006, §2.2), drawn once before training. 0 = none.
+    pub sampled_negatives: usize,
     /// Write a resumable checkpoint every N steps (0 = only at evaluations).
     pub checkpoint_every: u64,
     /// Trunk shape when training from scratch (ignored with an init checkpoint).
@@ -81,6 +85,7 @@ impl Default for TrainConfig {
             eval_pairs: 512,
             patience: 0,
             in_batch_negatives: 2,
+            sampled_negatives: 0,
             checkpoint_every: 50,
             d_model: 64,
             n_layer: 2,
@@ -110,6 +115,9 @@ impl TrainConfig {
         if self.loss.beta <= 0.0 {
             return bad("beta must be > 0");
         }
+        if self.sampled_negatives > 0 && self.loss.kind != crate::loss::LossKind::Nll {
+            return bad("sampled negatives need the nll loss (--loss nll)");
+        }
         Ok(())
     }
 
@@ -130,6 +138,8 @@ pub struct TrainInputs {
     pub tokenizer: Option<PathBuf>,
     /// A policy (SFT) checkpoint directory whose trunk initialises the model.
     pub init: Option<PathBuf>,
+    /// The policy that `sampled_negatives` are drawn from (it must share the tokenizer).
+    pub negatives_from: Option<PathBuf>,
 }
 
 /// What a training run reports.
@@ -145,6 +155,8 @@ pub struct TrainSummary {
     pub val: EvalReport,
     pub tokens_per_s: f64,
     pub seconds: f64,
+    /// Answers sampled as extra negatives (per training prompt × prompts).
+    pub sampled_negatives: usize,
 }
 
 /// Summary statistics of the energies of the training set (saved as `energy_stats.json`).
@@ -365,6 +377,7 @@ pub fn train(
     if cfg.eval_pairs > 0 {
         val_pairs.truncate(cfg.eval_pairs);
     }
+    let sampled = sample_negatives(cfg, inputs, &tok, &train_rows, ecfg.max_len, device)?;
     tch::manual_seed(cfg.seed as i64);
     let mut vs = nn::VarStore::new(device);
     let model = EnergyModel::new(vs.root(), &ecfg);
@@ -417,7 +430,19 @@ pub fn train(
                 ecfg.max_len,
             )
         } else {
-            Vec::new()
+            vec![Vec::new(); refs.len()]
+        };
+        let negatives: Vec<Vec<Vec<i64>>> = if sampled.is_empty() {
+            negatives.into_iter().filter(|n| !n.is_empty()).collect()
+        } else {
+            negatives
+                .into_iter()
+                .zip(&refs)
+                .map(|(mut n, p)| {
+                    n.extend(sampled[p.row].iter().cloned());
+                    n
+                })
+                .collect()
         };
         let batch = PairBatch::new(&refs, &negatives, pad, device);
         tokens += batch.tokens;
@@ -528,7 +553,98 @@ pub fn train(
         val,
         tokens_per_s: tokens as f64 / loop_s.max(1e-9),
         seconds: started.elapsed().as_secs_f64(),
+        sampled_negatives: sampled.iter().map(Vec::len).sum(),
     })
+}
+
+/// `cfg.sampled_negatives` answers per training row's prompt, sampled from the
+/// `negatives_from` policy (one draw per distinct prompt, deterministic for the seed), each
+/// encoded as prompt + SEP + answer + EOS and fitted like the pairs. Empty when off.
+fn sample_negatives(
+    cfg: &TrainConfig,
+    inputs: &TrainInputs,
+    tok: &Tokenizer,
+    rows: &[datasets::table::PairRow],
+    max_len: usize,
+    device: Device,
+) -> Result<Vec<Vec<Vec<i64>>>> {
+    let k = cfg.sampled_negatives;
+    if k == 0 {
+        return Ok(Vec::new());
+    }
+    let dir = inputs.negatives_from.as_deref().ok_or_else(|| {
+        RewardError::Config(
+            "sampled negatives need a policy to sample from (--negatives-from DIR)".into(),
+        )
+    })?;
+    let policy = policy::Policy::load(dir, device).map_err(|e| RewardError::Input {
+        path: dir.to_path_buf(),
+        message: format!("loading the policy for sampled negatives: {e}"),
+    })?;
+    let (a, b) = (&policy.tokenizer, tok);
+    let probe = rows.iter().take(16).all(|r| {
+        a.encode_pair(&r.prompt, &r.chosen).ids == b.encode_pair(&r.prompt, &r.chosen).ids
+    });
+    let specials = |t: &Tokenizer| (t.vocab_size(), t.pad_id(), t.sep_id(), t.eos_id());
+    if !probe || specials(a) != specials(b) {
+        return Err(RewardError::Input {
+            path: dir.to_path_buf(),
+            message: "the negatives policy's tokenizer differs from the energy model's".into(),
+        });
+    }
+    let mut prompts: Vec<&str> = rows.iter().map(|r| r.prompt.as_str()).collect();
+    prompts.sort_unstable();
+    prompts.dedup();
+    // Negatives are at most as long as the longest answer the data holds.
+    let longest = rows
+        .iter()
+        .flat_map(|r| [&r.chosen, &r.rejected])
+        .map(|a| tok.encode_pair("", a).ids.len())
+        .max()
+        .unwrap_or(8);
+    let sampling = policy::sample::SampleConfig {
+        n: k,
+        temperature: 1.0,
+        top_k: None,
+        top_p: None,
+        max_new_tokens: longest.clamp(2, max_len.saturating_sub(2).max(2)),
+        batch: 64,
+        seed: cfg.seed ^ 0x6e65_6761_7469_7665, // "negative"
+    };
+    let clock = Instant::now();
+    let owned: Vec<String> = prompts.iter().map(|p| p.to_string()).collect();
+    let samples =
+        policy::sample::sample(&policy, &owned, &sampling).map_err(|e| RewardError::Input {
+            path: dir.to_path_buf(),
+            message: format!("sampling negatives: {e}"),
+        })?;
+    let mut by_prompt: std::collections::HashMap<&str, Vec<Vec<i64>>> = Default::default();
+    for s in &samples {
+        let prompt = prompts[s.prompt_id];
+        let enc = tok.encode_pair(prompt, &s.answer);
+        let ids = match crate::batch::fit_left(enc.ids.clone(), enc.answer_start, max_len) {
+            (ids, crate::batch::Fit::AnswerTooLong) => {
+                crate::batch::clip_answer(&ids, enc.answer_start, max_len)
+            }
+            (ids, _) => ids,
+        };
+        by_prompt.entry(prompt).or_default().push(ids);
+    }
+    info!(
+        prompts = prompts.len(),
+        per_prompt = k,
+        seconds = clock.elapsed().as_secs_f64(),
+        "sampled negatives"
+    );
+    Ok(rows
+        .iter()
+        .map(|r| {
+            by_prompt
+                .get(r.prompt.as_str())
+                .cloned()
+                .unwrap_or_default()
+        })
+        .collect())
 }
 
 /// Energy statistics over (at most 2048 of) the training pairs.

@@ -224,6 +224,7 @@ fn tiny_model_separates_a_trivially_separable_set_and_reloads_bit_identically() 
         data: data.clone(),
         tokenizer: Some(data.join("tokenizer.json")),
         init: None,
+        negatives_from: None,
     };
     let summary = train(&small_train_config(60), &inputs, &out, Device::Cpu).unwrap();
     assert_eq!(summary.val.accuracy, 1.0, "{:?}", summary.val);
@@ -266,6 +267,7 @@ fn resumed_training_is_bit_identical_to_uninterrupted() {
         data: data.clone(),
         tokenizer: Some(data.join("tokenizer.json")),
         init: None,
+        negatives_from: None,
     };
     let full = tmp.path().join("full");
     std::fs::create_dir_all(&full).unwrap();

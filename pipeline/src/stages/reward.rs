@@ -31,6 +31,8 @@ pub struct Inputs {
     pub tokenizer: Option<PathBuf>,
     /// A policy (SFT) checkpoint directory whose trunk initialises the model.
     pub init: Option<PathBuf>,
+    /// The policy that `sampled_negatives` are drawn from (default: `init`).
+    pub negatives_from: Option<PathBuf>,
 }
 
 /// Trains the energy model into `out` (resumable: a killed run re-run with the same config
@@ -42,11 +44,26 @@ pub fn run(cfg: &Config, common: &Common, inputs: &Inputs, out: &Path) -> Result
     let mut paths: Vec<&Path> = vec![&inputs.data];
     paths.extend(inputs.tokenizer.as_deref());
     paths.extend(inputs.init.as_deref());
+    let negatives_from = (cfg.sampled_negatives > 0)
+        .then(|| {
+            inputs
+                .negatives_from
+                .clone()
+                .or_else(|| inputs.init.clone())
+        })
+        .flatten();
+    if let Some(n) = negatives_from
+        .as_deref()
+        .filter(|n| Some(*n) != inputs.init.as_deref())
+    {
+        paths.push(n);
+    }
     let run = StageRun::begin(NAME, &(&cfg, common), &paths, out, true)?;
     let train_inputs = reward::train::TrainInputs {
         data: inputs.data.clone(),
         tokenizer: inputs.tokenizer.clone(),
         init: inputs.init.clone(),
+        negatives_from: negatives_from.clone(),
     };
     let summary = reward::train::train(&cfg, &train_inputs, run.dir(), device)
         .with_context(|| format!("training the energy model on {}", inputs.data.display()))?;
@@ -108,6 +125,12 @@ pub struct TrainArgs {
     /// nll: other prompts' chosen answers used as extra negatives of each prompt.
     #[arg(long, default_value_t = Config::default().in_batch_negatives)]
     pub in_batch_negatives: usize,
+    /// nll: a policy to sample extra negatives from (default: --init when -k is set).
+    #[arg(long, value_name = "DIR")]
+    pub negatives_from: Option<PathBuf>,
+    /// nll: answers sampled from that policy per training prompt, used as extra negatives.
+    #[arg(short = 'k', long = "sampled-negatives", default_value_t = Config::default().sampled_negatives)]
+    pub sampled_negatives: usize,
     /// Validate every N steps.
     #[arg(long, default_value_t = Config::default().eval_every)]
     pub eval_every: u64,
@@ -150,6 +173,7 @@ impl TrainArgs {
             max_len: self.max_len,
             ties,
             in_batch_negatives: self.in_batch_negatives,
+            sampled_negatives: self.sampled_negatives,
             eval_every: self.eval_every,
             patience: self.patience,
             checkpoint_every: self.checkpoint_every,
@@ -245,6 +269,7 @@ fn train_cli(a: TrainArgs) -> Result<ExitCode> {
         data: a.data,
         tokenizer: a.tokenizer,
         init: a.init,
+        negatives_from: a.negatives_from,
     };
     let m = run(&cfg, &common, &inputs, &a.out)?;
     let v = &m.metrics["val"];
