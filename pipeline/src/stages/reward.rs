@@ -74,7 +74,7 @@ pub fn run(cfg: &Config, common: &Common, inputs: &Inputs, out: &Path) -> Result
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Train an energy model on preference pairs.
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Pairwise accuracy, gap, calibration, length baseline of a model on preference tables.
     Eval(EvalArgs),
     /// Add an `energy` column to rows with `prompt` and `answer` (Parquet or JSONL).
@@ -246,7 +246,7 @@ pub struct DoctorArgs {
 
 pub fn cli(cmd: Command) -> Result<ExitCode> {
     match cmd {
-        Command::Train(a) => train_cli(a),
+        Command::Train(a) => train_cli(*a),
         Command::Eval(a) => eval_cli(a),
         Command::Score(a) => score_cli(a),
         Command::Doctor(a) => doctor_cli(a),
