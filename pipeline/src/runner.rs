@@ -402,6 +402,7 @@ pub struct Outcome {
 /// Runs `cfg` in `run` under the lock; returns one outcome per stage considered.
 #[instrument(skip_all, fields(run = %run.display()))]
 pub fn run_pipeline(cfg: &RunConfig, run: &Path, sel: &Selection) -> Result<Vec<Outcome>> {
+    let cfg = &with_absolute_inputs(cfg)?;
     let plans = plan(cfg, run);
     validate_selection(&plans, sel)?;
     fs::create_dir_all(run)
@@ -438,6 +439,21 @@ pub fn run_pipeline(cfg: &RunConfig, run: &Path, sel: &Selection) -> Result<Vec<
         outcomes.push(run_one(p, run, forced)?);
     }
     Ok(outcomes)
+}
+
+/// The config with `[data] inputs` made absolute against the working directory, so that the
+/// `config.toml` a run keeps (and `ember status` reads) means the same files from anywhere.
+fn with_absolute_inputs(cfg: &RunConfig) -> Result<RunConfig> {
+    let mut cfg = cfg.clone();
+    if let DataConfig::Ingest { inputs, .. } = &mut cfg.data {
+        let cwd = std::env::current_dir().context("reading the working directory")?;
+        for input in inputs.iter_mut() {
+            if Path::new(input.as_str()).is_relative() {
+                *input = cwd.join(&*input).display().to_string();
+            }
+        }
+    }
+    Ok(cfg)
 }
 
 fn validate_selection(plans: &[Planned], sel: &Selection) -> Result<()> {
