@@ -337,3 +337,55 @@ fn sampled_negatives_from_the_policy() {
     ));
     assert!(out.contains("sampled negatives"), "{out}");
 }
+
+/// `ember logprob` takes JSON Lines as well as Parquet, and names the rows it cannot use.
+#[test]
+fn logprob_reads_jsonl_and_names_bad_rows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::write(dir.join("run.toml"), common::TINY).unwrap();
+    for stage in ["data", "tokenizer", "sft"] {
+        common::ok(&common::ember(
+            &["run", "run.toml", "--run-dir", "run", "--only", stage],
+            dir,
+        ));
+    }
+    let rows = "{\"prompt\": \"12+7=\", \"answer\": \"19\"}\n{\"prompt\": \"sort 3 1 ->\", \"answer\": \"1 3\"}\n";
+    std::fs::write(dir.join("rows.jsonl"), rows).unwrap();
+    let args = [
+        "logprob",
+        "--policy",
+        "run/03-sft",
+        "--input",
+        "rows.jsonl",
+        "--out",
+    ];
+    let out = common::ok(&common::ember(&[&args[..], &["lp.parquet"]].concat(), dir));
+    assert!(out.contains("2 rows"), "{out}");
+    assert!(dir.join("lp.parquet").exists());
+
+    std::fs::write(
+        dir.join("bad.jsonl"),
+        format!("{rows}{{\"prompt\": \"1+1=\"}}\n"),
+    )
+    .unwrap();
+    let bad = common::ember(
+        &[
+            "logprob",
+            "--policy",
+            "run/03-sft",
+            "--input",
+            "bad.jsonl",
+            "--out",
+            "bad.parquet",
+        ],
+        dir,
+    );
+    assert_eq!(bad.status.code(), Some(2), "{}", common::text(&bad));
+    assert!(
+        common::text(&bad).contains("row 3"),
+        "{}",
+        common::text(&bad)
+    );
+    assert!(!dir.join("bad.parquet").exists());
+}

@@ -33,8 +33,30 @@ impl Default for Config {
 pub struct Inputs {
     /// Policy directory.
     pub policy: PathBuf,
-    /// A Parquet table with `prompt` and `answer` columns (e.g. `ember sample` output).
+    /// A Parquet table with `prompt` and `answer` columns (e.g. `ember sample` output), or
+    /// JSON Lines with those fields.
     pub input: PathBuf,
+}
+
+/// (prompt, answer) rows of a Parquet table or a JSON Lines file; bad JSONL rows are named.
+fn read_prompt_answers(path: &Path) -> Result<Vec<(String, String)>> {
+    let name = path.to_string_lossy().to_lowercase();
+    if !(name.ends_with(".jsonl") || name.ends_with(".jsonl.gz")) {
+        return datasets::table::read_sft(path)
+            .with_context(|| format!("reading prompt/answer columns of {}", path.display()));
+    }
+    let rows = crate::stages::reward::read_rows(path)
+        .with_context(|| format!("reading {}", path.display()))?;
+    let (prompts, answers) = crate::stages::reward::prompts_answers(&rows).map_err(|bad| {
+        let shown: Vec<&str> = bad.iter().take(5).map(String::as_str).collect();
+        usage(format!(
+            "{}: {} bad row(s): {}",
+            path.display(),
+            bad.len(),
+            shown.join("; ")
+        ))
+    })?;
+    Ok(prompts.into_iter().zip(answers).collect())
 }
 
 fn score_to(
@@ -45,12 +67,7 @@ fn score_to(
 ) -> Result<serde_json::Value> {
     let device = policy::device::resolve_str(&common.device).map_err(|e| usage(e.to_string()))?;
     let policy = Policy::load(&inputs.policy, device)?;
-    let rows = datasets::table::read_sft(&inputs.input).with_context(|| {
-        format!(
-            "reading prompt/answer columns of {}",
-            inputs.input.display()
-        )
-    })?;
+    let rows = read_prompt_answers(&inputs.input)?;
     if rows.is_empty() {
         return Err(usage(format!("{} has no rows", inputs.input.display())));
     }
@@ -82,7 +99,7 @@ pub struct Args {
     /// Policy directory.
     #[arg(long)]
     pub policy: PathBuf,
-    /// Parquet table with `prompt` and `answer` columns.
+    /// Parquet table with `prompt` and `answer` columns, or JSON Lines with those fields.
     #[arg(long)]
     pub input: PathBuf,
     /// Sequences scored together.

@@ -398,7 +398,7 @@ fn eval_cli(a: EvalArgs) -> Result<ExitCode> {
 }
 
 /// Rows of a Parquet or JSON Lines file as JSON objects.
-fn read_rows(path: &Path) -> Result<Vec<Value>> {
+pub(crate) fn read_rows(path: &Path) -> Result<Vec<Value>> {
     let name = path.to_string_lossy().to_lowercase();
     if name.ends_with(".jsonl") || name.ends_with(".jsonl.gz") {
         let recs = datasets::read::read_file(path)?;
@@ -414,7 +414,9 @@ fn read_rows(path: &Path) -> Result<Vec<Value>> {
 }
 
 /// (prompt, answer) of each row, or the row numbers (1-based) and reasons of the bad ones.
-fn prompts_answers(rows: &[Value]) -> std::result::Result<(Vec<String>, Vec<String>), Vec<String>> {
+pub(crate) fn prompts_answers(
+    rows: &[Value],
+) -> std::result::Result<(Vec<String>, Vec<String>), Vec<String>> {
     let (mut p, mut a, mut bad) = (Vec::new(), Vec::new(), Vec::new());
     for (i, r) in rows.iter().enumerate() {
         match (
