@@ -274,10 +274,12 @@ fn load_trunk(vs: &mut nn::VarStore, init: &Path) -> Result<()> {
 
 fn tokenizer_path(inputs: &TrainInputs) -> Result<PathBuf> {
     match (&inputs.tokenizer, &inputs.init) {
+        // A directory (what `ember tokenizer train --out` writes) means its tokenizer.json.
+        (Some(t), _) if t.is_dir() => Ok(t.join(policy::TOKENIZER_FILE)),
         (Some(t), _) => Ok(t.clone()),
         (None, Some(init)) => Ok(init.join(policy::TOKENIZER_FILE)),
         (None, None) => Err(RewardError::Config(
-            "give --tokenizer FILE or --init SFT_DIR".into(),
+            "give --tokenizer FILE|DIR or --init SFT_DIR".into(),
         )),
     }
 }

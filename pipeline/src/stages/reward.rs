@@ -89,7 +89,7 @@ pub struct TrainArgs {
     /// Directory with train.parquet and val.parquet.
     #[arg(long)]
     pub data: PathBuf,
-    /// tokenizer.json (defaults to the one in --init).
+    /// tokenizer.json, or the directory holding it (defaults to the one in --init).
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
     /// Policy (SFT) checkpoint directory whose trunk initialises the model (recommended).
