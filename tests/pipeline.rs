@@ -74,6 +74,7 @@ fn second_run_skips_and_a_changed_config_reruns() {
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(ran(&events(&run, 0)), all());
     assert!(run.join("09-report/report.md").exists());
+    assert!(run.join("04-reward/val_energies.parquet").exists());
     for stage in ALL {
         let row = status_row(tmp.path(), "run", stage);
         assert!(row.contains("done"), "{stage}: {row}");

@@ -67,8 +67,43 @@ pub fn run(cfg: &Config, common: &Common, inputs: &Inputs, out: &Path) -> Result
     };
     let summary = reward::train::train(&cfg, &train_inputs, run.dir(), device)
         .with_context(|| format!("training the energy model on {}", inputs.data.display()))?;
+    write_val_energies(&inputs.data.join("val.parquet"), run.dir(), device)?;
     let metrics = serde_json::to_value(&summary)?;
     run.finish(metrics, &["ckpt", "ckpt.old", "ckpt.tmp", "best"])
+}
+
+/// `VAL_ENERGIES`: the trained model's energies of every validation pair (`prompt`, `e_chosen`,
+/// `e_rejected`, plus `gold_chosen`/`gold_rejected` on synth), for the report's histograms.
+pub const VAL_ENERGIES: &str = "val_energies.parquet";
+
+fn write_val_energies(val: &Path, model_dir: &Path, device: tch::Device) -> Result<()> {
+    let rows = reward::data::load_pairs(val)?;
+    let rows: Vec<_> = rows.into_iter().filter(|r| !r.tie).collect();
+    let scorer = EnergyScorer::load(model_dir, device)?;
+    let prompts: Vec<String> = rows.iter().map(|r| r.prompt.clone()).collect();
+    let side = |f: fn(&datasets::table::PairRow) -> &String| -> Result<Vec<f32>> {
+        let answers: Vec<String> = rows.iter().map(|r| f(r).clone()).collect();
+        Ok(scorer.score(&prompts, &answers, 64)?)
+    };
+    let (ec, er) = (side(|r| &r.chosen)?, side(|r| &r.rejected)?);
+    let mut cols = vec![
+        Column::new("prompt".into(), prompts),
+        Column::new("e_chosen".into(), ec),
+        Column::new("e_rejected".into(), er),
+    ];
+    if rows.iter().all(|r| r.gold_chosen.is_some()) {
+        let gc: Vec<Option<f32>> = rows.iter().map(|r| r.gold_chosen).collect();
+        let gr: Vec<Option<f32>> = rows.iter().map(|r| r.gold_rejected).collect();
+        cols.push(Column::new("gold_chosen".into(), gc));
+        cols.push(Column::new("gold_rejected".into(), gr));
+    }
+    let path = model_dir.join(VAL_ENERGIES);
+    let mut df = DataFrame::new(rows.len(), cols)?;
+    let file = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    ParquetWriter::new(file)
+        .finish(&mut df)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
 }
 
 #[derive(Debug, Subcommand)]
