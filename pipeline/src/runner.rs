@@ -20,7 +20,7 @@ use tracing::{info, instrument, warn};
 
 use crate::config::{self, DataConfig, RunConfig};
 use crate::error::{usage, UsageError};
-use crate::stage::{self, Manifest};
+use crate::stage::{self, Common, Manifest};
 use crate::stages;
 
 /// Every stage, in pipeline order; a run config wires those this build has.
@@ -178,21 +178,20 @@ pub fn plan(cfg: &RunConfig, run: &Path) -> Vec<Planned> {
         },
     ));
 
-    let (c, m, sft, rm) = (cfg.rank.clone(), common.clone(), dir("sft"), dir("reward"));
-    let prompts = eval_prompts(cfg, run);
-    plans.push(Planned::new(
+    // rank, refine and compare all work on the SFT policy's answers to the evaluation prompts.
+    plans.push(plan_on_sft(
         "rank",
         stages::rank::NAME,
-        hashed(&(&c, &m)),
-        vec![sft.clone(), rm.clone(), prompts.clone()],
+        cfg.rank.clone(),
+        cfg,
         run,
-        move |out| {
+        |c, m, i, out| {
             let inputs = stages::rank::Inputs {
-                policy: sft.clone(),
-                reward: rm.clone(),
-                prompts: prompts.clone(),
+                policy: i.policy.clone(),
+                reward: i.reward.clone(),
+                prompts: i.prompts.clone(),
             };
-            stages::rank::run(&c, &m, &inputs, out)
+            stages::rank::run(c, m, &inputs, out)
         },
     ));
 
@@ -229,51 +228,35 @@ pub fn plan(cfg: &RunConfig, run: &Path) -> Vec<Planned> {
         },
     ));
 
-    // refine and compare start from the SFT policy: the comparison is of two ways to spend
-    // energy-model compute on the same policy's answers.
-    let (c, m, sft, rm) = (
-        cfg.refine.clone(),
-        common.clone(),
-        dir("sft"),
-        dir("reward"),
-    );
-    let prompts = eval_prompts(cfg, run);
-    plans.push(Planned::new(
+    // refine and compare: two ways to spend energy-model compute on the same policy's answers.
+    plans.push(plan_on_sft(
         "refine",
         stages::refine::NAME,
-        hashed(&(&c, &m)),
-        vec![sft.clone(), rm.clone(), prompts.clone()],
+        cfg.refine.clone(),
+        cfg,
         run,
-        move |out| {
+        |c, m, i, out| {
             let inputs = stages::refine::Inputs {
-                policy: sft.clone(),
-                reward: rm.clone(),
-                prompts: prompts.clone(),
+                policy: i.policy.clone(),
+                reward: i.reward.clone(),
+                prompts: i.prompts.clone(),
             };
-            stages::refine::run(&c, &m, &inputs, out)
+            stages::refine::run(c, m, &inputs, out)
         },
     ));
-
-    let (c, m, sft, rm) = (
-        cfg.compare.clone(),
-        common.clone(),
-        dir("sft"),
-        dir("reward"),
-    );
-    let prompts = eval_prompts(cfg, run);
-    plans.push(Planned::new(
+    plans.push(plan_on_sft(
         "compare",
         stages::compare::NAME,
-        hashed(&(&c, &m)),
-        vec![sft.clone(), rm.clone(), prompts.clone()],
+        cfg.compare.clone(),
+        cfg,
         run,
-        move |out| {
+        |c, m, i, out| {
             let inputs = stages::compare::Inputs {
-                policy: sft.clone(),
-                reward: rm.clone(),
-                prompts: prompts.clone(),
+                policy: i.policy.clone(),
+                reward: i.reward.clone(),
+                prompts: i.prompts.clone(),
             };
-            stages::compare::run(&c, &m, &inputs, out)
+            stages::compare::run(c, m, &inputs, out)
         },
     ));
 
@@ -293,6 +276,42 @@ pub fn plan(cfg: &RunConfig, run: &Path) -> Vec<Planned> {
         },
     ));
     plans
+}
+
+/// What a stage working on the SFT policy's answers reads: the policy, the energy model and the
+/// evaluation prompts, in the order it hashes them.
+pub struct OnSft {
+    pub policy: PathBuf,
+    pub reward: PathBuf,
+    pub prompts: PathBuf,
+}
+
+type OnSftExec<C> = fn(&C, &Common, &OnSft, &Path) -> Result<Manifest>;
+
+/// A stage (rank, refine, compare) whose inputs are [`OnSft`].
+fn plan_on_sft<C: Serialize + 'static>(
+    name: &'static str,
+    hashed_name: &'static str,
+    c: C,
+    cfg: &RunConfig,
+    run: &Path,
+    exec: OnSftExec<C>,
+) -> Planned {
+    let i = OnSft {
+        policy: stage_dir(run, "sft"),
+        reward: stage_dir(run, "reward"),
+        prompts: eval_prompts(cfg, run),
+    };
+    let m = cfg.common();
+    let inputs = vec![i.policy.clone(), i.reward.clone(), i.prompts.clone()];
+    Planned::new(
+        name,
+        hashed_name,
+        hashed(&(&c, &m)),
+        inputs,
+        run,
+        move |out| exec(&c, &m, &i, out),
+    )
 }
 
 /// The prompts that sampling stages evaluate on: synth's held-out `eval_prompts.parquet`, or

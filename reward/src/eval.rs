@@ -53,6 +53,17 @@ pub fn evaluate(
     th: Thresholds,
 ) -> EvalReport {
     let (e_pos, e_neg) = pair_energies(model, pairs, batch, pad, device);
+    report_from_energies(rows, pairs, &e_pos, &e_neg, th)
+}
+
+/// The evaluation report of `pairs` whose energies are already known (E⁺, E⁻ per pair).
+pub fn report_from_energies(
+    rows: &[PairRow],
+    pairs: &[EncodedPairRow],
+    e_pos: &[f32],
+    e_neg: &[f32],
+    th: Thresholds,
+) -> EvalReport {
     let len_chosen: Vec<usize> = pairs
         .iter()
         .map(|p| rows[p.row].chosen.chars().count())
@@ -64,8 +75,8 @@ pub fn evaluate(
     let sources: Vec<String> = pairs.iter().map(|p| rows[p.row].source.clone()).collect();
     EvalReport::compute(
         &EvalInputs {
-            e_pos: &e_pos,
-            e_neg: &e_neg,
+            e_pos,
+            e_neg,
             len_chosen: &len_chosen,
             len_rejected: &len_rejected,
             sources: &sources,

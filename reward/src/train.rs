@@ -18,7 +18,7 @@ use tracing::{info, instrument, warn};
 use crate::batch::{in_batch_negatives, EncodedPairRow, PairBatch};
 use crate::data::{encode_rows, load_pairs, FitCounts};
 use crate::error::{Result, RewardError};
-use crate::eval::{evaluate, pair_energies, to_vec};
+use crate::eval::{evaluate, pair_energies, report_from_energies, to_vec};
 use crate::loss::{batch_loss, LossConfig, TieMode};
 use crate::metrics::{EvalReport, Thresholds};
 use crate::model::{EnergyConfig, EnergyModel, Pooling};
@@ -157,6 +157,17 @@ pub struct TrainSummary {
     pub seconds: f64,
     /// Answers sampled as extra negatives (per training prompt × prompts).
     pub sampled_negatives: usize,
+    /// The final model's energies of the validation pairs it was evaluated on (not in the JSON).
+    #[serde(skip)]
+    pub val_energies: Vec<ValEnergy>,
+}
+
+/// Energies of one validation pair; `row` indexes the rows of `val.parquet`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ValEnergy {
+    pub row: usize,
+    pub chosen: f32,
+    pub rejected: f32,
 }
 
 /// Summary statistics of the energies of the training set (saved as `energy_stats.json`).
@@ -412,7 +423,7 @@ pub fn train(
         tch::manual_seed((cfg.seed as i64).wrapping_add(step as i64 + 1)); // dropout stream
         let idx = batch_indices(step, train_pairs.len(), cfg.batch, cfg.seed);
         let refs: Vec<&EncodedPairRow> = idx.iter().map(|&i| &train_pairs[i]).collect();
-        let negatives = if cfg.loss.kind == crate::loss::LossKind::Nll
+        let mut negatives = if cfg.loss.kind == crate::loss::LossKind::Nll
             && cfg.in_batch_negatives > 0
             && refs.len() > 1
         {
@@ -434,18 +445,11 @@ pub fn train(
         } else {
             vec![Vec::new(); refs.len()]
         };
-        let negatives: Vec<Vec<Vec<i64>>> = if sampled.is_empty() {
-            negatives.into_iter().filter(|n| !n.is_empty()).collect()
-        } else {
-            negatives
-                .into_iter()
-                .zip(&refs)
-                .map(|(mut n, p)| {
-                    n.extend(sampled[p.row].iter().cloned());
-                    n
-                })
-                .collect()
-        };
+        if !sampled.is_empty() {
+            for (n, p) in negatives.iter_mut().zip(&refs) {
+                n.extend(sampled[p.row].iter().cloned());
+            }
+        }
         let batch = PairBatch::new(&refs, &negatives, pad, device);
         tokens += batch.tokens;
         let lr = lr_at(step, cfg.steps, &cfg.optim);
@@ -531,15 +535,17 @@ pub fn train(
         store::restore(&vs, b)?;
     }
     let val_all = encode_rows(&tok, &val_rows, ecfg.max_len, TieMode::Skip).0;
-    let val = evaluate(
-        &model,
-        &val_rows,
-        &val_all,
-        cfg.batch.max(16),
-        pad,
-        device,
-        cfg.thresholds(),
-    );
+    let (e_pos, e_neg) = pair_energies(&model, &val_all, cfg.batch.max(16), pad, device);
+    let val = report_from_energies(&val_rows, &val_all, &e_pos, &e_neg, cfg.thresholds());
+    let val_energies = val_all
+        .iter()
+        .zip(e_pos.iter().zip(&e_neg))
+        .map(|(p, (&chosen, &rejected))| ValEnergy {
+            row: p.row,
+            chosen,
+            rejected,
+        })
+        .collect();
     store::save_model(out, &vs, &ecfg, &tok)?;
     store::write_json(&out.join(store::TRAIN_CONFIG_FILE), cfg)?;
     let stats = energy_stats(&model, &train_pairs, pad, device);
@@ -556,6 +562,7 @@ pub fn train(
         tokens_per_s: tokens as f64 / loop_s.max(1e-9),
         seconds: started.elapsed().as_secs_f64(),
         sampled_negatives: sampled.iter().map(Vec::len).sum(),
+        val_energies,
     })
 }
 

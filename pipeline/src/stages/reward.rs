@@ -67,25 +67,30 @@ pub fn run(cfg: &Config, common: &Common, inputs: &Inputs, out: &Path) -> Result
     };
     let summary = reward::train::train(&cfg, &train_inputs, run.dir(), device)
         .with_context(|| format!("training the energy model on {}", inputs.data.display()))?;
-    write_val_energies(&inputs.data.join("val.parquet"), run.dir(), device)?;
+    write_val_energies(
+        &inputs.data.join("val.parquet"),
+        &summary.val_energies,
+        run.dir(),
+    )?;
     let metrics = serde_json::to_value(&summary)?;
     run.finish(metrics, &["ckpt", "ckpt.old", "ckpt.tmp", "best"])
 }
 
-/// `VAL_ENERGIES`: the trained model's energies of every validation pair (`prompt`, `e_chosen`,
-/// `e_rejected`, plus `gold_chosen`/`gold_rejected` on synth), for the report's histograms.
+/// `VAL_ENERGIES`: the trained model's energies of the validation pairs it was evaluated on
+/// (`prompt`, `e_chosen`, `e_rejected`, plus `gold_chosen`/`gold_rejected` on synth), for the
+/// report's histograms; the energies come from training's final evaluation, not a re-scoring.
 pub const VAL_ENERGIES: &str = "val_energies.parquet";
 
-fn write_val_energies(val: &Path, model_dir: &Path, device: tch::Device) -> Result<()> {
+fn write_val_energies(
+    val: &Path,
+    energies: &[reward::train::ValEnergy],
+    model_dir: &Path,
+) -> Result<()> {
     let rows = reward::data::load_pairs(val)?;
-    let rows: Vec<_> = rows.into_iter().filter(|r| !r.tie).collect();
-    let scorer = EnergyScorer::load(model_dir, device)?;
-    let prompts: Vec<String> = rows.iter().map(|r| r.prompt.clone()).collect();
-    let side = |f: fn(&datasets::table::PairRow) -> &String| -> Result<Vec<f32>> {
-        let answers: Vec<String> = rows.iter().map(|r| f(r).clone()).collect();
-        Ok(scorer.score(&prompts, &answers, 64)?)
-    };
-    let (ec, er) = (side(|r| &r.chosen)?, side(|r| &r.rejected)?);
+    let rows: Vec<_> = energies.iter().map(|e| &rows[e.row]).collect();
+    let prompts: Vec<&str> = rows.iter().map(|r| r.prompt.as_str()).collect();
+    let ec: Vec<f32> = energies.iter().map(|e| e.chosen).collect();
+    let er: Vec<f32> = energies.iter().map(|e| e.rejected).collect();
     let mut cols = vec![
         Column::new("prompt".into(), prompts),
         Column::new("e_chosen".into(), ec),
