@@ -6,17 +6,11 @@ use std::fs;
 use std::path::Path;
 
 mod common;
-use common::{ember, kill_after_second_checkpoint, ok, TINY};
+use common::{ember, kill_after_second_checkpoint, ok, run_tiny_stages};
 
 /// data, tokenizer, sft and reward of the tiny config in `dir/run`.
 fn upstream(dir: &Path) {
-    fs::write(dir.join("run.toml"), TINY).unwrap();
-    for stage in ["data", "tokenizer", "sft", "reward"] {
-        ok(&ember(
-            &["run", "run.toml", "--run-dir", "run", "--only", stage],
-            dir,
-        ));
-    }
+    run_tiny_stages(dir, &["data", "tokenizer", "sft", "reward"]);
 }
 
 fn rounds(dir: &Path) -> Vec<serde_json::Value> {

@@ -285,13 +285,7 @@ mod common;
 fn sampled_negatives_from_the_policy() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    std::fs::write(dir.join("run.toml"), common::TINY).unwrap();
-    for stage in ["data", "tokenizer", "sft"] {
-        common::ok(&common::ember(
-            &["run", "run.toml", "--run-dir", "run", "--only", stage],
-            dir,
-        ));
-    }
+    common::run_tiny_stages(dir, &["data", "tokenizer", "sft"]);
     let train = |extra: &[&str]| {
         let mut args = vec![
             "reward",
@@ -343,13 +337,7 @@ fn sampled_negatives_from_the_policy() {
 fn logprob_reads_jsonl_and_names_bad_rows() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    std::fs::write(dir.join("run.toml"), common::TINY).unwrap();
-    for stage in ["data", "tokenizer", "sft"] {
-        common::ok(&common::ember(
-            &["run", "run.toml", "--run-dir", "run", "--only", stage],
-            dir,
-        ));
-    }
+    common::run_tiny_stages(dir, &["data", "tokenizer", "sft"]);
     let rows = "{\"prompt\": \"12+7=\", \"answer\": \"19\"}\n{\"prompt\": \"sort 3 1 ->\", \"answer\": \"1 3\"}\n";
     std::fs::write(dir.join("rows.jsonl"), rows).unwrap();
     let args = [

@@ -100,6 +100,18 @@ pub fn ok(o: &Output) -> String {
     t
 }
 
+/// Writes [`TINY`] to `dir/run.toml` and runs `stages` of it, one `--only` at a time, into
+/// `dir/run` (so a test gets the upstream stages it needs and no more).
+pub fn run_tiny_stages(dir: &Path, stages: &[&str]) {
+    fs::write(dir.join("run.toml"), TINY).unwrap();
+    for stage in stages {
+        ok(&ember(
+            &["run", "run.toml", "--run-dir", "run", "--only", stage],
+            dir,
+        ));
+    }
+}
+
 /// Starts `ember ARGS`, waits until the checkpoint at `ckpt` has been written a second time (so
 /// training is under way and resumable), then sends SIGKILL. Panics if the run finished first.
 pub fn kill_after_second_checkpoint(args: &[String], cwd: &Path, ckpt: &Path) -> ExitStatus {
