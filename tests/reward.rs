@@ -376,4 +376,14 @@ fn logprob_reads_jsonl_and_names_bad_rows() {
         common::text(&bad)
     );
     assert!(!dir.join("bad.parquet").exists());
+
+    // A file name that is not Parquet is refused, not turned into a stage directory.
+    let wrong = common::ember(&[&args[..], &["lp.jsonl"]].concat(), dir);
+    assert_eq!(wrong.status.code(), Some(2), "{}", common::text(&wrong));
+    assert!(
+        common::text(&wrong).contains("--out lp.jsonl"),
+        "{}",
+        common::text(&wrong)
+    );
+    assert!(!dir.join("lp.jsonl").exists());
 }

@@ -201,7 +201,7 @@ fn generate_batch(
     let mut done = Tensor::zeros([b], (Kind::Bool, dev));
     let (mut tokens, mut logps) = (Vec::new(), Vec::new());
     for step in 0..max_new {
-        let logits = policy.model.logits_from_hidden(&h); // [B, V]
+        let logits = policy.model.step_logits(&h); // [B, V]
         let next = match (rule, &uniforms) {
             (
                 Rule::Sample {

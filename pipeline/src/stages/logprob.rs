@@ -127,6 +127,17 @@ pub fn cli(args: Args) -> Result<ExitCode> {
         policy: args.policy,
         input: args.input,
     };
+    if let Some(ext) = args
+        .out
+        .extension()
+        .map(|e| e.to_string_lossy().to_lowercase())
+        .filter(|e| ["jsonl", "json", "csv", "gz", "txt"].contains(&e.as_str()))
+    {
+        return Err(usage(format!(
+            "--out {}: logprobs are written as a .parquet file or into a stage directory, not .{ext}",
+            args.out.display()
+        )));
+    }
     let metrics = if args.out.extension().is_some_and(|e| e == "parquet") {
         let tmp = args.out.with_extension("parquet.partial");
         let m = score_to(&cfg, &common, &inputs, &tmp)?;
