@@ -124,6 +124,8 @@ fn synth_train_eval_score_doctor() {
         eval_json.to_str().unwrap(),
     ]));
     assert!(stdout.contains("vs gold order"), "{stdout}");
+    // The gold rows are broken down by what they ask of the model.
+    assert!(stdout.contains("· right vs wrong"), "{stdout}");
     let ev: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&eval_json).unwrap()).unwrap();
     assert_eq!(ev.as_array().unwrap().len(), 2, "val and test");

@@ -91,8 +91,9 @@ pub fn encode_rows(
 }
 
 /// Rows ordered by the noise-free gold reward when the table has one (synth): chosen/rejected
-/// swapped where `gold_rejected > gold_chosen`, rows with equal gold dropped. `None` when the
-/// table has no gold columns.
+/// swapped where `gold_rejected > gold_chosen`, rows with equal gold dropped, and each row's
+/// `source` suffixed with its [`gold_kind`] so that per-source accuracy shows where the model
+/// fails. `None` when the table has no gold columns.
 pub fn gold_ordered(rows: &[PairRow]) -> Option<Vec<PairRow>> {
     if rows
         .iter()
@@ -109,10 +110,25 @@ pub fn gold_ordered(rows: &[PairRow]) -> Option<Vec<PairRow>> {
                 std::mem::swap(&mut r.chosen, &mut r.rejected);
                 std::mem::swap(&mut r.gold_chosen, &mut r.gold_rejected);
             }
+            let kind = gold_kind(r.gold_chosen.unwrap_or(0.0), r.gold_rejected.unwrap_or(0.0));
+            r.source = format!("{} · {kind}", r.source);
             r
         })
         .collect();
     Some(out)
+}
+
+/// What a gold-ordered pair asks of the model, from its gold scores (better first): telling a
+/// right answer (gold 1) from a wrong one, a near miss (partial credit) from a worthless answer
+/// (gold 0), or grading two near misses.
+pub fn gold_kind(better: f32, worse: f32) -> &'static str {
+    if better >= 1.0 {
+        "right vs wrong"
+    } else if worse <= 0.0 {
+        "near miss vs worthless"
+    } else {
+        "near miss vs near miss"
+    }
 }
 
 #[cfg(test)]
@@ -208,6 +224,13 @@ mod tests {
         let g = gold_ordered(&rows).unwrap();
         assert_eq!(g.len(), 2);
         assert_eq!((g[1].chosen.as_str(), g[1].gold_chosen), ("b", Some(0.9)));
+        assert_eq!(g[0].source, format!("{} · right vs wrong", rows[0].source));
+        assert!(
+            g[1].source.ends_with("near miss vs near miss"),
+            "{}",
+            g[1].source
+        );
+        assert_eq!(gold_kind(0.6, 0.0), "near miss vs worthless");
         assert!(gold_ordered(&[row("a", "b", false, None)]).is_none());
     }
 }

@@ -399,6 +399,19 @@ fn print_report(name: &str, r: &Value) {
     );
 }
 
+/// Accuracy per `source` of a report, one indented line each, when it has at least `min` sources.
+fn print_by_source(report: &Value, min: usize) {
+    if let Some(src) = report["by_source"].as_object().filter(|s| s.len() >= min) {
+        for (s, v) in src {
+            println!(
+                "    {s:<32} {:>6} {:>8.4}",
+                v["pairs"],
+                v["accuracy"].as_f64().unwrap_or(f64::NAN)
+            );
+        }
+    }
+}
+
 fn eval_cli(a: EvalArgs) -> Result<ExitCode> {
     let scorer = load_scorer(&a.model, &a.device)?;
     let tables = expand_tables(&a.data);
@@ -416,17 +429,11 @@ fn eval_cli(a: EvalArgs) -> Result<ExitCode> {
         let name: Vec<char> = t.display().to_string().chars().collect();
         let short: String = name[name.len().saturating_sub(36)..].iter().collect();
         print_report(&short, &r["labels"]);
+        print_by_source(&r["labels"], 2);
         if r.get("gold").is_some() {
             print_report("  (vs gold order)", &r["gold"]);
-        }
-        if let Some(src) = r["labels"]["by_source"].as_object().filter(|s| s.len() > 1) {
-            for (s, v) in src {
-                println!(
-                    "  {s:<34} {:>6} {:>8.4}",
-                    v["pairs"],
-                    v["accuracy"].as_f64().unwrap_or(f64::NAN)
-                );
-            }
+            // Gold rows are grouped by what they ask (right vs wrong, near misses, …).
+            print_by_source(&r["gold"], 1);
         }
         all.push(r);
     }
