@@ -1,15 +1,9 @@
 //! `ember ingest` end to end: the real binary on good input and on each kind of unreadable
 //! input (exit code, message naming the file, no output directory left behind).
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-fn ember(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ember"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run ember")
-}
+mod common;
+use common::ember_abs as ember;
 
 fn hh_line(prompt: &str, chosen: &str, rejected: &str) -> String {
     serde_json::json!({

@@ -4,26 +4,11 @@
 //! are usage errors.
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use polars::prelude::*;
 
-fn ember(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ember"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap()
-}
-
-fn ok(o: &Output) -> String {
-    let (out, err) = (
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr),
-    );
-    assert!(o.status.success(), "stdout: {out}\nstderr: {err}");
-    out.into_owned()
-}
+mod common;
+use common::{ember_abs as ember, ok};
 
 fn read(path: &Path) -> DataFrame {
     ParquetReader::new(File::open(path).unwrap())

@@ -1,25 +1,10 @@
 //! `ember reward train|eval|score|doctor` end to end on the synthetic addition task, a killed
 //! training run that resumes, and bad input that must give clear errors.
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
-fn ember(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ember"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap()
-}
-
-fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "stdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
+mod common;
+use common::{ember_abs as ember, ok};
 
 /// Synthetic addition pairs and a character-level tokenizer over their text.
 fn synth_data(dir: &Path) -> (PathBuf, PathBuf) {
@@ -278,8 +263,6 @@ fn bad_input_gives_clear_errors() {
     assert!(err.contains("row 2") && err.contains("answer"), "{err}");
     assert!(!out.exists());
 }
-
-mod common;
 
 /// `--loss nll -k K`: K answers sampled from the SFT policy per training prompt join each pair's
 /// negatives, from the CLI and from a run config (where they come from the SFT stage).

@@ -84,6 +84,16 @@ pub fn ember(args: &[&str], cwd: &Path) -> Output {
         .expect("ember runs")
 }
 
+/// Runs `ember ARGS` in the test process's own directory (for tests that pass absolute
+/// paths), warnings and errors only.
+pub fn ember_abs(args: &[&str]) -> Output {
+    Command::new(EMBER)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("ember runs")
+}
+
 /// stdout and stderr together.
 pub fn text(o: &Output) -> String {
     format!(
