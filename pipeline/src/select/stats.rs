@@ -1,20 +1,8 @@
 //! Small statistics for the rank and finetune logs: means, bootstrap standard errors over
-//! prompts, the share of distinct answers, and named RNG streams derived from the one seed.
+//! prompts and the share of distinct answers.
 use std::collections::HashSet;
 
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
-
-/// An RNG for one purpose: ChaCha8 seeded with the run seed, on a stream named after its use
-/// (FNV-1a of the name), so adding a consumer never shifts another's draws.
-pub fn named_rng(seed: u64, stream: &str) -> ChaCha8Rng {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let hash = stream.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
-    });
-    rng.set_stream(hash);
-    rng
-}
+use rand::Rng;
 
 /// Arithmetic mean; `None` when empty.
 pub fn mean(values: &[f64]) -> Option<f64> {
@@ -72,7 +60,7 @@ mod tests {
     fn bootstrap_se_is_close_to_the_analytical_standard_error() {
         // Values 0..100: population sd = sqrt((100²−1)/12) ≈ 28.866; se of the mean ≈ 2.887.
         let values: Vec<f64> = (0..100).map(f64::from).collect();
-        let mut rng = named_rng(3, "test");
+        let mut rng = policy::rng::stream(3, "test", 0);
         let se = bootstrap_se(&values, 2000, &mut rng).unwrap();
         let want = ((100.0f64 * 100.0 - 1.0) / 12.0).sqrt() / 10.0;
         assert!((se - want).abs() < 0.15, "{se} vs {want}");
@@ -81,14 +69,7 @@ mod tests {
     }
 
     #[test]
-    fn named_streams_are_deterministic_and_distinct() {
-        let a: u64 = named_rng(1, "rank").random();
-        let b: u64 = named_rng(1, "rank").random();
-        let c: u64 = named_rng(1, "finetune").random();
-        let d: u64 = named_rng(2, "rank").random();
-        assert_eq!(a, b);
-        assert_ne!(a, c);
-        assert_ne!(a, d);
+    fn mean_of_nothing_is_none() {
         assert_eq!(mean(&[1.0, 2.0]), Some(1.5));
         assert_eq!(mean(&[]), None);
     }
