@@ -354,21 +354,11 @@ fn logprob_reads_jsonl_and_names_bad_rows() {
         ],
         dir,
     );
-    assert_eq!(bad.status.code(), Some(2), "{}", common::text(&bad));
-    assert!(
-        common::text(&bad).contains("row 3"),
-        "{}",
-        common::text(&bad)
-    );
+    common::assert_exit_2(&bad, "row 3");
     assert!(!dir.join("bad.parquet").exists());
 
     // A file name that is not Parquet is refused, not turned into a stage directory.
     let wrong = common::ember(&[&args[..], &["lp.jsonl"]].concat(), dir);
-    assert_eq!(wrong.status.code(), Some(2), "{}", common::text(&wrong));
-    assert!(
-        common::text(&wrong).contains("--out lp.jsonl"),
-        "{}",
-        common::text(&wrong)
-    );
+    common::assert_exit_2(&wrong, "--out lp.jsonl");
     assert!(!dir.join("lp.jsonl").exists());
 }

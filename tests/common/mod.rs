@@ -103,6 +103,13 @@ pub fn text(o: &Output) -> String {
     )
 }
 
+/// Asserts a usage or input error (exit code 2) whose message contains `needle`.
+pub fn assert_exit_2(o: &Output, needle: &str) {
+    let t = text(o);
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    assert!(t.contains(needle), "{needle:?} not in: {t}");
+}
+
 /// Asserts success and returns stdout + stderr.
 pub fn ok(o: &Output) -> String {
     let t = text(o);

@@ -127,25 +127,25 @@ pub fn cli(args: Args) -> Result<ExitCode> {
         policy: args.policy,
         input: args.input,
     };
-    if let Some(ext) = args
+    let ext = args
         .out
         .extension()
-        .map(|e| e.to_string_lossy().to_lowercase())
-        .filter(|e| ["jsonl", "json", "csv", "gz", "txt"].contains(&e.as_str()))
-    {
-        return Err(usage(format!(
-            "--out {}: logprobs are written as a .parquet file or into a stage directory, not .{ext}",
-            args.out.display()
-        )));
-    }
-    let metrics = if args.out.extension().is_some_and(|e| e == "parquet") {
-        let tmp = args.out.with_extension("parquet.partial");
-        let m = score_to(&cfg, &common, &inputs, &tmp)?;
-        std::fs::rename(&tmp, &args.out)
-            .with_context(|| format!("writing {}", args.out.display()))?;
-        m
-    } else {
-        run(&cfg, &common, &inputs, &args.out)?.metrics
+        .map(|e| e.to_string_lossy().to_lowercase());
+    let metrics = match ext.as_deref() {
+        Some("parquet") => {
+            let tmp = args.out.with_extension("parquet.partial");
+            let m = score_to(&cfg, &common, &inputs, &tmp)?;
+            std::fs::rename(&tmp, &args.out)
+                .with_context(|| format!("writing {}", args.out.display()))?;
+            m
+        }
+        Some(e @ ("jsonl" | "json" | "csv" | "gz" | "txt")) => {
+            return Err(usage(format!(
+                "--out {}: logprobs are written as a .parquet file or into a stage directory, not .{e}",
+                args.out.display()
+            )));
+        }
+        _ => run(&cfg, &common, &inputs, &args.out)?.metrics,
     };
     println!(
         "logprob: {} rows, mean log p(answer | prompt) {:.4} → {}",
