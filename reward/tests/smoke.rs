@@ -15,6 +15,15 @@ use reward::train::{train, TrainConfig, TrainInputs};
 use reward::{store, EnergyScorer};
 use tch::{nn, Device, Kind, Tensor};
 
+/// One test of this file at a time. libtorch ops issued from several threads at once share the
+/// intra-op thread pool, and an op that finds it busy runs with fewer threads and may round
+/// differently, so two concurrent tests can break the bit-exact resume check (about 1 run in 8
+/// of this binary did). One training process alone on the CPU is deterministic.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 const ALPHABET: &str = "abcdefghij0123456789+=xy ";
 
 fn tokenizer() -> Tokenizer {
@@ -153,6 +162,7 @@ const KINDS: [LossKind; 5] = [
 
 #[test]
 fn one_step_of_each_loss_lowers_chosen_and_raises_rejected_energy() {
+    let _serial = serial();
     // Toy batch: the energies themselves are the parameters; one gradient step of each loss
     // must push every E⁺ down and every E⁻ (and in-batch negative) up.
     for kind in KINDS {
@@ -174,6 +184,7 @@ fn one_step_of_each_loss_lowers_chosen_and_raises_rejected_energy() {
 
 #[test]
 fn one_model_step_of_each_loss_widens_the_energy_gap() {
+    let _serial = serial();
     let tok = tokenizer();
     let rows = separable_rows(8, 0);
     let pairs = encoded(&tok, &rows);
@@ -215,6 +226,7 @@ fn one_model_step_of_each_loss_widens_the_energy_gap() {
 
 #[test]
 fn tiny_model_separates_a_trivially_separable_set_and_reloads_bit_identically() {
+    let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     write_split(&data, 64, 24);
@@ -260,6 +272,7 @@ fn tiny_model_separates_a_trivially_separable_set_and_reloads_bit_identically() 
 
 #[test]
 fn resumed_training_is_bit_identical_to_uninterrupted() {
+    let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     write_split(&data, 40, 8);
@@ -292,6 +305,7 @@ fn resumed_training_is_bit_identical_to_uninterrupted() {
 
 #[test]
 fn doctor_catches_pad_pooling_and_batch_dependent_energies() {
+    let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
     let tok = tokenizer();
     tch::manual_seed(1);
