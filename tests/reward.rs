@@ -361,4 +361,12 @@ fn logprob_reads_jsonl_and_names_bad_rows() {
     let wrong = common::ember(&[&args[..], &["lp.jsonl"]].concat(), dir);
     common::assert_exit_2(&wrong, "--out lp.jsonl");
     assert!(!dir.join("lp.jsonl").exists());
+
+    // bf16 autocast is a CUDA option: asked for on the CPU, it is a usage error.
+    let bf16 = common::ember(
+        &[&args[..], &["lp16.parquet", "--precision", "bf16"]].concat(),
+        dir,
+    );
+    common::assert_exit_2(&bf16, "precision bf16");
+    assert!(!dir.join("lp16.parquet").exists());
 }

@@ -23,6 +23,8 @@ pub struct RunConfig {
     pub seed: u64,
     /// `cpu`, `cuda` or `auto`, for the stages that run a model.
     pub device: String,
+    /// `fp32`, or `bf16`: bf16 autocast on CUDA (weights and optimizer state stay fp32).
+    pub precision: policy::device::Precision,
     /// Where the run's stage directories go (relative to the working directory);
     /// `--run-dir` wins; default `runs/<config file name without .toml>`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -55,6 +57,7 @@ impl Default for RunConfig {
         Self {
             seed: common.seed,
             device: common.device,
+            precision: common.precision,
             run_dir: None,
             data: DataConfig::default(),
             tokenizer: Default::default(),
@@ -75,6 +78,7 @@ impl RunConfig {
         Common {
             seed: self.seed,
             device: self.device.clone(),
+            precision: self.precision,
         }
     }
 

@@ -30,6 +30,10 @@ pub struct Common {
     pub seed: u64,
     /// `cpu`, `cuda` or `auto` for stages that run a model.
     pub device: String,
+    /// `fp32` or `bf16` (autocast, CUDA only). Left out of the fingerprint when fp32, so runs
+    /// made before the key existed keep theirs.
+    #[serde(skip_serializing_if = "policy::device::Precision::is_fp32")]
+    pub precision: policy::device::Precision,
 }
 
 impl Default for Common {
@@ -37,7 +41,22 @@ impl Default for Common {
         Self {
             seed: 0,
             device: "cpu".to_string(),
+            precision: Default::default(),
         }
+    }
+}
+
+impl Common {
+    /// The device a stage runs its models on, and the autocast scope its precision asks for:
+    /// keep the guard alive while the model runs (`let (device, _amp) = common.device()?`).
+    pub fn device(&self) -> Result<(tch::Device, Option<policy::device::Autocast>)> {
+        let device = policy::device::resolve_str(&self.device)
+            .map_err(|e| crate::error::usage(e.to_string()))?;
+        let amp = self
+            .precision
+            .enter(device)
+            .map_err(|e| crate::error::usage(e.to_string()))?;
+        Ok((device, amp))
     }
 }
 

@@ -1,10 +1,14 @@
 //! Device selection. tch only sees CUDA once `libtorch_cuda.so` is loaded into the process, so
 //! asking for `cuda` dlopens it first from `EMBER_TORCH_CUDA_LIB` (a file or a directory),
 //! `LD_LIBRARY_PATH`, `$LIBTORCH/lib`, or the `torch/lib` directory of the local python.
+//!
+//! `--precision bf16` runs the model under libtorch's autocast with bfloat16 as the reduced
+//! type (matmuls and attention in bf16, reductions, softmax and losses in fp32, weights and
+//! optimizer state in fp32), as `torch.autocast("cuda", dtype=torch.bfloat16)` does.
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use tch::Device;
+use tch::{Device, Kind};
 
 use crate::error::{PolicyError, Result};
 
@@ -58,6 +62,127 @@ pub fn resolve(arg: DeviceArg) -> Result<Device> {
 /// `resolve` for the `device` string of a run config.
 pub fn resolve_str(s: &str) -> Result<Device> {
     resolve(s.parse()?)
+}
+
+/// `--precision fp32|bf16`: the arithmetic a model runs in.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Everything in float32.
+    #[default]
+    Fp32,
+    /// bf16 autocast (CUDA only); weights, gradients and optimizer state stay float32.
+    Bf16,
+}
+
+impl Precision {
+    pub fn is_fp32(&self) -> bool {
+        *self == Precision::Fp32
+    }
+
+    /// The autocast scope this precision asks for on `device`; a usage error for bf16 off
+    /// CUDA (CPU autocast runs, but without bf16 units it is slower than fp32, not faster).
+    pub fn enter(self, device: Device) -> Result<Option<Autocast>> {
+        match (self, device) {
+            (Precision::Fp32, _) => Ok(None),
+            (Precision::Bf16, Device::Cuda(_)) => Ok(Some(Autocast::enter(device, Kind::BFloat16))),
+            (Precision::Bf16, other) => Err(PolicyError::Device(format!(
+                "precision bf16 is bf16 autocast on CUDA, but the device is {other:?}: use \
+                 --device cuda, or precision fp32"
+            ))),
+        }
+    }
+}
+
+// libtorch's own autocast switches (c10/aten `autocast_mode.h`). tch 0.24 wraps only the
+// global on/off (CUDA, float16), so the per-device type is set through these exported C++
+// functions directly. Both enums are `int8_t`-backed: `c10::DeviceType` (CPU = 0, CUDA = 1)
+// and `c10::ScalarType` (`tch::Kind`'s integer).
+extern "C" {
+    #[link_name = "_ZN2at8autocast20set_autocast_enabledEN3c1010DeviceTypeEb"]
+    fn at_set_autocast_enabled(device_type: i8, enabled: bool);
+    #[link_name = "_ZN2at8autocast19is_autocast_enabledEN3c1010DeviceTypeE"]
+    fn at_is_autocast_enabled(device_type: i8) -> bool;
+    #[link_name = "_ZN2at8autocast18set_autocast_dtypeEN3c1010DeviceTypeENS1_10ScalarTypeE"]
+    fn at_set_autocast_dtype(device_type: i8, dtype: i8);
+    #[link_name = "_ZN2at8autocast18get_autocast_dtypeEN3c1010DeviceTypeE"]
+    fn at_get_autocast_dtype(device_type: i8) -> i8;
+    #[link_name = "_ZN2at8autocast17increment_nestingEv"]
+    fn at_autocast_increment_nesting() -> i64;
+    #[link_name = "_ZN2at8autocast17decrement_nestingEv"]
+    fn at_autocast_decrement_nesting() -> i64;
+    #[link_name = "_ZN2at8autocast11clear_cacheEv"]
+    fn at_autocast_clear_cache();
+}
+
+/// An autocast scope on the current thread: ops on `device` run in `kind` where autocast
+/// allows it, until the guard is dropped, which restores the previous state. Autocast state is
+/// thread-local, so the guard is neither `Send` nor `Sync`.
+pub struct Autocast {
+    device_type: i8,
+    was_enabled: bool,
+    was_dtype: i8,
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl Autocast {
+    pub fn enter(device: Device, kind: Kind) -> Self {
+        let device_type = match device {
+            Device::Cuda(_) => 1,
+            _ => 0,
+        };
+        // SAFETY: plain setters/getters of thread-local flags in libtorch_cpu; the arguments
+        // are valid enum values (see the extern block).
+        let (was_enabled, was_dtype) = unsafe {
+            let state = (
+                at_is_autocast_enabled(device_type),
+                at_get_autocast_dtype(device_type),
+            );
+            at_set_autocast_dtype(device_type, kind_code(kind));
+            at_set_autocast_enabled(device_type, true);
+            at_autocast_increment_nesting();
+            state
+        };
+        Self {
+            device_type,
+            was_enabled,
+            was_dtype,
+            _not_send: std::marker::PhantomData,
+        }
+    }
+}
+
+impl Drop for Autocast {
+    fn drop(&mut self) {
+        // SAFETY: as in `enter`. Leaving the outermost scope clears the cast-weight cache,
+        // as `torch.autocast.__exit__` does.
+        unsafe {
+            if at_autocast_decrement_nesting() == 0 {
+                at_autocast_clear_cache();
+            }
+            at_set_autocast_enabled(self.device_type, self.was_enabled);
+            at_set_autocast_dtype(self.device_type, self.was_dtype);
+        }
+    }
+}
+
+fn kind_code(kind: Kind) -> i8 {
+    match kind {
+        Kind::Half => 5,
+        Kind::Float => 6,
+        Kind::BFloat16 => 15,
+        other => panic!("autocast to {other:?} is not a reduced float type"),
+    }
 }
 
 /// dlopens `libtorch_cuda.so` once; returns the path that was loaded.
@@ -152,5 +277,37 @@ mod tests {
         assert_eq!("auto".parse::<DeviceArg>().unwrap(), DeviceArg::Auto);
         assert!("gpu".parse::<DeviceArg>().is_err());
         assert_eq!(resolve(DeviceArg::Cpu).unwrap(), Device::Cpu);
+    }
+
+    #[test]
+    fn autocast_scope_runs_matmuls_in_bf16_and_restores_fp32() {
+        let a = tch::Tensor::randn([4, 8], (Kind::Float, Device::Cpu));
+        let b = tch::Tensor::randn([8, 3], (Kind::Float, Device::Cpu));
+        assert_eq!(a.matmul(&b).kind(), Kind::Float);
+        {
+            let _outer = Autocast::enter(Device::Cpu, Kind::BFloat16);
+            assert_eq!(a.matmul(&b).kind(), Kind::BFloat16);
+            {
+                let _inner = Autocast::enter(Device::Cpu, Kind::BFloat16);
+                assert_eq!(a.matmul(&b).kind(), Kind::BFloat16);
+            }
+            assert_eq!(
+                a.matmul(&b).kind(),
+                Kind::BFloat16,
+                "inner scope ended the outer"
+            );
+        }
+        assert_eq!(a.matmul(&b).kind(), Kind::Float);
+    }
+
+    #[test]
+    fn bf16_is_refused_off_cuda_and_fp32_is_a_no_op() {
+        assert!(Precision::Fp32.enter(Device::Cpu).unwrap().is_none());
+        let err = Precision::Bf16
+            .enter(Device::Cpu)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("bf16") && err.contains("cuda"), "{err}");
     }
 }

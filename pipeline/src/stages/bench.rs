@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Result;
+use policy::device::Precision;
 use policy::model::GptConfig;
 use policy::sample::SampleConfig;
 use policy::sft::SftBatch;
@@ -36,6 +37,9 @@ pub struct Args {
     /// cpu, cuda or auto.
     #[arg(long, value_enum, default_value_t = policy::device::DeviceArg::Cpu)]
     pub device: policy::device::DeviceArg,
+    /// fp32, or bf16 autocast (CUDA); MFU is then against a bf16 matmul peak.
+    #[arg(long, value_enum, default_value_t = policy::device::Precision::Fp32)]
+    pub precision: policy::device::Precision,
 }
 
 fn sync(device: Device) {
@@ -44,11 +48,12 @@ fn sync(device: Device) {
     }
 }
 
-/// Best-of-5 fp32 matmul FLOP/s at n = 1024 (2n³ FLOPs each).
-pub fn matmul_peak(device: Device) -> f64 {
-    let n = 1024;
-    let a = Tensor::randn([n, n], (Kind::Float, device));
-    let b = Tensor::randn([n, n], (Kind::Float, device));
+/// Best-of-5 matmul FLOP/s of `kind` operands at n = 1024 on CPU, 4096 on CUDA (2n³ FLOPs
+/// each).
+pub fn matmul_peak(device: Device, kind: Kind) -> f64 {
+    let n = if device.is_cuda() { 4096 } else { 1024 };
+    let a = Tensor::randn([n, n], (kind, device));
+    let b = Tensor::randn([n, n], (kind, device));
     let _ = a.matmul(&b);
     sync(device);
     (0..5)
@@ -165,7 +170,15 @@ pub fn cli(cmd: Command) -> Result<ExitCode> {
         return Err(usage("--iters must be > 0"));
     }
     let device = policy::device::resolve(args.device)?;
-    let peak = matmul_peak(device);
+    let peak_kind = match args.precision {
+        Precision::Fp32 => Kind::Float,
+        Precision::Bf16 => Kind::BFloat16,
+    };
+    let peak = matmul_peak(device, peak_kind);
+    let _amp = args
+        .precision
+        .enter(device)
+        .map_err(|e| usage(e.to_string()))?;
     let mut out = match cmd {
         Command::Sft(_) => bench_sft(device, args.iters)?,
         Command::Sample(_) => bench_sample(device, args.iters)?,
@@ -175,6 +188,7 @@ pub fn cli(cmd: Command) -> Result<ExitCode> {
     out["mfu"] = (out["flops_per_s"].as_f64().unwrap_or(0.0) / peak).into();
     out["peak_matmul_flops"] = peak.into();
     out["device"] = format!("{device:?}").into();
+    out["precision"] = serde_json::to_value(args.precision)?;
     out["threads"] = tch::get_num_threads().into();
     out["config"] = serde_json::to_value(GptConfig::default())?;
     println!("{out}");

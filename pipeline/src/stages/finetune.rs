@@ -419,7 +419,7 @@ pub fn run(cfg: &Config, common: &Common, inputs: &Inputs, out: &Path) -> Result
             "finetune: --mix-sft and --from-refine apply to --algo rs only",
         ));
     }
-    let device = policy::device::resolve_str(&common.device).context("choosing the device")?;
+    let (device, _amp) = common.device()?;
     let (train_prompts, eval_prompts) = split_prompts(cfg, inputs)?;
     let mix = inputs.mix_sft.as_deref().map(read_mix).transpose()?;
     let refined = inputs
@@ -726,6 +726,9 @@ pub struct Args {
     /// cpu, cuda or auto.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// fp32, or bf16 (autocast on CUDA; weights and optimizer state stay fp32).
+    #[arg(long, value_enum, default_value_t = policy::device::Precision::Fp32)]
+    pub precision: policy::device::Precision,
 }
 
 pub fn cli(args: Args) -> Result<ExitCode> {
@@ -754,6 +757,7 @@ pub fn cli(args: Args) -> Result<ExitCode> {
         ..d
     };
     let common = Common {
+        precision: args.precision,
         seed: args.seed,
         device: args.device,
     };

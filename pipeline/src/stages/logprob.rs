@@ -65,7 +65,7 @@ fn score_to(
     inputs: &Inputs,
     path: &Path,
 ) -> Result<serde_json::Value> {
-    let device = policy::device::resolve_str(&common.device).map_err(|e| usage(e.to_string()))?;
+    let (device, _amp) = common.device()?;
     let policy = Policy::load(&inputs.policy, device)?;
     let rows = read_prompt_answers(&inputs.input)?;
     if rows.is_empty() {
@@ -108,6 +108,9 @@ pub struct Args {
     /// cpu, cuda or auto.
     #[arg(long, value_enum, default_value_t = policy::device::DeviceArg::Cpu)]
     pub device: policy::device::DeviceArg,
+    /// fp32, or bf16 (autocast on CUDA; weights and optimizer state stay fp32).
+    #[arg(long, value_enum, default_value_t = policy::device::Precision::Fp32)]
+    pub precision: policy::device::Precision,
     /// Output: a `.parquet` file, or a stage directory holding `logprobs.parquet`.
     #[arg(long)]
     pub out: PathBuf,
@@ -120,6 +123,7 @@ pub fn cli(args: Args) -> Result<ExitCode> {
         .unwrap_or("cpu")
         .to_string();
     let common = Common {
+        precision: args.precision,
         device,
         ..Common::default()
     };

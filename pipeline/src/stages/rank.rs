@@ -114,7 +114,7 @@ pub fn load_prompts(path: &Path, max: usize) -> Result<Vec<String>> {
 #[instrument(skip_all, fields(out = %out.display()))]
 pub fn run(cfg: &Config, common: &Common, inputs: &Inputs, out: &Path) -> Result<Manifest> {
     cfg.check()?;
-    let device = policy::device::resolve_str(&common.device).context("choosing the device")?;
+    let (device, _amp) = common.device()?;
     let prompts = load_prompts(&inputs.prompts, cfg.max_prompts)?;
     let run = StageRun::begin(
         NAME,
@@ -199,6 +199,9 @@ pub struct Args {
     /// cpu, cuda or auto.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// fp32, or bf16 (autocast on CUDA; weights and optimizer state stay fp32).
+    #[arg(long, value_enum, default_value_t = policy::device::Precision::Fp32)]
+    pub precision: policy::device::Precision,
 }
 
 pub fn cli(args: Args) -> Result<ExitCode> {
@@ -213,6 +216,7 @@ pub fn cli(args: Args) -> Result<ExitCode> {
         max_prompts: args.max_prompts,
     };
     let common = Common {
+        precision: args.precision,
         seed: args.seed,
         device: args.device,
     };

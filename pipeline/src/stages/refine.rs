@@ -125,7 +125,7 @@ pub fn logprobs(
 #[instrument(skip_all, fields(out = %out.display()))]
 pub fn run(cfg: &Config, common: &Common, inputs: &Inputs, out: &Path) -> Result<Manifest> {
     cfg.check()?;
-    let device = policy::device::resolve_str(&common.device).context("choosing the device")?;
+    let (device, _amp) = common.device()?;
     let prompts = load_prompts(&inputs.prompts, cfg.max_prompts)?;
     let run = StageRun::begin(
         NAME,
@@ -283,6 +283,9 @@ pub struct Args {
     /// cpu, cuda or auto.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// fp32, or bf16 (autocast on CUDA; weights and optimizer state stay fp32).
+    #[arg(long, value_enum, default_value_t = policy::device::Precision::Fp32)]
+    pub precision: policy::device::Precision,
 }
 
 impl Args {
@@ -311,6 +314,7 @@ pub fn cli(args: Args) -> Result<ExitCode> {
         ..Config::default()
     };
     let common = Common {
+        precision: args.precision,
         seed: args.seed,
         device: args.device.clone(),
     };

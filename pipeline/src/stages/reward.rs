@@ -40,7 +40,7 @@ pub struct Inputs {
 pub fn run(cfg: &Config, common: &Common, inputs: &Inputs, out: &Path) -> Result<Manifest> {
     let mut cfg = cfg.clone();
     cfg.seed = common.seed;
-    let device = policy::device::resolve_str(&common.device)?;
+    let (device, _amp) = common.device()?;
     let mut paths: Vec<&Path> = vec![&inputs.data];
     paths.extend(inputs.tokenizer.as_deref());
     paths.extend(inputs.init.as_deref());
@@ -192,6 +192,9 @@ pub struct TrainArgs {
     /// cpu, cuda or auto.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// fp32, or bf16 (autocast on CUDA; weights and optimizer state stay fp32).
+    #[arg(long, value_enum, default_value_t = policy::device::Precision::Fp32)]
+    pub precision: policy::device::Precision,
 }
 
 impl TrainArgs {
@@ -302,6 +305,7 @@ fn train_cli(a: TrainArgs) -> Result<ExitCode> {
         )));
     }
     let common = Common {
+        precision: a.precision,
         seed: a.seed,
         device: a.device.clone(),
     };

@@ -76,7 +76,7 @@ fn sample_to(
     inputs: &Inputs,
     path: &Path,
 ) -> Result<serde_json::Value> {
-    let device = policy::device::resolve_str(&common.device).map_err(|e| usage(e.to_string()))?;
+    let (device, _amp) = common.device()?;
     let policy = Policy::load(&inputs.policy, device)?;
     let prompts = datasets::table::read_prompts(&inputs.prompts)
         .with_context(|| format!("reading prompts from {}", inputs.prompts.display()))?;
@@ -153,6 +153,9 @@ pub struct Args {
     /// cpu, cuda or auto.
     #[arg(long, value_enum, default_value_t = policy::device::DeviceArg::Cpu)]
     pub device: policy::device::DeviceArg,
+    /// fp32, or bf16 (autocast on CUDA; weights and optimizer state stay fp32).
+    #[arg(long, value_enum, default_value_t = policy::device::Precision::Fp32)]
+    pub precision: policy::device::Precision,
     /// Output: a `.parquet` file, or a stage directory holding `samples.parquet`.
     #[arg(long)]
     pub out: PathBuf,
@@ -172,6 +175,7 @@ pub fn cli(args: Args) -> Result<ExitCode> {
         .unwrap_or("cpu")
         .to_string();
     let common = Common {
+        precision: args.precision,
         seed: args.seed,
         device,
     };

@@ -130,7 +130,7 @@ pub fn load_rows(data: &Path, val_fraction: f64) -> Result<(Rows, Rows)> {
 /// `metrics.jsonl`.
 #[instrument(skip_all, fields(out = %out.display()))]
 pub fn run(cfg: &Config, common: &Common, inputs: &Inputs, out: &Path) -> Result<Manifest> {
-    let device = policy::device::resolve_str(&common.device).map_err(|e| usage(e.to_string()))?;
+    let (device, _amp) = common.device()?;
     let tok_path = tokenizer_file(&inputs.tokenizer);
     let mut input_paths: Vec<&Path> = vec![&inputs.data, &tok_path];
     if let Some(init) = &inputs.init {
@@ -206,6 +206,9 @@ pub struct Args {
     /// cpu, cuda or auto.
     #[arg(long, value_enum, default_value_t = policy::device::DeviceArg::Cpu)]
     pub device: policy::device::DeviceArg,
+    /// fp32, or bf16 (autocast on CUDA; weights and optimizer state stay fp32).
+    #[arg(long, value_enum, default_value_t = policy::device::Precision::Fp32)]
+    pub precision: policy::device::Precision,
 }
 
 pub fn cli(args: Args) -> Result<ExitCode> {
@@ -227,6 +230,7 @@ pub fn cli(args: Args) -> Result<ExitCode> {
         .unwrap_or("cpu")
         .to_string();
     let common = Common {
+        precision: args.precision,
         seed: args.seed,
         device,
     };
