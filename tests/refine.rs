@@ -92,6 +92,9 @@ fn models(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
         "1",
         "--n-head",
         "2",
+        // The likelihood term makes refinement differentiate through the trunk's LM head too.
+        "--score",
+        "head+nll",
     ]));
     (data.join("eval_prompts.parquet"), pol, rm)
 }

@@ -185,6 +185,46 @@ fn synth_train_eval_score_doctor() {
 }
 
 #[test]
+fn head_nll_score_trains_and_passes_doctor() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, tok) = synth_data(tmp.path());
+    let rm = tmp.path().join("rm");
+    let (d, t, r) = (
+        data.to_str().unwrap(),
+        tok.to_str().unwrap(),
+        rm.to_str().unwrap(),
+    );
+    let args = [&train_args(d, t, r, "30")[..], &["--score", "head+nll"]].concat();
+    ok(&ember(&args));
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(rm.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["score"], "head+nll");
+    let o = ember(&[
+        "reward",
+        "doctor",
+        "--model",
+        r,
+        "--data",
+        data.join("val.parquet").to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    for check in [
+        "batch/padding invariance",
+        "pooling reads EOS",
+        "save/reload",
+    ] {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with("PASS") && l.contains(check)),
+            "{check}: {stdout}"
+        );
+    }
+    let bad = ember(&[&train_args(d, t, r, "30")[..], &["--score", "nll"]].concat());
+    assert_eq!(bad.status.code(), Some(2), "{}", common::text(&bad));
+}
+
+#[test]
 fn killed_training_resumes_from_its_checkpoint() {
     let tmp = tempfile::tempdir().unwrap();
     let (data, tok) = synth_data(tmp.path());

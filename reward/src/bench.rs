@@ -51,6 +51,7 @@ pub fn run(steps: usize, device: Device) -> BenchReport {
         max_len: t as usize,
         trunk: trunk.clone(),
         pooling: Pooling::Eos,
+        ..EnergyConfig::default()
     };
     let vs = nn::VarStore::new(device);
     let model = EnergyModel::new(vs.root(), &cfg);

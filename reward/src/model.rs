@@ -5,6 +5,13 @@
 //! The trunk's parameters carry the policy's names (`wte`, `wpe`, `h.{i}.…`, `ln_f`) at the
 //! root of the var store, so a policy (SFT) checkpoint initialises it directly; the head is
 //! `head.weight` `[1, D]` and `head.bias` `[1]`.
+//!
+//! With `score = "head+nll"` the score also reads the answer's negative log-likelihood under the
+//! trunk's own tied LM head: s = head(h_eos) + a·mean NLL + b·sum NLL, with (a, b) = `nll.weight`
+//! `[1, 2]`, learned, starting at (1, 0). An SFT trunk therefore starts as a likelihood ranker,
+//! which an autoregressive trunk computes token by token, and contrastive training moves both
+//! parts. The energy stays softplus(s) ≥ 0; a soft answer's NLL is its cross-entropy under the
+//! trunk, so it stays differentiable in the answer's embeddings.
 use std::ops::Neg;
 
 use policy::{Gpt, GptConfig};
@@ -23,6 +30,21 @@ pub enum Pooling {
     LastColumn,
 }
 
+/// What the score s (energy = softplus(s)) reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+pub enum Score {
+    /// A linear head on the hidden state at the end-of-answer token.
+    #[default]
+    #[serde(rename = "head")]
+    #[value(name = "head")]
+    Head,
+    /// The head plus a learned mix of the answer's mean and summed negative log-likelihood
+    /// under the trunk's tied LM head.
+    #[serde(rename = "head+nll")]
+    #[value(name = "head+nll")]
+    HeadNll,
+}
+
 /// The energy model's shape; saved as `config.json` beside the weights.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -34,6 +56,10 @@ pub struct EnergyConfig {
     pub max_len: usize,
     /// Where the head reads the hidden states.
     pub pooling: Pooling,
+    /// What the score reads.
+    pub score: Score,
+    /// The answer separator's id: `head+nll` scores the tokens after it.
+    pub sep_id: i64,
 }
 
 impl Default for EnergyConfig {
@@ -43,6 +69,8 @@ impl Default for EnergyConfig {
             max_len: trunk.n_ctx as usize,
             trunk,
             pooling: Pooling::Eos,
+            score: Score::Head,
+            sep_id: 1,
         }
     }
 }
@@ -74,11 +102,49 @@ pub fn last_real_index(mask: &Tensor) -> Tensor {
     (mask.ne(0).to_kind(Kind::Int64) * (cols + 1)).argmax(1, false) // [B]
 }
 
-/// The energy model: trunk + scalar head + softplus.
+/// The answer tokens of `ids` `[B, T]`: real positions after the (first) separator.  `[B, T]`
+/// bool
+pub fn answer_mask(ids: &Tensor, mask: &Tensor, sep_id: i64) -> Tensor {
+    let sep = ids.eq(sep_id);
+    sep.cumsum(1, Kind::Int64)
+        .gt(0)
+        .logical_and(&sep.logical_not())
+        .logical_and(&mask.ne(0))
+}
+
+/// Negative log-likelihood of the answer tokens under the tied LM head: `[B, 2]` = (mean, sum)
+/// over the positions where `answer` `[B, T]` is set. `h` `[B, T, D]` are the trunk's outputs,
+/// `x` `[B, T, D]` its input token embeddings, `wte` `[V, D]`. Position t − 1 predicts token
+/// t: log p(x_t) = h_{t−1}·x_t − logsumexp(h_{t−1}·wteᵀ), which for a soft token (x_t a mix of
+/// rows of wte) is its expected log-probability.
+pub fn answer_nll(h: &Tensor, x: &Tensor, answer: &Tensor, wte: &Tensor) -> Tensor {
+    let (b, t, d) = h.size3().expect("hidden is [B, T, D]");
+    let target = answer.narrow(1, 1, t - 1).reshape([-1]); // [B·(T−1)]
+    let idx = target.nonzero().squeeze_dim(1); // [N] positions that predict an answer token
+    let prev = h.narrow(1, 0, t - 1).reshape([-1, d]).index_select(0, &idx); // [N, D]
+    let next = x.narrow(1, 1, t - 1).reshape([-1, d]).index_select(0, &idx); // [N, D]
+    let nll = prev.matmul(&wte.tr()).logsumexp([-1], false)
+        - (&prev * &next).sum_dim_intlist(-1, false, Kind::Float); // [N]
+    let rows = idx.divide_scalar_mode(t - 1, "floor"); // [N]
+    let sum = Tensor::zeros([b], (Kind::Float, h.device())).index_add(
+        0,
+        &rows,
+        &nll.to_kind(Kind::Float),
+    ); // [B]
+    let count = target
+        .view([b, t - 1])
+        .sum_dim_intlist(1, false, Kind::Float)
+        .clamp_min(1.0); // [B]
+    Tensor::stack(&[&sum / count, sum], 1) // [B, 2]
+}
+
+/// The energy model: trunk + scalar head (+ the answer's NLL) + softplus.
 #[derive(Debug)]
 pub struct EnergyModel {
     trunk: Gpt,
     head: nn::Linear,
+    /// `head+nll`: the weights of (mean, sum) NLL in the score.
+    nll: Option<nn::Linear>,
     cfg: EnergyConfig,
 }
 
@@ -94,9 +160,26 @@ impl EnergyModel {
             bias: true,
         };
         let head = nn::linear(&p / "head", cfg.trunk.d_model, 1, head_cfg);
+        let nll = (cfg.score == Score::HeadNll).then(|| {
+            let mut lin = nn::linear(
+                &p / "nll",
+                2,
+                1,
+                nn::LinearConfig {
+                    bias: false,
+                    ..Default::default()
+                },
+            );
+            tch::no_grad(|| {
+                lin.ws
+                    .copy_(&Tensor::from_slice(&[1.0f32, 0.0]).view([1, 2]))
+            });
+            lin
+        });
         Self {
             trunk,
             head,
+            nll,
             cfg: cfg.clone(),
         }
     }
@@ -111,12 +194,34 @@ impl EnergyModel {
 
     /// Energies `[B]` of token ids `[B, T]` with mask `[B, T]`.
     pub fn energy(&self, ids: &Tensor, mask: &Tensor, train: bool) -> Tensor {
-        self.energy_from_hidden(&self.trunk.hidden(ids, mask, train), mask)
+        let answer = self
+            .nll
+            .as_ref()
+            .map(|_| answer_mask(ids, mask, self.cfg.sep_id));
+        self.energy_from_embeds(&self.trunk.embed(ids), mask, answer.as_ref(), train)
     }
 
     /// Energies `[B]` of token embeddings `[B, T, D]` (soft answers): differentiable in them.
-    pub fn energy_from_embeds(&self, embeds: &Tensor, mask: &Tensor, train: bool) -> Tensor {
-        self.energy_from_hidden(&self.trunk.hidden_from_embeds(embeds, mask, train), mask)
+    /// `answer` `[B, T]` marks the answer tokens (EOS included) that `head+nll` scores; the
+    /// `head` score ignores it.
+    pub fn energy_from_embeds(
+        &self,
+        embeds: &Tensor,
+        mask: &Tensor,
+        answer: Option<&Tensor>,
+        train: bool,
+    ) -> Tensor {
+        let h = self.trunk.hidden_from_embeds(embeds, mask, train);
+        let s = self.score_from_hidden(&h, mask);
+        let s = match (&self.nll, answer) {
+            (Some(lin), Some(answer)) => {
+                let nll = answer_nll(&h, embeds, answer, self.trunk.wte());
+                s + lin.forward(&nll).view([-1])
+            }
+            (Some(_), None) => panic!("a head+nll energy needs the answer positions"),
+            (None, _) => s,
+        };
+        s.softplus()
     }
 
     /// The position the head reads in each row of `mask` `[B, T]`.  `[B]` i64
@@ -134,11 +239,6 @@ impl EnergyModel {
         let idx = self.pool_index(mask); // [B]
         let pooled = h.gather(1, &idx.view([b, 1, 1]).expand([b, 1, d], false), false); // [B, 1, D]
         self.head.forward(&pooled.view([b, d])).view([b]) // [B]
-    }
-
-    /// Energy = softplus(s) ≥ 0.  `[B]`
-    pub fn energy_from_hidden(&self, h: &Tensor, mask: &Tensor) -> Tensor {
-        self.score_from_hidden(h, mask).softplus()
     }
 }
 
@@ -161,6 +261,7 @@ mod tests {
             trunk,
             max_len: 16,
             pooling: Pooling::Eos,
+            ..EnergyConfig::default()
         }
     }
 
@@ -169,6 +270,59 @@ mod tests {
         let mask = Tensor::from_slice(&[1i64, 1, 1, 0, 0, 1, 1, 0, 0, 0, 1, 1]).view([3, 4]);
         let idx = Vec::<i64>::try_from(last_real_index(&mask)).unwrap();
         assert_eq!(idx, vec![2, 2, 3]);
+    }
+
+    #[test]
+    fn answer_mask_marks_the_tokens_after_the_separator() {
+        // SEP = 1, pad = 0; the second row is left-padded.
+        let ids = Tensor::from_slice(&[4i64, 5, 1, 6, 2, 0, 0, 7, 1, 8, 9, 2]).view([2, 6]);
+        let mask = ids.ne(0).to_kind(Kind::Int64);
+        let a = Vec::<i64>::try_from(answer_mask(&ids, &mask, 1).to_kind(Kind::Int64).view(-1));
+        assert_eq!(a.unwrap(), vec![0, 0, 0, 1, 1, 0, 0, 0, 0, 1, 1, 1]);
+    }
+
+    #[test]
+    fn answer_nll_is_the_lm_heads_negative_log_likelihood() {
+        tch::manual_seed(1);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let m = EnergyModel::new(
+            vs.root(),
+            &EnergyConfig {
+                score: Score::HeadNll,
+                ..tiny()
+            },
+        );
+        let seqs = vec![vec![4i64, 5, 1, 6, 7, 2], vec![8i64, 1, 9, 2]];
+        for (ids, mask) in [
+            policy::batch::pad_right(&seqs, 0, Device::Cpu),
+            policy::batch::pad_left(&seqs, 0, Device::Cpu),
+        ] {
+            let trunk = m.trunk();
+            let h = trunk.hidden(&ids, &mask, false);
+            let answer = answer_mask(&ids, &mask, 1);
+            let got = answer_nll(&h, &trunk.embed(&ids), &answer, trunk.wte());
+            let logp = trunk.logits_from_hidden(&h).log_softmax(-1, Kind::Float);
+            for (row, seq) in seqs.iter().enumerate() {
+                let pad = ids.size()[1] - seq.len() as i64;
+                let offset = if ids.int64_value(&[row as i64, 0]) == 0 {
+                    pad
+                } else {
+                    0
+                };
+                let sep = seq.iter().position(|&t| t == 1).unwrap();
+                let nll: Vec<f64> = (sep + 1..seq.len())
+                    .map(|t| -logp.double_value(&[row as i64, offset + t as i64 - 1, seq[t]]))
+                    .collect();
+                let sum: f64 = nll.iter().sum();
+                assert!((got.double_value(&[row as i64, 1]) - sum).abs() < 1e-4);
+                let mean = sum / nll.len() as f64;
+                assert!((got.double_value(&[row as i64, 0]) - mean).abs() < 1e-4);
+            }
+        }
+        // At initialisation the score adds the mean NLL: energies differ from the head alone.
+        let (ids, mask) = policy::batch::pad_right(&seqs, 0, Device::Cpu);
+        let e = m.energy(&ids, &mask, false);
+        assert!(e.min().double_value(&[]) > 0.0);
     }
 
     #[test]

@@ -21,7 +21,7 @@ use crate::error::{Result, RewardError};
 use crate::eval::{evaluate, pair_energies, report_from_energies, to_vec};
 use crate::loss::{batch_loss, LossConfig, TieMode};
 use crate::metrics::{EvalReport, Thresholds};
-use crate::model::{EnergyConfig, EnergyModel, Pooling};
+use crate::model::{EnergyConfig, EnergyModel, Pooling, Score};
 use crate::store::{self, TrainState};
 use policy::train_util::{
     clip_grad_norm, load_checkpoint, lr_at, save_checkpoint, AdamW, OptimConfig,
@@ -32,6 +32,9 @@ use policy::train_util::{
 #[serde(default, deny_unknown_fields)]
 pub struct TrainConfig {
     pub loss: LossConfig,
+    /// What the score reads: `head` (a linear head at the EOS) or `head+nll` (plus the
+    /// answer's negative log-likelihood under the trunk; best started from an SFT trunk).
+    pub score: Score,
     /// Tie rows: `skip` or `equal` (trained towards equal energy).
     pub ties: TieMode,
     pub optim: OptimConfig,
@@ -70,6 +73,7 @@ impl Default for TrainConfig {
     fn default() -> Self {
         Self {
             loss: LossConfig::default(),
+            score: Score::Head,
             ties: TieMode::Skip,
             optim: OptimConfig {
                 lr: 1e-3,
@@ -262,18 +266,24 @@ fn energy_config(cfg: &TrainConfig, init: Option<&Path>, tok: &Tokenizer) -> Res
         trunk,
         max_len,
         pooling: Pooling::Eos,
+        score: cfg.score,
+        sep_id: tok.sep_id(),
     };
     ecfg.check().map_err(RewardError::Config)?;
     Ok(ecfg)
 }
 
-/// Loads the trunk of a policy checkpoint; every variable but the head must be found.
+/// Loads the trunk of a policy checkpoint; every variable but the head's (`head.*`, `nll.*`)
+/// must be found.
 fn load_trunk(vs: &mut nn::VarStore, init: &Path) -> Result<()> {
     let w = init.join(policy::WEIGHTS_FILE);
     let missing = vs
         .load_partial(&w)
         .map_err(|e| RewardError::torch(format!("loading {}", w.display()), e))?;
-    let trunk_missing: Vec<&String> = missing.iter().filter(|n| !n.starts_with("head.")).collect();
+    let trunk_missing: Vec<&String> = missing
+        .iter()
+        .filter(|n| !n.starts_with("head.") && !n.starts_with("nll."))
+        .collect();
     if !trunk_missing.is_empty() {
         return Err(RewardError::Input {
             path: w,

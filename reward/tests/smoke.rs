@@ -81,6 +81,8 @@ fn tiny_config(tok: &Tokenizer, pooling: Pooling) -> EnergyConfig {
         trunk,
         max_len: 24,
         pooling,
+        sep_id: tok.sep_id(),
+        ..EnergyConfig::default()
     }
 }
 

@@ -107,11 +107,16 @@ impl Energy for PromptEnergy<'_> {
         let answer = p.matmul(trunk.wte()).unsqueeze(0); // [1, L, D]
         let eos = trunk.embed(&self.ids(&[self.eos_id()])); // [1, 1, D]
         let embeds = Tensor::cat(&[prefix, answer, eos], 1); // [1, T, D]
-        let mask = Tensor::ones([1, embeds.size()[1]], (Kind::Int64, self.device())); // [1, T]
+        let t = embeds.size()[1];
+        let mask = Tensor::ones([1, t], (Kind::Int64, self.device())); // [1, T]
+                                                                       // The answer and its EOS: everything after the prefix (which ends with SEP).
+        let answer = Tensor::arange(t, (Kind::Int64, self.device()))
+            .ge(self.energy_prefix.len() as i64)
+            .unsqueeze(0); // [1, T]
         Ok(self
             .scorer
             .model
-            .energy_from_embeds(&embeds, &mask, false)
+            .energy_from_embeds(&embeds, &mask, Some(&answer), false)
             .squeeze()) // []
     }
 

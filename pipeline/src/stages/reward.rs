@@ -159,6 +159,10 @@ pub struct TrainArgs {
     /// Weight λ of the zero-anchor term λ·mean(E⁺²).
     #[arg(long, default_value_t = Config::default().loss.anchor)]
     pub anchor: f64,
+    /// What the score reads: head (a linear head at the EOS), or head+nll (plus the answer's
+    /// negative log-likelihood under the trunk; start it from an SFT trunk with --init).
+    #[arg(long, value_enum, default_value_t = reward::model::Score::Head)]
+    pub score: reward::model::Score,
     /// Tie rows: skip, or equal (trained towards equal energy).
     #[arg(long, default_value = "skip")]
     pub ties: String,
@@ -214,6 +218,7 @@ impl TrainArgs {
             steps: self.steps,
             batch: self.batch,
             max_len: self.max_len,
+            score: self.score,
             ties,
             in_batch_negatives: self.in_batch_negatives,
             sampled_negatives: self.sampled_negatives,
@@ -230,6 +235,9 @@ impl TrainArgs {
         cfg.loss.margin = self.margin;
         cfg.loss.anchor = self.anchor;
         cfg.optim.lr = self.lr;
+        // The cosine decays to a tenth of the peak, as `ember sft` does (the default config's
+        // 1e-3 → 1e-4 is this rule too).
+        cfg.optim.min_lr = self.lr / 10.0;
         cfg.check().map_err(|e| usage(e.to_string()))?;
         Ok(cfg)
     }
