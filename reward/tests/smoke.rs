@@ -26,45 +26,9 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 
 const ALPHABET: &str = "abcdefghij0123456789+=xy ";
 
+/// `<pad> <sep> <eos> <unk>`, then the sorted characters of `ALPHABET`.
 fn tokenizer() -> Tokenizer {
-    char_tokenizer(ALPHABET)
-}
-
-/// A character-level `tokenizer.json` written by hand (`<pad> <sep> <eos> <unk>` then the
-/// sorted characters), loaded through the public `Tokenizer::load`.
-fn char_tokenizer(chars: &str) -> Tokenizer {
-    let mut sorted: Vec<char> = chars.chars().collect();
-    sorted.sort();
-    sorted.dedup();
-    let specials = ["<pad>", "<sep>", "<eos>", "<unk>"];
-    let mut vocab = serde_json::Map::new();
-    for (i, s) in specials
-        .iter()
-        .map(|s| s.to_string())
-        .chain(sorted.iter().map(|c| c.to_string()))
-        .enumerate()
-    {
-        vocab.insert(s, i.into());
-    }
-    let added: Vec<serde_json::Value> = specials
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            serde_json::json!({"id": i, "content": s, "single_word": false, "lstrip": false,
-            "rstrip": false, "normalized": false, "special": true})
-        })
-        .collect();
-    let json = serde_json::json!({
-        "version": "1.0", "truncation": null, "padding": null, "added_tokens": added,
-        "normalizer": null,
-        "pre_tokenizer": {"type": "Split", "pattern": {"Regex": "[\\s\\S]"}, "behavior": "Isolated", "invert": false},
-        "post_processor": null, "decoder": {"type": "Fuse"},
-        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "<unk>"}
-    });
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("tokenizer.json");
-    std::fs::write(&path, json.to_string()).unwrap();
-    Tokenizer::load(&path).unwrap()
+    Tokenizer::char_level([ALPHABET]).unwrap()
 }
 
 fn tiny_config(tok: &Tokenizer, pooling: Pooling) -> EnergyConfig {
