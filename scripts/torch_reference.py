@@ -64,6 +64,24 @@ def sync(dev):
         torch.cuda.synchronize()
 
 
+def timed(step, iters):
+    """Seconds for `iters` calls of `step` after one warm-up call."""
+    step()
+    t = time.perf_counter()
+    for _ in range(iters):
+        step()
+    return time.perf_counter() - t
+
+
+def update(loss, model, opt, dev):
+    """Backward, global-norm clipping at 1.0, one AdamW step (ember's training step)."""
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    sync(dev)
+
+
 def amp(dev, precision):
     return torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
@@ -77,17 +95,9 @@ def bench_sft(dev, precision, iters):
         with amp(dev, precision):
             logits = model(ids[:, :-1])
             loss = F.cross_entropy(logits.reshape(-1, V).float(), ids[:, 1:].reshape(-1))
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        sync(dev)
+        update(loss, model, opt, dev)
 
-    step()
-    t = time.perf_counter()
-    for _ in range(iters):
-        step()
-    secs = time.perf_counter() - t
+    secs = timed(step, iters)
     return {"bench": "sft", "tokens_per_s": iters * 16 * 256 / secs, "step_s": secs / iters}
 
 
@@ -109,11 +119,7 @@ def bench_sample(dev, precision, iters):
                 pos += 1
         sync(dev)
 
-    run()
-    t = time.perf_counter()
-    for _ in range(iters):
-        run()
-    secs = time.perf_counter() - t
+    secs = timed(run, iters)
     return {"bench": "sample", "tokens_per_s": iters * 16 * 64 / secs}
 
 
@@ -127,17 +133,9 @@ def bench_reward(dev, precision, iters):
         with amp(dev, precision):
             e = F.softplus(head(model.hidden(ids)[:, -1]).squeeze(-1).float())
             loss = F.softplus(e[:8] - e[8:]).mean()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        sync(dev)
+        update(loss, model, opt, dev)
 
-    step()
-    t = time.perf_counter()
-    for _ in range(iters):
-        step()
-    secs = time.perf_counter() - t
+    secs = timed(step, iters)
     return {"bench": "reward", "tokens_per_s": iters * 16 * 256 / secs, "step_s": secs / iters}
 
 

@@ -64,6 +64,32 @@ fn train_args<'a>(data: &'a str, tok: &'a str, out: &'a str, steps: &'a str) -> 
     ]
 }
 
+/// Runs `ember reward doctor` and asserts that its model checks pass; returns its stdout.
+fn doctor_passes(model: &str, data: &Path) -> String {
+    let o = ember(&[
+        "reward",
+        "doctor",
+        "--model",
+        model,
+        "--data",
+        data.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    for check in [
+        "batch/padding invariance",
+        "pooling reads EOS",
+        "save/reload",
+    ] {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with("PASS") && l.contains(check)),
+            "{check}: {stdout}"
+        );
+    }
+    stdout
+}
+
 #[test]
 fn synth_train_eval_score_doctor() {
     let tmp = tempfile::tempdir().unwrap();
@@ -157,27 +183,7 @@ fn synth_train_eval_score_doctor() {
         2
     );
 
-    let o = ember(&[
-        "reward",
-        "doctor",
-        "--model",
-        r,
-        "--data",
-        data.join("val.parquet").to_str().unwrap(),
-    ]);
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    for check in [
-        "batch/padding invariance",
-        "pooling reads EOS",
-        "save/reload",
-    ] {
-        assert!(
-            stdout
-                .lines()
-                .any(|l| l.starts_with("PASS") && l.contains(check)),
-            "{check}: {stdout}"
-        );
-    }
+    let stdout = doctor_passes(r, &data.join("val.parquet"));
     assert!(
         stdout.contains("length baseline") || stdout.contains("heuristic"),
         "{stdout}"
@@ -199,27 +205,7 @@ fn head_nll_score_trains_and_passes_doctor() {
     let config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(rm.join("config.json")).unwrap()).unwrap();
     assert_eq!(config["score"], "head+nll");
-    let o = ember(&[
-        "reward",
-        "doctor",
-        "--model",
-        r,
-        "--data",
-        data.join("val.parquet").to_str().unwrap(),
-    ]);
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    for check in [
-        "batch/padding invariance",
-        "pooling reads EOS",
-        "save/reload",
-    ] {
-        assert!(
-            stdout
-                .lines()
-                .any(|l| l.starts_with("PASS") && l.contains(check)),
-            "{check}: {stdout}"
-        );
-    }
+    doctor_passes(r, &data.join("val.parquet"));
     let bad = ember(&[&train_args(d, t, r, "30")[..], &["--score", "nll"]].concat());
     assert_eq!(bad.status.code(), Some(2), "{}", common::text(&bad));
 }
