@@ -37,6 +37,15 @@ fn synth_data(dir: &Path) -> (PathBuf, PathBuf) {
     (data, tok)
 }
 
+/// Synth tables and a tokenizer in `dir` (see `synth_data`), and the model's place `dir/rm`:
+/// (data directory, model directory, [data, tokenizer, model] as strings for the CLI).
+fn synth_setup(dir: &Path) -> (PathBuf, PathBuf, [String; 3]) {
+    let (data, tok) = synth_data(dir);
+    let rm = dir.join("rm");
+    let strs = [&data, &tok, &rm].map(|p| p.to_str().unwrap().to_string());
+    (data, rm, strs)
+}
+
 fn train_args<'a>(data: &'a str, tok: &'a str, out: &'a str, steps: &'a str) -> Vec<&'a str> {
     vec![
         "reward",
@@ -93,13 +102,8 @@ fn doctor_passes(model: &str, data: &Path) -> String {
 #[test]
 fn synth_train_eval_score_doctor() {
     let tmp = tempfile::tempdir().unwrap();
-    let (data, tok) = synth_data(tmp.path());
-    let rm = tmp.path().join("rm");
-    let (d, t, r) = (
-        data.to_str().unwrap(),
-        tok.to_str().unwrap(),
-        rm.to_str().unwrap(),
-    );
+    let (data, rm, [d, t, r]) = synth_setup(tmp.path());
+    let (d, t, r) = (d.as_str(), t.as_str(), r.as_str());
     let stdout = ok(&ember(&train_args(d, t, r, "60")));
     assert!(stdout.contains("val accuracy"), "{stdout}");
     let manifest: serde_json::Value =
@@ -193,13 +197,8 @@ fn synth_train_eval_score_doctor() {
 #[test]
 fn head_nll_score_trains_and_passes_doctor() {
     let tmp = tempfile::tempdir().unwrap();
-    let (data, tok) = synth_data(tmp.path());
-    let rm = tmp.path().join("rm");
-    let (d, t, r) = (
-        data.to_str().unwrap(),
-        tok.to_str().unwrap(),
-        rm.to_str().unwrap(),
-    );
+    let (data, rm, [d, t, r]) = synth_setup(tmp.path());
+    let (d, t, r) = (d.as_str(), t.as_str(), r.as_str());
     let args = [&train_args(d, t, r, "30")[..], &["--score", "head+nll"]].concat();
     ok(&ember(&args));
     let config: serde_json::Value =
@@ -213,13 +212,8 @@ fn head_nll_score_trains_and_passes_doctor() {
 #[test]
 fn killed_training_resumes_from_its_checkpoint() {
     let tmp = tempfile::tempdir().unwrap();
-    let (data, tok) = synth_data(tmp.path());
-    let rm = tmp.path().join("rm");
-    let (d, t, r) = (
-        data.to_str().unwrap(),
-        tok.to_str().unwrap(),
-        rm.to_str().unwrap(),
-    );
+    let (_, rm, [d, t, r]) = synth_setup(tmp.path());
+    let (d, t, r) = (d.as_str(), t.as_str(), r.as_str());
     let mut args = train_args(d, t, r, "400");
     args.extend(["--checkpoint-every", "5"]);
     let mut child = Command::new(env!("CARGO_BIN_EXE_ember"))

@@ -90,12 +90,20 @@ impl Precision {
         *self == Precision::Fp32
     }
 
+    /// The type matmuls run in.
+    pub fn kind(self) -> Kind {
+        match self {
+            Precision::Fp32 => Kind::Float,
+            Precision::Bf16 => Kind::BFloat16,
+        }
+    }
+
     /// The autocast scope this precision asks for on `device`; a usage error for bf16 off
     /// CUDA (CPU autocast runs, but without bf16 units it is slower than fp32, not faster).
     pub fn enter(self, device: Device) -> Result<Option<Autocast>> {
         match (self, device) {
             (Precision::Fp32, _) => Ok(None),
-            (Precision::Bf16, Device::Cuda(_)) => Ok(Some(Autocast::enter(device, Kind::BFloat16))),
+            (Precision::Bf16, Device::Cuda(_)) => Ok(Some(Autocast::enter(device, self.kind()))),
             (Precision::Bf16, other) => Err(PolicyError::Device(format!(
                 "precision bf16 is bf16 autocast on CUDA, but the device is {other:?}: use \
                  --device cuda, or precision fp32"

@@ -138,6 +138,10 @@ pub fn answer_nll(h: &Tensor, x: &Tensor, answer: &Tensor, wte: &Tensor) -> Tens
     Tensor::stack(&[&sum / count, sum], 1) // [B, 2]
 }
 
+/// Name prefixes of the variables that are the model's own, not the trunk's: an SFT checkpoint
+/// initialises everything else.
+pub const HEAD_PREFIXES: [&str; 2] = ["head.", "nll."];
+
 /// The energy model: trunk + scalar head (+ the answer's NLL) + softplus.
 #[derive(Debug)]
 pub struct EnergyModel {

@@ -21,7 +21,7 @@ use crate::error::{Result, RewardError};
 use crate::eval::{evaluate, pair_energies, report_from_energies, to_vec};
 use crate::loss::{batch_loss, LossConfig, TieMode};
 use crate::metrics::{EvalReport, Thresholds};
-use crate::model::{EnergyConfig, EnergyModel, Pooling, Score};
+use crate::model::{EnergyConfig, EnergyModel, Pooling, Score, HEAD_PREFIXES};
 use crate::store::{self, TrainState};
 use policy::train_util::{
     clip_grad_norm, load_checkpoint, lr_at, save_checkpoint, AdamW, OptimConfig,
@@ -273,7 +273,7 @@ fn energy_config(cfg: &TrainConfig, init: Option<&Path>, tok: &Tokenizer) -> Res
     Ok(ecfg)
 }
 
-/// Loads the trunk of a policy checkpoint; every variable but the head's (`head.*`, `nll.*`)
+/// Loads the trunk of a policy checkpoint; every variable but the head's ([`HEAD_PREFIXES`])
 /// must be found.
 fn load_trunk(vs: &mut nn::VarStore, init: &Path) -> Result<()> {
     let w = init.join(policy::WEIGHTS_FILE);
@@ -282,7 +282,7 @@ fn load_trunk(vs: &mut nn::VarStore, init: &Path) -> Result<()> {
         .map_err(|e| RewardError::torch(format!("loading {}", w.display()), e))?;
     let trunk_missing: Vec<&String> = missing
         .iter()
-        .filter(|n| !n.starts_with("head.") && !n.starts_with("nll."))
+        .filter(|n| !HEAD_PREFIXES.iter().any(|p| n.starts_with(p)))
         .collect();
     if !trunk_missing.is_empty() {
         return Err(RewardError::Input {

@@ -108,8 +108,8 @@ impl Energy for PromptEnergy<'_> {
         let eos = trunk.embed(&self.ids(&[self.eos_id()])); // [1, 1, D]
         let embeds = Tensor::cat(&[prefix, answer, eos], 1); // [1, T, D]
         let t = embeds.size()[1];
+        // `answer` marks the answer and its EOS: everything after the prefix (which ends with SEP).
         let mask = Tensor::ones([1, t], (Kind::Int64, self.device())); // [1, T]
-                                                                       // The answer and its EOS: everything after the prefix (which ends with SEP).
         let answer = Tensor::arange(t, (Kind::Int64, self.device()))
             .ge(self.energy_prefix.len() as i64)
             .unsqueeze(0); // [1, T]

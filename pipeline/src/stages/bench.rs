@@ -5,7 +5,6 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Result;
-use policy::device::Precision;
 use policy::model::GptConfig;
 use policy::sample::SampleConfig;
 use policy::sft::SftBatch;
@@ -170,11 +169,7 @@ pub fn cli(cmd: Command) -> Result<ExitCode> {
         return Err(usage("--iters must be > 0"));
     }
     let device = policy::device::resolve(args.device)?;
-    let peak_kind = match args.precision {
-        Precision::Fp32 => Kind::Float,
-        Precision::Bf16 => Kind::BFloat16,
-    };
-    let peak = matmul_peak(device, peak_kind);
+    let peak = matmul_peak(device, args.precision.kind());
     let _amp = args
         .precision
         .enter(device)
