@@ -10,16 +10,16 @@ use policy::Policy;
 use rand::Rng as _;
 use reward::EnergyScorer;
 use serde::{Deserialize, Serialize};
-use tracing::{info, instrument};
+use tracing::info;
 
-use crate::error::usage;
+use crate::config::Invalid;
 use crate::refine::compare::{best_within, hybrid_samples, spent_within, Row};
 use crate::refine::io::{draw, gold_of, load_prompts, Candidate};
 use crate::refine::models::{max_answer_positions, PromptEnergy};
 use crate::refine::report::{write_outputs, REPORT};
 use crate::refine::{refine, Compute, RefineConfig};
 use crate::select::bon::{kl_bound, ranking};
-use crate::stage::{Common, Manifest, StageRun};
+use crate::stage::{self, Common, RuntimeArgs, SeedArg, Stage};
 use crate::stages::refine::{load_models, logprobs};
 
 pub const NAME: &str = "compare";
@@ -65,35 +65,36 @@ impl Default for Config {
 }
 
 impl Config {
-    fn check(&self) -> Result<()> {
+    fn check(&self) -> Vec<Invalid> {
+        let mut bad = Vec::new();
         if self.budgets.is_empty() || self.budgets.contains(&0) {
-            return Err(usage(
-                "compare: --budgets needs positive integers, e.g. 1,2,4,8",
+            bad.push(Invalid::new(
+                "budgets",
+                "needs positive integers, e.g. [1, 2, 4, 8]",
             ));
         }
-        if self.seeds == 0 || self.batch == 0 || self.max_new_tokens == 0 || self.resamples == 0 {
-            return Err(usage(
-                "compare: seeds, batch, max_new_tokens and resamples must be > 0",
-            ));
-        }
+        let zero = [("seeds", self.seeds), ("batch", self.batch)];
+        bad.extend(Invalid::zero(&zero));
+        let zero = [
+            ("max_new_tokens", self.max_new_tokens),
+            ("resamples", self.resamples),
+        ];
+        bad.extend(Invalid::zero(&zero));
         if !(self.hybrid_share > 0.0 && self.hybrid_share < 1.0) {
-            return Err(usage("compare: hybrid_share must be in (0, 1)"));
-        }
-        if self.temperature <= 0.0 {
-            return Err(usage(
-                "compare: temperature must be > 0 (best-of-N needs distinct samples)",
+            bad.push(Invalid::new(
+                "hybrid_share",
+                format!("must be in (0, 1), got {}", self.hybrid_share),
             ));
         }
-        Ok(())
+        let why = "best-of-N needs distinct samples";
+        let t = Invalid::below("temperature", self.temperature, 0.0, false);
+        bad.extend(t.map(|i| Invalid::new(i.key, format!("{}; {why}", i.message))));
+        bad
     }
 }
 
-/// Upstream artifacts: a policy, a reward model and a prompts file.
-pub struct Inputs {
-    pub policy: PathBuf,
-    pub reward: PathBuf,
-    pub prompts: PathBuf,
-}
+/// Upstream artifacts: a policy directory, a reward model directory and a prompts file.
+pub type Inputs = super::OnPolicy;
 
 /// Everything one seed needs: models, prompts, the sampled pool and per-sample costs.
 struct SeedRun<'a> {
@@ -241,19 +242,43 @@ fn fill_kl(policy: &Policy, rows: &mut [Row], pending: &Pending, batch: usize) -
     Ok(())
 }
 
+/// The stage, through [`crate::stage::run`].
+pub struct CompareStage;
+
+impl Stage for CompareStage {
+    const NAME: &'static str = NAME;
+    const RESUMABLE: bool = false;
+    const SCRATCH: &'static [&'static str] = &[];
+    type Config = Config;
+    type Inputs = Inputs;
+
+    fn input_paths(inputs: &Inputs) -> Vec<PathBuf> {
+        inputs.paths()
+    }
+
+    fn check(cfg: &Config) -> Vec<Invalid> {
+        cfg.check()
+    }
+
+    fn execute(
+        cfg: &Config,
+        common: &Common,
+        inputs: &Inputs,
+        dir: &Path,
+    ) -> Result<serde_json::Value> {
+        execute(cfg, common, inputs, dir)
+    }
+}
+
 /// The stage: typed config in, manifest out.
-#[instrument(skip_all, fields(out = %out.display()))]
-pub fn run(cfg: &Config, common: &Common, inputs: &Inputs, out: &Path) -> Result<Manifest> {
-    cfg.check()?;
+fn execute(
+    cfg: &Config,
+    common: &Common,
+    inputs: &Inputs,
+    dir: &Path,
+) -> Result<serde_json::Value> {
     let (device, _amp) = common.device()?;
     let prompts = load_prompts(&inputs.prompts, cfg.max_prompts)?;
-    let run = StageRun::begin(
-        NAME,
-        &(cfg, common),
-        &[&inputs.policy, &inputs.reward, &inputs.prompts],
-        out,
-        false,
-    )?;
     let (policy, scorer) = load_models(&inputs.policy, &inputs.reward, device)?;
     let max_len =
         max_answer_positions(&scorer, &policy).saturating_sub(cfg.optimiser.extra_positions.max(1));
@@ -291,7 +316,7 @@ pub fn run(cfg: &Config, common: &Common, inputs: &Inputs, out: &Path) -> Result
         rows.extend(seed_rows);
     }
     let metrics = write_outputs(
-        run.dir(),
+        dir,
         &(cfg, common),
         prompts.len(),
         cfg.seeds,
@@ -299,22 +324,15 @@ pub fn run(cfg: &Config, common: &Common, inputs: &Inputs, out: &Path) -> Result
         cfg.resamples,
         common.seed,
     )?;
-    run.finish(metrics, &[])
+    Ok(metrics)
 }
 
 /// Compare best-of-N, gradient refinement and hybrids (best-of-m, then refine the winner) at
 /// equal energy-model compute; writes compare.parquet, compare.json and report.md with plots.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Policy directory (config.json, model.safetensors, tokenizer.json).
-    #[arg(long)]
-    pub policy: PathBuf,
-    /// Reward model directory (from `ember reward train`); must share the policy's tokenizer.
-    #[arg(long)]
-    pub reward: PathBuf,
-    /// Prompts: Parquet or JSONL with a `prompt` column (e.g. synth's eval_prompts.parquet).
-    #[arg(long)]
-    pub prompts: PathBuf,
+    #[command(flatten)]
+    pub on: super::OnPolicy,
     /// Output directory.
     #[arg(long)]
     pub out: PathBuf,
@@ -345,15 +363,10 @@ pub struct Args {
     /// Langevin noise scale.
     #[arg(long, default_value_t = RefineConfig::default().noise)]
     pub noise: f64,
-    /// The seed of every generator.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// cpu, cuda or auto.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    /// fp32, or bf16 (autocast on CUDA; weights and optimizer state stay fp32).
-    #[arg(long, value_enum, default_value_t = policy::device::Precision::Fp32)]
-    pub precision: policy::device::Precision,
+    #[command(flatten)]
+    pub seed: SeedArg,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
 }
 
 pub fn cli(args: Args) -> Result<ExitCode> {
@@ -373,17 +386,10 @@ pub fn cli(args: Args) -> Result<ExitCode> {
         optimiser,
         ..Config::default()
     };
-    let common = Common {
-        precision: args.precision,
-        seed: args.seed,
-        device: args.device,
-    };
-    let inputs = Inputs {
-        policy: args.policy,
-        reward: args.reward,
-        prompts: args.prompts,
-    };
-    run(&cfg, &common, &inputs, &args.out).context("ember compare failed")?;
+    let common = Common::new(&args.seed, &args.runtime);
+    let inputs = args.on.clone();
+    stage::run::<CompareStage>(&cfg, &common, &inputs, &args.out)
+        .context("ember compare failed")?;
     let report = std::fs::read_to_string(args.out.join(REPORT)).unwrap_or_default();
     print!("{}", report.split("## Plots").next().unwrap_or_default());
     println!("compare: report → {}", args.out.join(REPORT).display());

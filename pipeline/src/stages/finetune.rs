@@ -17,8 +17,9 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 use reward::EnergyScorer;
 use serde::{Deserialize, Serialize};
-use tracing::{info, instrument};
+use tracing::info;
 
+use crate::config::Invalid;
 use crate::error::usage;
 use crate::select::heldout::{evaluate, per_prompt_gold, HeldOut};
 use crate::select::keep::KeepRule;
@@ -28,7 +29,7 @@ use crate::select::pool::{
 use crate::select::rounds::{rloo_steps, sft_steps, RlooSampling, Steps, TrainSums};
 use crate::select::stats::{bootstrap_se, mean};
 use crate::select::update::encode_pairs;
-use crate::stage::{Common, Manifest, StageRun};
+use crate::stage::{self, Common, RuntimeArgs, SeedArg, Stage};
 use crate::stages::rank::load_prompts;
 
 pub const NAME: &str = "finetune";
@@ -121,7 +122,7 @@ impl Default for Config {
 }
 
 impl Config {
-    fn check(&self) -> Result<()> {
+    fn check(&self) -> Vec<Invalid> {
         let positive = [
             ("rounds", self.rounds),
             ("n", self.n),
@@ -132,24 +133,22 @@ impl Config {
             ("score_batch", self.score_batch),
             ("eval_samples", self.eval_samples),
         ];
-        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
-            return Err(usage(format!("finetune: {name} must be > 0")));
-        }
-        if self.algo == Algo::Rloo && self.n < 2 {
-            return Err(usage(
-                "finetune: rloo needs n ≥ 2 samples per prompt (leave-one-out)",
+        let mut bad: Vec<Invalid> = positive
+            .iter()
+            .filter(|(_, v)| *v == 0)
+            .map(|(k, _)| Invalid::new(*k, "must be > 0"))
+            .collect();
+        if self.algo == Algo::Rloo && self.n == 1 {
+            bad.push(Invalid::new(
+                "n",
+                "rloo needs n ≥ 2 samples per prompt (leave-one-out)",
             ));
         }
-        if self.temperature.is_nan()
-            || self.temperature <= 0.0
-            || self.kl_coef < 0.0
-            || self.mix_ratio < 0.0
-        {
-            return Err(usage(
-                "finetune: temperature must be > 0, kl_coef and mix_ratio ≥ 0",
-            ));
-        }
-        Ok(())
+        bad.extend(Invalid::below("temperature", self.temperature, 0.0, false));
+        bad.extend(Invalid::below("kl_coef", self.kl_coef, 0.0, true));
+        bad.extend(Invalid::below("mix_ratio", self.mix_ratio, 0.0, true));
+        bad.extend(Invalid::below("optim.lr", self.optim.lr, 0.0, false));
+        bad
     }
 
     fn sampling(&self, n: usize, seed: u64) -> SampleConfig {
@@ -410,10 +409,41 @@ fn gold_gain(
     (mean(&diffs), se)
 }
 
+/// The stage, through [`crate::stage::run`].
+pub struct FinetuneStage;
+
+impl Stage for FinetuneStage {
+    const NAME: &'static str = NAME;
+    const RESUMABLE: bool = true;
+    const SCRATCH: &'static [&'static str] = &[CHECKPOINT];
+    type Config = Config;
+    type Inputs = Inputs;
+
+    fn input_paths(inputs: &Inputs) -> Vec<PathBuf> {
+        inputs.paths().into_iter().map(Path::to_path_buf).collect()
+    }
+
+    fn check(cfg: &Config) -> Vec<Invalid> {
+        cfg.check()
+    }
+
+    fn execute(
+        cfg: &Config,
+        common: &Common,
+        inputs: &Inputs,
+        dir: &Path,
+    ) -> Result<serde_json::Value> {
+        execute(cfg, common, inputs, dir)
+    }
+}
+
 /// The stage: typed config in, manifest out. Resumes from `OUT.partial/checkpoint`.
-#[instrument(skip_all, fields(out = %out.display()))]
-pub fn run(cfg: &Config, common: &Common, inputs: &Inputs, out: &Path) -> Result<Manifest> {
-    cfg.check()?;
+fn execute(
+    cfg: &Config,
+    common: &Common,
+    inputs: &Inputs,
+    dir: &Path,
+) -> Result<serde_json::Value> {
     if cfg.algo == Algo::Rloo && (inputs.mix_sft.is_some() || inputs.from_refine.is_some()) {
         return Err(usage(
             "finetune: --mix-sft and --from-refine apply to --algo rs only",
@@ -427,8 +457,7 @@ pub fn run(cfg: &Config, common: &Common, inputs: &Inputs, out: &Path) -> Result
         .as_deref()
         .map(read_refined)
         .transpose()?;
-    let run = StageRun::begin(NAME, &(cfg, common), &inputs.paths(), out, true)?;
-    let dir = run.dir().to_path_buf();
+    let dir = dir.to_path_buf();
     let (seed, ckpt, rounds_path) = (common.seed, dir.join(CHECKPOINT), dir.join(ROUNDS));
     tch::manual_seed(rng::torch_seed(seed, "finetune", 0));
     let load = |what: &str, p: &Path| {
@@ -643,7 +672,7 @@ pub fn run(cfg: &Config, common: &Common, inputs: &Inputs, out: &Path) -> Result
         .map(serde_json::from_str)
         .collect::<Result<_, _>>()?;
     let metrics = serde_json::json!({ "rounds": rows, "final": rows.last() });
-    run.finish(metrics, &[CHECKPOINT])
+    Ok(metrics)
 }
 
 /// Fine-tune the policy on its lowest-energy samples (rejection sampling / expert iteration),
@@ -720,15 +749,10 @@ pub struct Args {
     /// Checkpoint every this many steps inside a round (0 = round ends only).
     #[arg(long, default_value_t = Config::default().checkpoint_every)]
     pub checkpoint_every: u64,
-    /// The seed of every generator.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// cpu, cuda or auto.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    /// fp32, or bf16 (autocast on CUDA; weights and optimizer state stay fp32).
-    #[arg(long, value_enum, default_value_t = policy::device::Precision::Fp32)]
-    pub precision: policy::device::Precision,
+    #[command(flatten)]
+    pub seed: SeedArg,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
 }
 
 pub fn cli(args: Args) -> Result<ExitCode> {
@@ -756,11 +780,7 @@ pub fn cli(args: Args) -> Result<ExitCode> {
         checkpoint_every: args.checkpoint_every,
         ..d
     };
-    let common = Common {
-        precision: args.precision,
-        seed: args.seed,
-        device: args.device,
-    };
+    let common = Common::new(&args.seed, &args.runtime);
     let inputs = Inputs {
         policy: args.policy,
         reward: args.reward,
@@ -769,7 +789,8 @@ pub fn cli(args: Args) -> Result<ExitCode> {
         mix_sft: args.mix_sft,
         from_refine: args.from_refine,
     };
-    let manifest = run(&cfg, &common, &inputs, &args.out).context("ember finetune failed")?;
+    let manifest = stage::run::<FinetuneStage>(&cfg, &common, &inputs, &args.out)
+        .context("ember finetune failed")?;
     let rows: Vec<RoundRow> = serde_json::from_value(manifest.metrics["rounds"].clone())?;
     print!("{}", render_rounds(&rows));
     println!(

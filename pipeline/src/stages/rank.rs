@@ -10,12 +10,13 @@ use policy::sample::SampleConfig;
 use policy::Policy;
 use reward::EnergyScorer;
 use serde::{Deserialize, Serialize};
-use tracing::{info, instrument};
+use tracing::info;
 
+use crate::config::Invalid;
 use crate::error::usage;
 use crate::select::pool::{self, best_per_prompt, write_candidates};
 use crate::select::summary::{render, summarize, SummaryRow};
-use crate::stage::{Common, Manifest, StageRun};
+use crate::stage::{self, Common, RuntimeArgs, SeedArg, Stage};
 
 pub const NAME: &str = "rank";
 pub const CANDIDATES: &str = "candidates.parquet";
@@ -73,29 +74,23 @@ impl Config {
         }
     }
 
-    fn check(&self) -> Result<()> {
-        if self.n == 0 || self.batch == 0 || self.score_batch == 0 || self.max_new_tokens == 0 {
-            return Err(usage(
-                "rank: n, batch, score_batch and max_new_tokens must be > 0",
-            ));
-        }
-        if !(self.temperature > 0.0 && self.temperature.is_finite()) {
-            return Err(usage(format!(
-                "rank: temperature must be > 0 (got {}); best-of-n needs distinct samples",
-                self.temperature
-            )));
-        }
-        Ok(())
+    fn check(&self) -> Vec<Invalid> {
+        let zero = [
+            ("n", self.n),
+            ("batch", self.batch),
+            ("score_batch", self.score_batch),
+        ];
+        let mut bad: Vec<Invalid> = Invalid::zero(&zero).into_iter().collect();
+        bad.extend(Invalid::zero(&[("max_new_tokens", self.max_new_tokens)]));
+        let why = "best-of-n needs distinct samples";
+        let t = Invalid::below("temperature", self.temperature, 0.0, false);
+        bad.extend(t.map(|i| Invalid::new(i.key, format!("{}; {why}", i.message))));
+        bad
     }
 }
 
 /// Upstream artifacts: a policy directory, a reward model directory and a prompts file.
-pub struct Inputs {
-    pub policy: PathBuf,
-    pub reward: PathBuf,
-    /// Parquet or JSONL with a `prompt` column.
-    pub prompts: PathBuf,
-}
+pub type Inputs = super::OnPolicy;
 
 /// Reads the prompts (at most `max`, 0 = all); an empty file is a usage error.
 pub fn load_prompts(path: &Path, max: usize) -> Result<Vec<String>> {
@@ -110,19 +105,43 @@ pub fn load_prompts(path: &Path, max: usize) -> Result<Vec<String>> {
     Ok(prompts)
 }
 
+/// The stage, through [`crate::stage::run`].
+pub struct RankStage;
+
+impl Stage for RankStage {
+    const NAME: &'static str = NAME;
+    const RESUMABLE: bool = false;
+    const SCRATCH: &'static [&'static str] = &[];
+    type Config = Config;
+    type Inputs = Inputs;
+
+    fn input_paths(inputs: &Inputs) -> Vec<PathBuf> {
+        inputs.paths()
+    }
+
+    fn check(cfg: &Config) -> Vec<Invalid> {
+        cfg.check()
+    }
+
+    fn execute(
+        cfg: &Config,
+        common: &Common,
+        inputs: &Inputs,
+        dir: &Path,
+    ) -> Result<serde_json::Value> {
+        execute(cfg, common, inputs, dir)
+    }
+}
+
 /// The stage: typed config in, manifest out.
-#[instrument(skip_all, fields(out = %out.display()))]
-pub fn run(cfg: &Config, common: &Common, inputs: &Inputs, out: &Path) -> Result<Manifest> {
-    cfg.check()?;
+fn execute(
+    cfg: &Config,
+    common: &Common,
+    inputs: &Inputs,
+    dir: &Path,
+) -> Result<serde_json::Value> {
     let (device, _amp) = common.device()?;
     let prompts = load_prompts(&inputs.prompts, cfg.max_prompts)?;
-    let run = StageRun::begin(
-        NAME,
-        &(cfg, common),
-        &[&inputs.policy, &inputs.reward, &inputs.prompts],
-        out,
-        false,
-    )?;
     tch::manual_seed(common.seed as i64);
     let policy = Policy::load(&inputs.policy, device)
         .with_context(|| format!("loading the policy from {}", inputs.policy.display()))?;
@@ -138,8 +157,8 @@ pub fn run(cfg: &Config, common: &Common, inputs: &Inputs, out: &Path) -> Result
     )?;
     let seconds = started.elapsed().as_secs_f64();
     info!(candidates = cands.len(), seconds, "sampled and scored");
-    write_candidates(&run.dir().join(CANDIDATES), &cands)?;
-    write_candidates(&run.dir().join(SELECTED), &best_per_prompt(&cands))?;
+    write_candidates(&dir.join(CANDIDATES), &cands)?;
+    write_candidates(&dir.join(SELECTED), &best_per_prompt(&cands))?;
     let rows = summarize(&cands, cfg.n)?;
     let summary = serde_json::json!({
         "prompts": prompts.len(),
@@ -147,25 +166,18 @@ pub fn run(cfg: &Config, common: &Common, inputs: &Inputs, out: &Path) -> Result
         "sample_and_score_seconds": seconds,
         "rows": rows,
     });
-    let path = run.dir().join(SUMMARY);
+    let path = dir.join(SUMMARY);
     std::fs::write(&path, serde_json::to_string_pretty(&summary)?)
         .with_context(|| format!("writing {}", path.display()))?;
-    run.finish(summary, &[])
+    Ok(summary)
 }
 
 /// Best-of-N by lowest energy: N samples per prompt, every candidate and the selected answer
 /// written as Parquet, and the best-of-n table (energy, gold, win rate, KL) for n = 1, 2, 4, …, N.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Policy directory (config.json, model.safetensors, tokenizer.json).
-    #[arg(long)]
-    pub policy: PathBuf,
-    /// Reward model directory (from `ember reward train`).
-    #[arg(long)]
-    pub reward: PathBuf,
-    /// Prompts: Parquet or JSONL with a `prompt` column (e.g. synth's eval_prompts.parquet).
-    #[arg(long)]
-    pub prompts: PathBuf,
+    #[command(flatten)]
+    pub on: super::OnPolicy,
     /// Output directory.
     #[arg(long)]
     pub out: PathBuf,
@@ -193,15 +205,10 @@ pub struct Args {
     /// Use only the first this many prompts (0 = all).
     #[arg(long, default_value_t = Config::default().max_prompts)]
     pub max_prompts: usize,
-    /// The seed of every generator.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// cpu, cuda or auto.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    /// fp32, or bf16 (autocast on CUDA; weights and optimizer state stay fp32).
-    #[arg(long, value_enum, default_value_t = policy::device::Precision::Fp32)]
-    pub precision: policy::device::Precision,
+    #[command(flatten)]
+    pub seed: SeedArg,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
 }
 
 pub fn cli(args: Args) -> Result<ExitCode> {
@@ -215,17 +222,10 @@ pub fn cli(args: Args) -> Result<ExitCode> {
         score_batch: args.score_batch,
         max_prompts: args.max_prompts,
     };
-    let common = Common {
-        precision: args.precision,
-        seed: args.seed,
-        device: args.device,
-    };
-    let inputs = Inputs {
-        policy: args.policy,
-        reward: args.reward,
-        prompts: args.prompts,
-    };
-    let manifest = run(&cfg, &common, &inputs, &args.out).context("ember rank failed")?;
+    let common = Common::new(&args.seed, &args.runtime);
+    let inputs = args.on.clone();
+    let manifest =
+        stage::run::<RankStage>(&cfg, &common, &inputs, &args.out).context("ember rank failed")?;
     let rows: Vec<SummaryRow> = serde_json::from_value(manifest.metrics["rows"].clone())?;
     print!("{}", render(&rows));
     println!(

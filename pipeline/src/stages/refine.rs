@@ -9,15 +9,16 @@ use policy::sample::SampleConfig;
 use policy::Policy;
 use reward::EnergyScorer;
 use serde::{Deserialize, Serialize};
-use tracing::{info, instrument};
+use tracing::info;
 
+use crate::config::Invalid;
 use crate::error::usage;
 use crate::refine::io::{
     gold_of, load_prompts, starts, write_refined, write_traces, Init, RefinedRow,
 };
 use crate::refine::models::{check_compatible, max_answer_positions, PromptEnergy};
 use crate::refine::{refine, Compute, RefineConfig};
-use crate::stage::{Common, Manifest, StageRun};
+use crate::stage::{self, Common, RuntimeArgs, SeedArg, Stage};
 
 pub const NAME: &str = "refine";
 pub const REFINED: &str = "refined.parquet";
@@ -55,20 +56,26 @@ impl Default for Config {
 }
 
 impl Config {
-    pub fn check(&self) -> Result<()> {
+    pub fn check(&self) -> Vec<Invalid> {
         let o = &self.optimiser;
-        if self.batch == 0 || self.max_new_tokens == 0 {
-            return Err(usage("refine: batch and max_new_tokens must be > 0"));
+        let zero = [
+            ("batch", self.batch),
+            ("max_new_tokens", self.max_new_tokens),
+        ];
+        let mut bad: Vec<Invalid> = Invalid::zero(&zero).into_iter().collect();
+        for (key, v) in [("lr", o.lr), ("tau", o.tau), ("tau_end", o.tau_end)] {
+            bad.extend(Invalid::below(&format!("optimiser.{key}"), v, 0.0, false));
         }
-        if !(o.lr > 0.0 && o.tau > 0.0 && o.tau_end > 0.0 && o.beta >= 0.0 && o.noise >= 0.0) {
-            return Err(usage(
-                "refine: lr, tau and tau_end must be > 0; beta and noise ≥ 0",
+        for (key, v) in [("beta", o.beta), ("noise", o.noise)] {
+            bad.extend(Invalid::below(&format!("optimiser.{key}"), v, 0.0, true));
+        }
+        if self.init == Init::Sample && !(self.temperature > 0.0) {
+            bad.push(Invalid::new(
+                "temperature",
+                "init = sample needs a temperature > 0",
             ));
         }
-        if self.init == Init::Sample && self.temperature <= 0.0 {
-            return Err(usage("refine: --init sample needs a temperature > 0"));
-        }
-        Ok(())
+        bad
     }
 
     pub fn sampling(&self, seed: u64) -> SampleConfig {
@@ -84,13 +91,8 @@ impl Config {
     }
 }
 
-/// Upstream artifacts: a policy, a reward model and a prompts file.
-pub struct Inputs {
-    pub policy: PathBuf,
-    pub reward: PathBuf,
-    /// Parquet or JSONL with a `prompt` column.
-    pub prompts: PathBuf,
-}
+/// Upstream artifacts: a policy directory, a reward model directory and a prompts file.
+pub type Inputs = super::OnPolicy;
 
 /// Loads the policy and the energy model with frozen weights (refinement differentiates with
 /// respect to the answer only) and checks they share a tokenizer.
@@ -121,19 +123,43 @@ pub fn logprobs(
     Ok(lp.into_iter().map(|(_, sum)| sum).collect())
 }
 
+/// The stage, through [`crate::stage::run`].
+pub struct RefineStage;
+
+impl Stage for RefineStage {
+    const NAME: &'static str = NAME;
+    const RESUMABLE: bool = false;
+    const SCRATCH: &'static [&'static str] = &[];
+    type Config = Config;
+    type Inputs = Inputs;
+
+    fn input_paths(inputs: &Inputs) -> Vec<PathBuf> {
+        inputs.paths()
+    }
+
+    fn check(cfg: &Config) -> Vec<Invalid> {
+        cfg.check()
+    }
+
+    fn execute(
+        cfg: &Config,
+        common: &Common,
+        inputs: &Inputs,
+        dir: &Path,
+    ) -> Result<serde_json::Value> {
+        execute(cfg, common, inputs, dir)
+    }
+}
+
 /// The stage: typed config in, manifest out.
-#[instrument(skip_all, fields(out = %out.display()))]
-pub fn run(cfg: &Config, common: &Common, inputs: &Inputs, out: &Path) -> Result<Manifest> {
-    cfg.check()?;
+fn execute(
+    cfg: &Config,
+    common: &Common,
+    inputs: &Inputs,
+    dir: &Path,
+) -> Result<serde_json::Value> {
     let (device, _amp) = common.device()?;
     let prompts = load_prompts(&inputs.prompts, cfg.max_prompts)?;
-    let run = StageRun::begin(
-        NAME,
-        &(cfg, common),
-        &[&inputs.policy, &inputs.reward, &inputs.prompts],
-        out,
-        false,
-    )?;
     tch::manual_seed(policy::rng::torch_seed(common.seed, "refine", 0));
     let (policy, scorer) = load_models(&inputs.policy, &inputs.reward, device)?;
     let max_len =
@@ -193,11 +219,11 @@ pub fn run(cfg: &Config, common: &Common, inputs: &Inputs, out: &Path) -> Result
     for ((r, s), f) in rows.iter_mut().zip(start_lp).zip(final_lp) {
         (r.start_logprob, r.final_logprob) = (s, f);
     }
-    write_refined(&run.dir().join(REFINED), &rows)?;
-    write_traces(&run.dir().join(TRACES), &traces)?;
+    write_refined(&dir.join(REFINED), &rows)?;
+    write_traces(&dir.join(TRACES), &traces)?;
     let metrics = summary(&rows);
     info!(%metrics, "refined");
-    run.finish(metrics, &[])
+    Ok(metrics)
 }
 
 /// Headline numbers: mean start and best energies, share improved, gold before and after.
@@ -232,15 +258,8 @@ pub fn summary(rows: &[RefinedRow]) -> serde_json::Value {
 /// refined.parquet (start and final answers, energies, gold, log-probs) and traces.parquet.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Policy directory (config.json, model.safetensors, tokenizer.json).
-    #[arg(long)]
-    pub policy: PathBuf,
-    /// Reward model directory (from `ember reward train`); must share the policy's tokenizer.
-    #[arg(long)]
-    pub reward: PathBuf,
-    /// Prompts: Parquet or JSONL with a `prompt` column (e.g. synth's eval_prompts.parquet).
-    #[arg(long)]
-    pub prompts: PathBuf,
+    #[command(flatten)]
+    pub on: super::OnPolicy,
     /// Output directory.
     #[arg(long)]
     pub out: PathBuf,
@@ -277,15 +296,10 @@ pub struct Args {
     /// Longest start answer in tokens, EOS included.
     #[arg(long, default_value_t = Config::default().max_new_tokens)]
     pub max_new_tokens: usize,
-    /// The seed of every generator.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// cpu, cuda or auto.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    /// fp32, or bf16 (autocast on CUDA; weights and optimizer state stay fp32).
-    #[arg(long, value_enum, default_value_t = policy::device::Precision::Fp32)]
-    pub precision: policy::device::Precision,
+    #[command(flatten)]
+    pub seed: SeedArg,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
 }
 
 impl Args {
@@ -313,17 +327,10 @@ pub fn cli(args: Args) -> Result<ExitCode> {
         optimiser: args.optimiser(),
         ..Config::default()
     };
-    let common = Common {
-        precision: args.precision,
-        seed: args.seed,
-        device: args.device.clone(),
-    };
-    let inputs = Inputs {
-        policy: args.policy.clone(),
-        reward: args.reward.clone(),
-        prompts: args.prompts.clone(),
-    };
-    let m = run(&cfg, &common, &inputs, &args.out).context("ember refine failed")?;
+    let common = Common::new(&args.seed, &args.runtime);
+    let inputs = args.on.clone();
+    let m = stage::run::<RefineStage>(&cfg, &common, &inputs, &args.out)
+        .context("ember refine failed")?;
     let g = |k: &str| {
         m.metrics[k]
             .as_f64()

@@ -1,0 +1,186 @@
+//! The table of a run: which stage runs in which directory, on what it reads. Each row is one
+//! line; [`Planned::new`] asks the stage itself (its [`Stage`] impl) for its fingerprint, its
+//! config problems and how to run it, so nothing about a stage is written here twice.
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use anyhow::Result;
+
+use crate::config::{DataConfig, Invalid, RunConfig};
+use crate::stage::{self, Common, Manifest, Stage};
+use crate::stages::{self, OnPolicy};
+
+use super::stage_dir;
+
+type Exec = Box<dyn Fn(&Path) -> Result<Manifest>>;
+type Fingerprint = Box<dyn Fn() -> Result<String>>;
+
+/// One wired stage of a run.
+pub struct Planned {
+    /// Pipeline name (`data`, `sft`, …), the section of the run config.
+    pub name: &'static str,
+    /// `RUN/NN-name`.
+    pub dir: PathBuf,
+    /// What it reads, in the order it hashes them.
+    pub inputs: Vec<PathBuf>,
+    /// What is wrong with its config section, keys relative to the section.
+    pub invalid: Vec<Invalid>,
+    fingerprint: Fingerprint,
+    exec: Exec,
+}
+
+impl Planned {
+    /// Stage `S` as the pipeline's `name`, configured by `cfg`, reading `inputs`.
+    pub fn new<S>(
+        name: &'static str,
+        run: &Path,
+        cfg: &S::Config,
+        common: &Common,
+        inputs: S::Inputs,
+    ) -> Self
+    where
+        S: Stage + 'static,
+        S::Config: Clone + 'static,
+        S::Inputs: 'static,
+    {
+        let wired = Rc::new((cfg.clone(), common.clone(), inputs));
+        let paths = S::input_paths(&wired.2);
+        let (f, e) = (Rc::clone(&wired), wired);
+        Self {
+            name,
+            dir: stage_dir(run, name),
+            inputs: paths,
+            invalid: S::check(cfg),
+            fingerprint: Box::new(move || stage::fingerprint::<S>(&f.0, &f.1, &f.2)),
+            exec: Box::new(move |out| stage::run::<S>(&e.0, &e.1, &e.2, out)),
+        }
+    }
+
+    /// The fingerprint the stage would get if it ran now.
+    pub fn expected_fingerprint(&self) -> Result<String> {
+        (self.fingerprint)()
+    }
+
+    /// Runs the stage into its directory.
+    pub fn execute(&self) -> Result<Manifest> {
+        (self.exec)(&self.dir)
+    }
+
+    /// `Ok(manifest)` when the stage is done and current; `Err(reason)` otherwise.
+    pub fn check(&self) -> Result<std::result::Result<Manifest, String>> {
+        let Some(m) = stage::read_manifest(&self.dir).ok().flatten() else {
+            return Ok(Err("not run yet".into()));
+        };
+        if let Some(missing) = self.inputs.iter().find(|p| !p.exists()) {
+            return Ok(Err(format!("input {} is missing", missing.display())));
+        }
+        if m.fingerprint != self.expected_fingerprint()? {
+            return Ok(Err("config or inputs changed".into()));
+        }
+        if let Some(reason) = stage::verify(&self.dir, &m)? {
+            return Ok(Err(reason));
+        }
+        Ok(Ok(m))
+    }
+}
+
+/// The wired stages of a run config, in order, with their directories inside `run`.
+pub fn plan(cfg: &RunConfig, run: &Path) -> Vec<Planned> {
+    use stages::{compare, finetune, rank, refine, report, reward, sft, tokenizer};
+    let (c, dir) = (&cfg.common(), |name| stage_dir(run, name));
+    let on_sft = on_sft(cfg, run);
+    let mut plans = vec![
+        plan_data(cfg, run),
+        Planned::new::<tokenizer::TokenizerStage>(
+            "tokenizer",
+            run,
+            &cfg.tokenizer,
+            c,
+            tokenizer::Inputs { data: dir("data") },
+        ),
+        Planned::new::<sft::SftStage>(
+            "sft",
+            run,
+            &cfg.sft,
+            c,
+            sft::Inputs {
+                data: dir("data"),
+                tokenizer: dir("tokenizer"),
+                init: None,
+            },
+        ),
+        Planned::new::<reward::RewardStage>(
+            "reward",
+            run,
+            &cfg.reward,
+            c,
+            reward::Inputs::from_sft(dir("data"), dir("sft")),
+        ),
+        Planned::new::<rank::RankStage>("rank", run, &cfg.rank, c, on_sft.clone()),
+        Planned::new::<finetune::FinetuneStage>(
+            "finetune",
+            run,
+            &cfg.finetune,
+            c,
+            finetune_inputs(cfg, run, &on_sft),
+        ),
+        Planned::new::<refine::RefineStage>("refine", run, &cfg.refine, c, on_sft.clone()),
+        Planned::new::<compare::CompareStage>("compare", run, &cfg.compare, c, on_sft),
+    ];
+    let upstream = plans.iter().map(|p| p.dir.clone()).collect();
+    plans.push(Planned::new::<report::ReportStage>(
+        "report",
+        run,
+        &cfg.report,
+        c,
+        report::Inputs { stages: upstream },
+    ));
+    plans
+}
+
+/// The data stage: `synth`, or `ingest` of the config's input files.
+fn plan_data(cfg: &RunConfig, run: &Path) -> Planned {
+    let c = &cfg.common();
+    match &cfg.data {
+        DataConfig::Synth(s) => {
+            Planned::new::<stages::synth::SynthStage>("data", run, s, c, stages::synth::Inputs)
+        }
+        DataConfig::Ingest { inputs, config } => {
+            let inputs = stages::ingest::Inputs {
+                data: inputs.clone(),
+            };
+            Planned::new::<stages::ingest::IngestStage>("data", run, config, c, inputs)
+        }
+    }
+}
+
+/// rank, refine and compare work on the SFT policy's answers to the evaluation prompts: synth's
+/// held-out `eval_prompts.parquet`, or the test split of ingested data.
+fn on_sft(cfg: &RunConfig, run: &Path) -> OnPolicy {
+    let data = stage_dir(run, "data");
+    let prompts = match cfg.data {
+        DataConfig::Synth(_) => data.join("eval_prompts.parquet"),
+        DataConfig::Ingest { .. } => data.join("test.parquet"),
+    };
+    OnPolicy {
+        policy: stage_dir(run, "sft"),
+        reward: stage_dir(run, "reward"),
+        prompts,
+    }
+}
+
+/// finetune trains on the training split's prompts, evaluates on the held-out ones and mixes in
+/// the SFT demonstrations when the data stage made them (synth does, for `algo = "rs"`).
+fn finetune_inputs(cfg: &RunConfig, run: &Path, on_sft: &OnPolicy) -> stages::finetune::Inputs {
+    let data = stage_dir(run, "data");
+    let synth = matches!(cfg.data, DataConfig::Synth(_));
+    let rs = cfg.finetune.algo == stages::finetune::Algo::Rs;
+    stages::finetune::Inputs {
+        policy: on_sft.policy.clone(),
+        reward: on_sft.reward.clone(),
+        prompts: data.join("train.parquet"),
+        eval_prompts: Some(on_sft.prompts.clone()),
+        mix_sft: (synth && rs).then(|| data.join("sft.parquet")),
+        from_refine: None,
+    }
+}

@@ -1,0 +1,131 @@
+//! The stage contract. A stage is a type implementing [`Stage`]: its name, its config (a run
+//! config's section and the subcommand's flags), the inputs it reads, how it checks the config
+//! and how it fills its directory. One executor, [`run`], does the rest for every stage, and
+//! `ember run` asks the same trait for the fingerprint a stage would get ([`fingerprint`]), so
+//! the recipe of a fingerprint is written once.
+//!
+//! [`run`] writes into a staging directory next to the output (`OUT.partial`, see [`staging`]),
+//! then `manifest.json` last with every artifact's sha256 (see [`manifest`]), then renames the
+//! staging directory into place. A killed stage therefore never looks done; a resumable stage
+//! (training) finds its checkpoints in `OUT.partial` when re-run, and a failed one that does not
+//! resume leaves nothing behind.
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result};
+use serde::Serialize;
+use tracing::info_span;
+
+pub mod common;
+pub mod manifest;
+pub mod staging;
+
+pub use common::{Common, LrArg, RuntimeArgs, SeedArg};
+pub use manifest::{
+    input_fingerprint, input_refs, list_files, read_manifest, sha256_file, verify, Artifact,
+    InputRef, Manifest, MANIFEST, VERSION,
+};
+pub use staging::{staging_path, StageRun};
+
+use crate::config::Invalid;
+
+/// One stage of the pipeline.
+pub trait Stage {
+    /// The name the stage hashes and records in its manifest.
+    const NAME: &'static str;
+    /// A killed run re-run with the same fingerprint resumes from what it left in `OUT.partial`.
+    const RESUMABLE: bool = false;
+    /// Entries of the staging directory that are scratch (checkpoints), not artifacts.
+    const SCRATCH: &'static [&'static str] = &[];
+    /// Its section of a run config, also built from its subcommand's flags.
+    type Config: Serialize;
+    /// The upstream files and stage directories it reads.
+    type Inputs;
+
+    /// The inputs' paths, in the order their fingerprints are hashed.
+    fn input_paths(inputs: &Self::Inputs) -> Vec<PathBuf>;
+
+    /// The config values that are wrong, with their keys: checked before anything runs (by
+    /// `ember run` for every section before the first stage starts).
+    fn check(_cfg: &Self::Config) -> Vec<Invalid> {
+        Vec::new()
+    }
+
+    /// What the fingerprint hashes of the config: `(config, common)` as JSON.
+    fn hashed(cfg: &Self::Config, common: &Common) -> serde_json::Value {
+        serde_json::to_value((cfg, common)).expect("stage configs serialise")
+    }
+
+    /// Does the work, writing into `dir`; returns the manifest's headline metrics.
+    fn execute(
+        cfg: &Self::Config,
+        common: &Common,
+        inputs: &Self::Inputs,
+        dir: &Path,
+    ) -> Result<serde_json::Value>;
+}
+
+/// The fingerprint stage `S` gets with this config and these inputs: what `ember run` compares
+/// with a finished stage's manifest to decide whether to skip it.
+pub fn fingerprint<S: Stage>(
+    cfg: &S::Config,
+    common: &Common,
+    inputs: &S::Inputs,
+) -> Result<String> {
+    let paths = S::input_paths(inputs);
+    let refs = input_refs(&paths.iter().map(PathBuf::as_path).collect::<Vec<_>>())?;
+    Ok(manifest::fingerprint(
+        S::NAME,
+        &S::hashed(cfg, common),
+        &refs,
+    ))
+}
+
+/// Runs stage `S` into `out`: checks the config, stages, executes, writes the manifest last.
+pub fn run<S: Stage>(
+    cfg: &S::Config,
+    common: &Common,
+    inputs: &S::Inputs,
+    out: &Path,
+) -> Result<Manifest> {
+    let _span = info_span!("stage", name = S::NAME, out = %out.display()).entered();
+    crate::config::reject(S::check(cfg), S::NAME)?;
+    let paths = S::input_paths(inputs);
+    let refs = input_refs(&paths.iter().map(PathBuf::as_path).collect::<Vec<_>>())?;
+    let run = StageRun::begin(S::NAME, S::hashed(cfg, common), refs, out, S::RESUMABLE)?;
+    match S::execute(cfg, common, inputs, run.dir()) {
+        Ok(metrics) => run.finish(metrics, S::SCRATCH),
+        Err(err) => {
+            run.abandon(S::RESUMABLE);
+            Err(err)
+        }
+    }
+}
+
+/// Runs stage `S` for a command whose `--out` is either a stage directory or, when it ends in
+/// `artifact`'s extension, the one file `artifact` itself (no manifest). The file is written
+/// beside `out` and renamed into place, so a failed run leaves nothing. Returns the metrics.
+pub fn run_to<S: Stage>(
+    cfg: &S::Config,
+    common: &Common,
+    inputs: &S::Inputs,
+    out: &Path,
+    artifact: &str,
+) -> Result<serde_json::Value> {
+    let ext = Path::new(artifact).extension();
+    if ext.is_none() || out.extension() != ext {
+        return Ok(run::<S>(cfg, common, inputs, out)?.metrics);
+    }
+    crate::config::reject(S::check(cfg), S::NAME)?;
+    let tmp = staging_path(out);
+    let result = fs::create_dir_all(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))
+        .and_then(|()| S::execute(cfg, common, inputs, &tmp))
+        .and_then(|metrics| {
+            fs::rename(tmp.join(artifact), out)
+                .with_context(|| format!("writing {}", out.display()))?;
+            Ok(metrics)
+        });
+    let _ = fs::remove_dir_all(&tmp);
+    result
+}
