@@ -114,7 +114,7 @@ pub struct Outcome {
 pub fn run_pipeline(cfg: &RunConfig, run: &Path, sel: &Selection) -> Result<Vec<Outcome>> {
     let cfg = &with_absolute_inputs(cfg)?;
     let plans = plan(cfg, run);
-    config::reject_sections(plans.iter().map(|p| (p.name, &p.invalid)))?;
+    reject_invalid(&plans)?;
     validate_selection(&plans, sel)?;
     fs::create_dir_all(run)
         .with_context(|| format!("cannot create run directory {}", run.display()))?;
@@ -150,6 +150,16 @@ pub fn run_pipeline(cfg: &RunConfig, run: &Path, sel: &Selection) -> Result<Vec<
         outcomes.push(run_one(p, run, forced)?);
     }
     Ok(outcomes)
+}
+
+/// Checks every section's values, as `ember run` does before its first stage: a usage error
+/// listing each wrong value by its key path.
+pub fn check(cfg: &RunConfig) -> Result<()> {
+    reject_invalid(&plan(cfg, Path::new(".")))
+}
+
+fn reject_invalid(plans: &[Planned]) -> Result<()> {
+    config::reject_sections(plans.iter().map(|p| (p.name, &p.invalid)))
 }
 
 /// The config with `[data] inputs` made absolute against the working directory, so that the

@@ -105,7 +105,7 @@ pub fn plan(cfg: &RunConfig, run: &Path) -> Vec<Planned> {
             c,
             sft::Inputs {
                 data: dir("data"),
-                tokenizer: dir("tokenizer"),
+                tokenizer: dir("tokenizer").join(policy::TOKENIZER_FILE),
                 init: None,
             },
         ),
@@ -182,5 +182,31 @@ fn finetune_inputs(cfg: &RunConfig, run: &Path, on_sft: &OnPolicy) -> stages::fi
         eval_prompts: Some(on_sft.prompts.clone()),
         mix_sft: (synth && rs).then(|| data.join("sft.parquet")),
         from_refine: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_wires_every_stage_in_pipeline_order() {
+        let run = Path::new("/r");
+        let names: Vec<&str> = plan(&RunConfig::default(), run)
+            .iter()
+            .map(|p| p.name)
+            .collect();
+        assert_eq!(names, super::super::STAGES);
+        let plans = plan(&RunConfig::default(), run);
+        let report = plans.last().unwrap();
+        let upstream: Vec<PathBuf> = plans[..8].iter().map(|p| p.dir.clone()).collect();
+        assert_eq!(report.inputs, upstream);
+        assert_eq!(
+            plans[2].inputs,
+            [
+                stage_dir(run, "data"),
+                stage_dir(run, "tokenizer").join("tokenizer.json")
+            ]
+        );
     }
 }

@@ -129,3 +129,95 @@ pub fn run_to<S: Stage>(
     let _ = fs::remove_dir_all(&tmp);
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    /// Writes `cfg.text` to `echo.txt`; `cfg.fail` fails after writing, `cfg.text = ""` is
+    /// invalid.
+    struct Echo;
+
+    impl Stage for Echo {
+        const NAME: &'static str = "echo";
+        type Config = Value;
+        type Inputs = Vec<PathBuf>;
+
+        fn input_paths(inputs: &Vec<PathBuf>) -> Vec<PathBuf> {
+            inputs.clone()
+        }
+
+        fn check(cfg: &Value) -> Vec<Invalid> {
+            let empty = cfg["text"] == "";
+            empty
+                .then(|| Invalid::new("text", "must not be empty"))
+                .into_iter()
+                .collect()
+        }
+
+        fn execute(cfg: &Value, _: &Common, _: &Vec<PathBuf>, dir: &Path) -> Result<Value> {
+            fs::write(dir.join("echo.txt"), cfg["text"].as_str().unwrap())?;
+            if cfg["fail"] == true {
+                anyhow::bail!("asked to fail");
+            }
+            Ok(json!({"chars": cfg["text"].as_str().unwrap().len()}))
+        }
+    }
+
+    #[test]
+    fn run_records_the_fingerprint_that_ember_run_expects() {
+        let tmp = tempfile::tempdir().unwrap();
+        let input = tmp.path().join("in.txt");
+        fs::write(&input, "x").unwrap();
+        let (cfg, common, inputs) = (json!({"text": "hi"}), Common::default(), vec![input]);
+        let m = run::<Echo>(&cfg, &common, &inputs, &tmp.path().join("out")).unwrap();
+        assert_eq!(
+            m.fingerprint,
+            fingerprint::<Echo>(&cfg, &common, &inputs).unwrap()
+        );
+        assert_eq!(m.metrics["chars"], 2);
+        assert_eq!(
+            fs::read_to_string(tmp.path().join("out/echo.txt")).unwrap(),
+            "hi"
+        );
+        let other = json!({"text": "ho"});
+        assert_ne!(
+            m.fingerprint,
+            fingerprint::<Echo>(&other, &common, &inputs).unwrap()
+        );
+        fs::write(&inputs[0], "y").unwrap();
+        assert_ne!(
+            m.fingerprint,
+            fingerprint::<Echo>(&cfg, &common, &inputs).unwrap()
+        );
+    }
+
+    #[test]
+    fn a_failed_or_invalid_stage_leaves_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("out");
+        let common = Common::default();
+        let err = run::<Echo>(&json!({"text": "a", "fail": true}), &common, &vec![], &out);
+        assert_eq!(crate::error::exit_code(&err.unwrap_err()), 1);
+        let err = run::<Echo>(&json!({"text": ""}), &common, &vec![], &out).unwrap_err();
+        assert_eq!(crate::error::exit_code(&err), 2);
+        assert!(format!("{err:#}").contains("echo.text: must not be empty"));
+        assert!(!out.exists() && !staging_path(&out).exists());
+    }
+
+    #[test]
+    fn run_to_a_file_writes_only_that_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("answer.txt");
+        let cfg = json!({"text": "42"});
+        let metrics = run_to::<Echo>(&cfg, &Common::default(), &vec![], &file, "echo.txt");
+        assert_eq!(metrics.unwrap()["chars"], 2);
+        assert_eq!(fs::read_to_string(&file).unwrap(), "42");
+        let entries = fs::read_dir(tmp.path()).unwrap().count();
+        assert_eq!(entries, 1, "no staging directory left beside the file");
+        let dir = tmp.path().join("stage");
+        run_to::<Echo>(&cfg, &Common::default(), &vec![], &dir, "echo.txt").unwrap();
+        assert!(dir.join(MANIFEST).exists());
+    }
+}
