@@ -30,17 +30,16 @@ pub struct Planned {
 }
 
 impl Planned {
-    /// Stage `S` as the pipeline's `name`, configured by `cfg`, reading `inputs`.
+    /// The stage `cfg` as the pipeline's `name`, reading `inputs`.
     pub fn new<S>(
         name: &'static str,
         run: &Path,
-        cfg: &S::Config,
+        cfg: &S,
         common: &Common,
         inputs: S::Inputs,
     ) -> Self
     where
-        S: Stage + 'static,
-        S::Config: Clone + 'static,
+        S: Stage + Clone + 'static,
         S::Inputs: 'static,
     {
         let wired = Rc::new((cfg.clone(), common.clone(), inputs));
@@ -50,9 +49,9 @@ impl Planned {
             name,
             dir: stage_dir(run, name),
             inputs: paths,
-            invalid: S::check(cfg),
-            fingerprint: Box::new(move || stage::fingerprint::<S>(&f.0, &f.1, &f.2)),
-            exec: Box::new(move |out| stage::run::<S>(&e.0, &e.1, &e.2, out)),
+            invalid: cfg.check(),
+            fingerprint: Box::new(move || stage::fingerprint(&f.0, &f.1, &f.2)),
+            exec: Box::new(move |out| stage::run(&e.0, &e.1, &e.2, out)),
         }
     }
 
@@ -84,72 +83,54 @@ impl Planned {
     }
 }
 
-/// The wired stages of a run config, in order, with their directories inside `run`.
+/// The wired stages of a run config, in order, with their directories inside `run`: one row
+/// per stage (its name, its config section, what it reads).
+#[rustfmt::skip]
 pub fn plan(cfg: &RunConfig, run: &Path) -> Vec<Planned> {
-    use stages::{compare, finetune, rank, refine, report, reward, sft, tokenizer};
-    let (c, dir) = (&cfg.common(), |name| stage_dir(run, name));
+    use stages::{report, reward, sft, tokenizer};
+    let (t, dir) = (Table { run, common: cfg.common() }, |name| stage_dir(run, name));
     let on_sft = on_sft(cfg, run);
     let mut plans = vec![
-        plan_data(cfg, run),
-        Planned::new::<tokenizer::TokenizerStage>(
-            "tokenizer",
-            run,
-            &cfg.tokenizer,
-            c,
-            tokenizer::Inputs { data: dir("data") },
-        ),
-        Planned::new::<sft::SftStage>(
-            "sft",
-            run,
-            &cfg.sft,
-            c,
-            sft::Inputs {
-                data: dir("data"),
-                tokenizer: dir("tokenizer").join(policy::TOKENIZER_FILE),
-                init: None,
-            },
-        ),
-        Planned::new::<reward::RewardStage>(
-            "reward",
-            run,
-            &cfg.reward,
-            c,
-            reward::Inputs::from_sft(dir("data"), dir("sft")),
-        ),
-        Planned::new::<rank::RankStage>("rank", run, &cfg.rank, c, on_sft.clone()),
-        Planned::new::<finetune::FinetuneStage>(
-            "finetune",
-            run,
-            &cfg.finetune,
-            c,
-            finetune_inputs(cfg, run, &on_sft),
-        ),
-        Planned::new::<refine::RefineStage>("refine", run, &cfg.refine, c, on_sft.clone()),
-        Planned::new::<compare::CompareStage>("compare", run, &cfg.compare, c, on_sft),
+        plan_data(&t, cfg),
+        t.row("tokenizer", &cfg.tokenizer, tokenizer::Inputs { data: dir("data") }),
+        t.row("sft", &cfg.sft, sft::Inputs::fresh(dir("data"), dir("tokenizer"))),
+        t.row("reward", &cfg.reward, reward::Inputs::from_sft(dir("data"), dir("sft"))),
+        t.row("rank", &cfg.rank, on_sft.clone()),
+        t.row("finetune", &cfg.finetune, finetune_inputs(cfg, run, &on_sft)),
+        t.row("refine", &cfg.refine, on_sft.clone()),
+        t.row("compare", &cfg.compare, on_sft),
     ];
     let upstream = plans.iter().map(|p| p.dir.clone()).collect();
-    plans.push(Planned::new::<report::ReportStage>(
-        "report",
-        run,
-        &cfg.report,
-        c,
-        report::Inputs { stages: upstream },
-    ));
+    plans.push(t.row("report", &cfg.report, report::Inputs { stages: upstream }));
     plans
 }
 
+/// What every row of a run shares: the run directory and the common settings.
+struct Table<'a> {
+    run: &'a Path,
+    common: Common,
+}
+
+impl Table<'_> {
+    fn row<S: Stage + Clone + 'static>(
+        &self,
+        name: &'static str,
+        cfg: &S,
+        inputs: S::Inputs,
+    ) -> Planned {
+        Planned::new(name, self.run, cfg, &self.common, inputs)
+    }
+}
+
 /// The data stage: `synth`, or `ingest` of the config's input files.
-fn plan_data(cfg: &RunConfig, run: &Path) -> Planned {
-    let c = &cfg.common();
+fn plan_data(t: &Table, cfg: &RunConfig) -> Planned {
     match &cfg.data {
-        DataConfig::Synth(s) => {
-            Planned::new::<stages::synth::SynthStage>("data", run, s, c, stages::synth::Inputs)
-        }
+        DataConfig::Synth(synth) => t.row("data", synth, stages::synth::Inputs),
         DataConfig::Ingest { inputs, config } => {
             let inputs = stages::ingest::Inputs {
                 data: inputs.clone(),
             };
-            Planned::new::<stages::ingest::IngestStage>("data", run, config, c, inputs)
+            t.row("data", config, inputs)
         }
     }
 }

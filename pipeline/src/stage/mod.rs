@@ -1,6 +1,6 @@
-//! The stage contract. A stage is a type implementing [`Stage`]: its name, its config (a run
-//! config's section and the subcommand's flags), the inputs it reads, how it checks the config
-//! and how it fills its directory. One executor, [`run`], does the rest for every stage, and
+//! The stage contract. A stage is its config type implementing [`Stage`] (the config is a run
+//! config's section and the subcommand's flags): its name, the inputs it reads, how it checks
+//! its values and how it fills its directory. One executor, [`run`], does the rest for every stage, and
 //! `ember run` asks the same trait for the fingerprint a stage would get ([`fingerprint`]), so
 //! the recipe of a fingerprint is written once.
 //!
@@ -29,16 +29,15 @@ pub use staging::{staging_path, StageRun};
 
 use crate::config::Invalid;
 
-/// One stage of the pipeline.
-pub trait Stage {
+/// One stage of the pipeline, implemented by its config: the config builds the stage's output
+/// from its inputs.
+pub trait Stage: Serialize {
     /// The name the stage hashes and records in its manifest.
     const NAME: &'static str;
     /// A killed run re-run with the same fingerprint resumes from what it left in `OUT.partial`.
     const RESUMABLE: bool = false;
     /// Entries of the staging directory that are scratch (checkpoints), not artifacts.
     const SCRATCH: &'static [&'static str] = &[];
-    /// Its section of a run config, also built from its subcommand's flags.
-    type Config: Serialize;
     /// The upstream files and stage directories it reads.
     type Inputs;
 
@@ -47,53 +46,40 @@ pub trait Stage {
 
     /// The config values that are wrong, with their keys: checked before anything runs (by
     /// `ember run` for every section before the first stage starts).
-    fn check(_cfg: &Self::Config) -> Vec<Invalid> {
+    fn check(&self) -> Vec<Invalid> {
         Vec::new()
     }
 
     /// What the fingerprint hashes of the config: `(config, common)` as JSON.
-    fn hashed(cfg: &Self::Config, common: &Common) -> serde_json::Value {
-        serde_json::to_value((cfg, common)).expect("stage configs serialise")
+    fn hashed(&self, common: &Common) -> serde_json::Value {
+        serde_json::to_value((self, common)).expect("stage configs serialise")
     }
 
     /// Does the work, writing into `dir`; returns the manifest's headline metrics.
     fn execute(
-        cfg: &Self::Config,
+        &self,
         common: &Common,
         inputs: &Self::Inputs,
         dir: &Path,
     ) -> Result<serde_json::Value>;
 }
 
-/// The fingerprint stage `S` gets with this config and these inputs: what `ember run` compares
-/// with a finished stage's manifest to decide whether to skip it.
-pub fn fingerprint<S: Stage>(
-    cfg: &S::Config,
-    common: &Common,
-    inputs: &S::Inputs,
-) -> Result<String> {
+/// The fingerprint stage `cfg` gets with these inputs: what `ember run` compares with a
+/// finished stage's manifest to decide whether to skip it.
+pub fn fingerprint<S: Stage>(cfg: &S, common: &Common, inputs: &S::Inputs) -> Result<String> {
     let paths = S::input_paths(inputs);
     let refs = input_refs(&paths.iter().map(PathBuf::as_path).collect::<Vec<_>>())?;
-    Ok(manifest::fingerprint(
-        S::NAME,
-        &S::hashed(cfg, common),
-        &refs,
-    ))
+    Ok(manifest::fingerprint(S::NAME, &cfg.hashed(common), &refs))
 }
 
-/// Runs stage `S` into `out`: checks the config, stages, executes, writes the manifest last.
-pub fn run<S: Stage>(
-    cfg: &S::Config,
-    common: &Common,
-    inputs: &S::Inputs,
-    out: &Path,
-) -> Result<Manifest> {
+/// Runs stage `cfg` into `out`: checks the config, stages, executes, writes the manifest last.
+pub fn run<S: Stage>(cfg: &S, common: &Common, inputs: &S::Inputs, out: &Path) -> Result<Manifest> {
     let _span = info_span!("stage", name = S::NAME, out = %out.display()).entered();
-    crate::config::reject(S::check(cfg), S::NAME)?;
+    crate::config::reject(cfg.check(), S::NAME)?;
     let paths = S::input_paths(inputs);
     let refs = input_refs(&paths.iter().map(PathBuf::as_path).collect::<Vec<_>>())?;
-    let run = StageRun::begin(S::NAME, S::hashed(cfg, common), refs, out, S::RESUMABLE)?;
-    match S::execute(cfg, common, inputs, run.dir()) {
+    let run = StageRun::begin(S::NAME, cfg.hashed(common), refs, out, S::RESUMABLE)?;
+    match cfg.execute(common, inputs, run.dir()) {
         Ok(metrics) => run.finish(metrics, S::SCRATCH),
         Err(err) => {
             run.abandon(S::RESUMABLE);
@@ -106,7 +92,7 @@ pub fn run<S: Stage>(
 /// `artifact`'s extension, the one file `artifact` itself (no manifest). The file is written
 /// beside `out` and renamed into place, so a failed run leaves nothing. Returns the metrics.
 pub fn run_to<S: Stage>(
-    cfg: &S::Config,
+    cfg: &S,
     common: &Common,
     inputs: &S::Inputs,
     out: &Path,
@@ -116,11 +102,11 @@ pub fn run_to<S: Stage>(
     if ext.is_none() || out.extension() != ext {
         return Ok(run::<S>(cfg, common, inputs, out)?.metrics);
     }
-    crate::config::reject(S::check(cfg), S::NAME)?;
+    crate::config::reject(cfg.check(), S::NAME)?;
     let tmp = staging_path(out);
     let result = fs::create_dir_all(&tmp)
         .with_context(|| format!("creating {}", tmp.display()))
-        .and_then(|()| S::execute(cfg, common, inputs, &tmp))
+        .and_then(|()| cfg.execute(common, inputs, &tmp))
         .and_then(|metrics| {
             fs::rename(tmp.join(artifact), out)
                 .with_context(|| format!("writing {}", out.display()))?;
@@ -135,33 +121,33 @@ mod tests {
     use super::*;
     use serde_json::{json, Value};
 
-    /// Writes `cfg.text` to `echo.txt`; `cfg.fail` fails after writing, `cfg.text = ""` is
-    /// invalid.
-    struct Echo;
+    /// Writes `text` to `echo.txt`; `fail` fails after writing, an empty `text` is invalid.
+    #[derive(serde::Serialize)]
+    struct Echo(Value);
 
     impl Stage for Echo {
         const NAME: &'static str = "echo";
-        type Config = Value;
         type Inputs = Vec<PathBuf>;
 
         fn input_paths(inputs: &Vec<PathBuf>) -> Vec<PathBuf> {
             inputs.clone()
         }
 
-        fn check(cfg: &Value) -> Vec<Invalid> {
-            let empty = cfg["text"] == "";
+        fn check(&self) -> Vec<Invalid> {
+            let empty = self.0["text"] == "";
             empty
                 .then(|| Invalid::new("text", "must not be empty"))
                 .into_iter()
                 .collect()
         }
 
-        fn execute(cfg: &Value, _: &Common, _: &Vec<PathBuf>, dir: &Path) -> Result<Value> {
-            fs::write(dir.join("echo.txt"), cfg["text"].as_str().unwrap())?;
-            if cfg["fail"] == true {
+        fn execute(&self, _: &Common, _: &Vec<PathBuf>, dir: &Path) -> Result<Value> {
+            let text = self.0["text"].as_str().unwrap();
+            fs::write(dir.join("echo.txt"), text)?;
+            if self.0["fail"] == true {
                 anyhow::bail!("asked to fail");
             }
-            Ok(json!({"chars": cfg["text"].as_str().unwrap().len()}))
+            Ok(json!({ "chars": text.len() }))
         }
     }
 
@@ -170,27 +156,21 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let input = tmp.path().join("in.txt");
         fs::write(&input, "x").unwrap();
-        let (cfg, common, inputs) = (json!({"text": "hi"}), Common::default(), vec![input]);
-        let m = run::<Echo>(&cfg, &common, &inputs, &tmp.path().join("out")).unwrap();
-        assert_eq!(
-            m.fingerprint,
-            fingerprint::<Echo>(&cfg, &common, &inputs).unwrap()
-        );
+        let (cfg, common, inputs) = (Echo(json!({"text": "hi"})), Common::default(), vec![input]);
+        let m = run(&cfg, &common, &inputs, &tmp.path().join("out")).unwrap();
+        assert_eq!(m.fingerprint, fingerprint(&cfg, &common, &inputs).unwrap());
         assert_eq!(m.metrics["chars"], 2);
         assert_eq!(
             fs::read_to_string(tmp.path().join("out/echo.txt")).unwrap(),
             "hi"
         );
-        let other = json!({"text": "ho"});
+        let other = Echo(json!({"text": "ho"}));
         assert_ne!(
             m.fingerprint,
-            fingerprint::<Echo>(&other, &common, &inputs).unwrap()
+            fingerprint(&other, &common, &inputs).unwrap()
         );
         fs::write(&inputs[0], "y").unwrap();
-        assert_ne!(
-            m.fingerprint,
-            fingerprint::<Echo>(&cfg, &common, &inputs).unwrap()
-        );
+        assert_ne!(m.fingerprint, fingerprint(&cfg, &common, &inputs).unwrap());
     }
 
     #[test]
@@ -198,9 +178,14 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let out = tmp.path().join("out");
         let common = Common::default();
-        let err = run::<Echo>(&json!({"text": "a", "fail": true}), &common, &vec![], &out);
+        let err = run(
+            &Echo(json!({"text": "a", "fail": true})),
+            &common,
+            &vec![],
+            &out,
+        );
         assert_eq!(crate::error::exit_code(&err.unwrap_err()), 1);
-        let err = run::<Echo>(&json!({"text": ""}), &common, &vec![], &out).unwrap_err();
+        let err = run(&Echo(json!({"text": ""})), &common, &vec![], &out).unwrap_err();
         assert_eq!(crate::error::exit_code(&err), 2);
         assert!(format!("{err:#}").contains("echo.text: must not be empty"));
         assert!(!out.exists() && !staging_path(&out).exists());
@@ -210,14 +195,14 @@ mod tests {
     fn run_to_a_file_writes_only_that_file() {
         let tmp = tempfile::tempdir().unwrap();
         let file = tmp.path().join("answer.txt");
-        let cfg = json!({"text": "42"});
-        let metrics = run_to::<Echo>(&cfg, &Common::default(), &vec![], &file, "echo.txt");
-        assert_eq!(metrics.unwrap()["chars"], 2);
+        let cfg = Echo(json!({"text": "42"}));
+        let metrics = run_to(&cfg, &Common::default(), &vec![], &file, "echo.txt").unwrap();
+        assert_eq!(metrics["chars"], 2);
         assert_eq!(fs::read_to_string(&file).unwrap(), "42");
         let entries = fs::read_dir(tmp.path()).unwrap().count();
         assert_eq!(entries, 1, "no staging directory left beside the file");
         let dir = tmp.path().join("stage");
-        run_to::<Echo>(&cfg, &Common::default(), &vec![], &dir, "echo.txt").unwrap();
+        run_to(&cfg, &Common::default(), &vec![], &dir, "echo.txt").unwrap();
         assert!(dir.join(MANIFEST).exists());
     }
 }

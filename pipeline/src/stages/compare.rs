@@ -243,30 +243,22 @@ fn fill_kl(policy: &Policy, rows: &mut [Row], pending: &Pending, batch: usize) -
 }
 
 /// The stage, through [`crate::stage::run`].
-pub struct CompareStage;
-
-impl Stage for CompareStage {
+impl Stage for Config {
     const NAME: &'static str = NAME;
     const RESUMABLE: bool = false;
     const SCRATCH: &'static [&'static str] = &[];
-    type Config = Config;
     type Inputs = Inputs;
 
     fn input_paths(inputs: &Inputs) -> Vec<PathBuf> {
         inputs.paths()
     }
 
-    fn check(cfg: &Config) -> Vec<Invalid> {
-        cfg.check()
+    fn check(&self) -> Vec<Invalid> {
+        self.check()
     }
 
-    fn execute(
-        cfg: &Config,
-        common: &Common,
-        inputs: &Inputs,
-        dir: &Path,
-    ) -> Result<serde_json::Value> {
-        execute(cfg, common, inputs, dir)
+    fn execute(&self, common: &Common, inputs: &Inputs, dir: &Path) -> Result<serde_json::Value> {
+        execute(self, common, inputs, dir)
     }
 }
 
@@ -388,8 +380,7 @@ pub fn cli(args: Args) -> Result<ExitCode> {
     };
     let common = Common::new(&args.seed, &args.runtime);
     let inputs = args.on.clone();
-    stage::run::<CompareStage>(&cfg, &common, &inputs, &args.out)
-        .context("ember compare failed")?;
+    stage::run(&cfg, &common, &inputs, &args.out).context("ember compare failed")?;
     let report = std::fs::read_to_string(args.out.join(REPORT)).unwrap_or_default();
     print!("{}", report.split("## Plots").next().unwrap_or_default());
     println!("compare: report → {}", args.out.join(REPORT).display());

@@ -41,23 +41,20 @@ pub struct Inputs {
 }
 
 /// The stage: the exported checkpoint.
-pub struct ExportStage;
-
-impl Stage for ExportStage {
+impl Stage for Config {
     const NAME: &'static str = "export";
-    type Config = Config;
     type Inputs = Inputs;
 
     fn input_paths(inputs: &Inputs) -> Vec<PathBuf> {
         vec![inputs.policy.clone()]
     }
 
-    fn execute(cfg: &Config, _: &Common, inputs: &Inputs, dir: &Path) -> Result<serde_json::Value> {
+    fn execute(&self, _: &Common, inputs: &Inputs, dir: &Path) -> Result<serde_json::Value> {
         let policy = Policy::load(&inputs.policy, tch::Device::Cpu)?;
-        match cfg.format {
+        match self.format {
             Format::Hf => policy::hf::export(&policy, dir)?,
         }
-        Ok(serde_json::json!({"format": cfg.format, "parameters": policy.config.n_params()}))
+        Ok(serde_json::json!({"format": self.format, "parameters": policy.config.n_params()}))
     }
 }
 
@@ -74,7 +71,7 @@ pub struct Args {
 }
 
 pub fn cli(args: Args) -> Result<ExitCode> {
-    let m = stage::run::<ExportStage>(&args.config, &Common::default(), &args.inputs, &args.out)
+    let m = stage::run(&args.config, &Common::default(), &args.inputs, &args.out)
         .context("ember export failed")?;
     println!(
         "export: {} parameters → {}",

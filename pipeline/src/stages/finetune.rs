@@ -410,30 +410,22 @@ fn gold_gain(
 }
 
 /// The stage, through [`crate::stage::run`].
-pub struct FinetuneStage;
-
-impl Stage for FinetuneStage {
+impl Stage for Config {
     const NAME: &'static str = NAME;
     const RESUMABLE: bool = true;
     const SCRATCH: &'static [&'static str] = &[CHECKPOINT];
-    type Config = Config;
     type Inputs = Inputs;
 
     fn input_paths(inputs: &Inputs) -> Vec<PathBuf> {
         inputs.paths().into_iter().map(Path::to_path_buf).collect()
     }
 
-    fn check(cfg: &Config) -> Vec<Invalid> {
-        cfg.check()
+    fn check(&self) -> Vec<Invalid> {
+        self.check()
     }
 
-    fn execute(
-        cfg: &Config,
-        common: &Common,
-        inputs: &Inputs,
-        dir: &Path,
-    ) -> Result<serde_json::Value> {
-        execute(cfg, common, inputs, dir)
+    fn execute(&self, common: &Common, inputs: &Inputs, dir: &Path) -> Result<serde_json::Value> {
+        execute(self, common, inputs, dir)
     }
 }
 
@@ -789,8 +781,8 @@ pub fn cli(args: Args) -> Result<ExitCode> {
         mix_sft: args.mix_sft,
         from_refine: args.from_refine,
     };
-    let manifest = stage::run::<FinetuneStage>(&cfg, &common, &inputs, &args.out)
-        .context("ember finetune failed")?;
+    let manifest =
+        stage::run(&cfg, &common, &inputs, &args.out).context("ember finetune failed")?;
     let rows: Vec<RoundRow> = serde_json::from_value(manifest.metrics["rounds"].clone())?;
     print!("{}", render_rounds(&rows));
     println!(

@@ -37,11 +37,8 @@ pub struct Inputs {
 }
 
 /// The stage: a policy directory.
-pub struct ImportStage;
-
-impl Stage for ImportStage {
+impl Stage for Config {
     const NAME: &'static str = "import";
-    type Config = Config;
     type Inputs = Inputs;
 
     fn input_paths(inputs: &Inputs) -> Vec<PathBuf> {
@@ -50,14 +47,14 @@ impl Stage for ImportStage {
         paths
     }
 
-    fn execute(cfg: &Config, _: &Common, inputs: &Inputs, dir: &Path) -> Result<serde_json::Value> {
+    fn execute(&self, _: &Common, inputs: &Inputs, dir: &Path) -> Result<serde_json::Value> {
         let tokenizer = inputs.tokenizer.as_ref().map(Tokenizer::load).transpose()?;
-        let policy = match cfg.format {
+        let policy = match self.format {
             Format::Hf => policy::hf::import(&inputs.dir, tokenizer, tch::Device::Cpu)
                 .map_err(|e| usage(format!("importing {}: {e}", inputs.dir.display())))?,
         };
         policy.save(dir)?;
-        Ok(serde_json::json!({"format": cfg.format, "parameters": policy.config.n_params()}))
+        Ok(serde_json::json!({"format": self.format, "parameters": policy.config.n_params()}))
     }
 }
 
@@ -74,7 +71,7 @@ pub struct Args {
 }
 
 pub fn cli(args: Args) -> Result<ExitCode> {
-    let m = stage::run::<ImportStage>(&args.config, &Common::default(), &args.inputs, &args.out)
+    let m = stage::run(&args.config, &Common::default(), &args.inputs, &args.out)
         .context("ember import failed")?;
     println!(
         "import: {} parameters → {}",

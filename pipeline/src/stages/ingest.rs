@@ -79,11 +79,8 @@ fn options(cfg: &Config, common: &Common) -> Result<IngestOptions> {
 
 /// The stage: `train/val/test.parquet`, `quarantine.parquet` and `stats.json`. On failure
 /// nothing is left at `out` (nor in its staging directory).
-pub struct IngestStage;
-
-impl Stage for IngestStage {
+impl Stage for Config {
     const NAME: &'static str = "ingest";
-    type Config = Config;
     type Inputs = Inputs;
 
     /// The files the inputs' globs expand to (an input that does not expand fails in `execute`).
@@ -91,35 +88,30 @@ impl Stage for IngestStage {
         expand_inputs(&inputs.data).unwrap_or_default()
     }
 
-    fn check(cfg: &Config) -> Vec<Invalid> {
+    fn check(&self) -> Vec<Invalid> {
         let mut bad = Vec::new();
-        let map = cfg.map.as_deref().map(str::parse::<ColumnMap>).transpose();
+        let map = self.map.as_deref().map(str::parse::<ColumnMap>).transpose();
         match map {
             Err(e) => bad.push(Invalid::new("map", e.to_string())),
             Ok(map) => {
-                if let Err(e) = Format::parse(&cfg.format, map) {
+                if let Err(e) = Format::parse(&self.format, map) {
                     bad.push(Invalid::new("format", e.to_string()));
                 }
             }
         }
-        let total: f64 = cfg.split.iter().sum();
-        if cfg.split.iter().any(|f| !(0.0..=1.0).contains(f)) || (total - 1.0).abs() > 1e-6 {
+        let total: f64 = self.split.iter().sum();
+        if self.split.iter().any(|f| !(0.0..=1.0).contains(f)) || (total - 1.0).abs() > 1e-6 {
             let got = format!(
                 "fractions must be in [0, 1] and sum to 1 (got {:?})",
-                cfg.split
+                self.split
             );
             bad.push(Invalid::new("split", got));
         }
         bad
     }
 
-    fn execute(
-        cfg: &Config,
-        common: &Common,
-        inputs: &Inputs,
-        dir: &Path,
-    ) -> Result<serde_json::Value> {
-        let opts = options(cfg, common)?;
+    fn execute(&self, common: &Common, inputs: &Inputs, dir: &Path) -> Result<serde_json::Value> {
+        let opts = options(self, common)?;
         if inputs.data.is_empty() {
             return Err(usage("ingest needs at least one input file"));
         }
@@ -156,7 +148,7 @@ pub struct Args {
 pub fn cli(args: Args) -> Result<ExitCode> {
     let (cfg, common) = (&args.config, Common::seeded(&args.seed));
     let inputs = Inputs { data: args.inputs };
-    let manifest = stage::run::<IngestStage>(cfg, &common, &inputs, &args.out)
+    let manifest = stage::run(cfg, &common, &inputs, &args.out)
         .with_context(|| format!("ember ingest --format {} failed", cfg.format))?;
     let m = &manifest.metrics;
     println!(

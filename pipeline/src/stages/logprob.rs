@@ -63,27 +63,21 @@ fn read_prompt_answers(path: &Path) -> Result<Vec<(String, String)>> {
 }
 
 /// The stage: `logprobs.parquet`.
-pub struct LogprobStage;
-
-impl Stage for LogprobStage {
+impl Stage for Config {
     const NAME: &'static str = "logprob";
-    type Config = Config;
     type Inputs = Inputs;
 
     fn input_paths(inputs: &Inputs) -> Vec<PathBuf> {
         vec![inputs.policy.clone(), inputs.input.clone()]
     }
 
-    fn check(cfg: &Config) -> Vec<Invalid> {
-        Invalid::zero(&[("batch", cfg.batch)]).into_iter().collect()
+    fn check(&self) -> Vec<Invalid> {
+        Invalid::zero(&[("batch", self.batch)])
+            .into_iter()
+            .collect()
     }
 
-    fn execute(
-        cfg: &Config,
-        common: &Common,
-        inputs: &Inputs,
-        dir: &Path,
-    ) -> Result<serde_json::Value> {
+    fn execute(&self, common: &Common, inputs: &Inputs, dir: &Path) -> Result<serde_json::Value> {
         let (device, _amp) = common.device()?;
         let policy = Policy::load(&inputs.policy, device)?;
         let rows = read_prompt_answers(&inputs.input)?;
@@ -91,7 +85,7 @@ impl Stage for LogprobStage {
             return Err(usage(format!("{} has no rows", inputs.input.display())));
         }
         let (prompts, answers): (Vec<String>, Vec<String>) = rows.iter().cloned().unzip();
-        let scores = policy::score::answer_logprobs(&policy, &prompts, &answers, cfg.batch)
+        let scores = policy::score::answer_logprobs(&policy, &prompts, &answers, self.batch)
             .map_err(|e| usage(format!("{}: {e}", inputs.input.display())))?;
         policy::io::write_logprobs(&dir.join(LOGPROBS_FILE), &rows, &scores)?;
         let mean = scores.iter().map(|s| f64::from(s.1)).sum::<f64>() / scores.len() as f64;
@@ -129,7 +123,7 @@ pub fn cli(args: Args) -> Result<ExitCode> {
         precision: args.runtime.precision,
         ..Common::default()
     };
-    let metrics = stage::run_to::<LogprobStage>(
+    let metrics = stage::run_to(
         &args.config,
         &common,
         &args.inputs,

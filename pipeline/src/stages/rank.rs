@@ -106,30 +106,22 @@ pub fn load_prompts(path: &Path, max: usize) -> Result<Vec<String>> {
 }
 
 /// The stage, through [`crate::stage::run`].
-pub struct RankStage;
-
-impl Stage for RankStage {
+impl Stage for Config {
     const NAME: &'static str = NAME;
     const RESUMABLE: bool = false;
     const SCRATCH: &'static [&'static str] = &[];
-    type Config = Config;
     type Inputs = Inputs;
 
     fn input_paths(inputs: &Inputs) -> Vec<PathBuf> {
         inputs.paths()
     }
 
-    fn check(cfg: &Config) -> Vec<Invalid> {
-        cfg.check()
+    fn check(&self) -> Vec<Invalid> {
+        self.check()
     }
 
-    fn execute(
-        cfg: &Config,
-        common: &Common,
-        inputs: &Inputs,
-        dir: &Path,
-    ) -> Result<serde_json::Value> {
-        execute(cfg, common, inputs, dir)
+    fn execute(&self, common: &Common, inputs: &Inputs, dir: &Path) -> Result<serde_json::Value> {
+        execute(self, common, inputs, dir)
     }
 }
 
@@ -224,8 +216,7 @@ pub fn cli(args: Args) -> Result<ExitCode> {
     };
     let common = Common::new(&args.seed, &args.runtime);
     let inputs = args.on.clone();
-    let manifest =
-        stage::run::<RankStage>(&cfg, &common, &inputs, &args.out).context("ember rank failed")?;
+    let manifest = stage::run(&cfg, &common, &inputs, &args.out).context("ember rank failed")?;
     let rows: Vec<SummaryRow> = serde_json::from_value(manifest.metrics["rows"].clone())?;
     print!("{}", render(&rows));
     println!(

@@ -124,30 +124,22 @@ pub fn logprobs(
 }
 
 /// The stage, through [`crate::stage::run`].
-pub struct RefineStage;
-
-impl Stage for RefineStage {
+impl Stage for Config {
     const NAME: &'static str = NAME;
     const RESUMABLE: bool = false;
     const SCRATCH: &'static [&'static str] = &[];
-    type Config = Config;
     type Inputs = Inputs;
 
     fn input_paths(inputs: &Inputs) -> Vec<PathBuf> {
         inputs.paths()
     }
 
-    fn check(cfg: &Config) -> Vec<Invalid> {
-        cfg.check()
+    fn check(&self) -> Vec<Invalid> {
+        self.check()
     }
 
-    fn execute(
-        cfg: &Config,
-        common: &Common,
-        inputs: &Inputs,
-        dir: &Path,
-    ) -> Result<serde_json::Value> {
-        execute(cfg, common, inputs, dir)
+    fn execute(&self, common: &Common, inputs: &Inputs, dir: &Path) -> Result<serde_json::Value> {
+        execute(self, common, inputs, dir)
     }
 }
 
@@ -329,8 +321,7 @@ pub fn cli(args: Args) -> Result<ExitCode> {
     };
     let common = Common::new(&args.seed, &args.runtime);
     let inputs = args.on.clone();
-    let m = stage::run::<RefineStage>(&cfg, &common, &inputs, &args.out)
-        .context("ember refine failed")?;
+    let m = stage::run(&cfg, &common, &inputs, &args.out).context("ember refine failed")?;
     let g = |k: &str| {
         m.metrics[k]
             .as_f64()

@@ -40,26 +40,23 @@ pub struct Inputs {
 }
 
 /// The stage: `report.md` and its plots from the stage directories of its inputs.
-pub struct ReportStage;
-
-impl Stage for ReportStage {
+impl Stage for Config {
     const NAME: &'static str = "report";
-    type Config = Config;
     type Inputs = Inputs;
 
     fn input_paths(inputs: &Inputs) -> Vec<PathBuf> {
         inputs.stages.clone()
     }
 
-    fn check(cfg: &Config) -> Vec<Invalid> {
-        Invalid::zero(&[("histogram_bins", cfg.histogram_bins)])
+    fn check(&self) -> Vec<Invalid> {
+        Invalid::zero(&[("histogram_bins", self.histogram_bins)])
             .into_iter()
             .collect()
     }
 
-    fn execute(cfg: &Config, _: &Common, inputs: &Inputs, dir: &Path) -> Result<serde_json::Value> {
+    fn execute(&self, _: &Common, inputs: &Inputs, dir: &Path) -> Result<serde_json::Value> {
         let dirs: Vec<&Path> = inputs.stages.iter().map(PathBuf::as_path).collect();
-        crate::report::write(cfg, &dirs, dir)
+        crate::report::write(self, &dirs, dir)
     }
 }
 
@@ -91,7 +88,7 @@ pub fn cli(args: Args) -> Result<ExitCode> {
     let inputs = Inputs {
         stages: args.stages,
     };
-    stage::run::<ReportStage>(&args.config, &Common::default(), &inputs, &args.out)?;
+    stage::run(&args.config, &Common::default(), &inputs, &args.out)?;
     println!("{}", args.out.join("report.md").display());
     Ok(ExitCode::SUCCESS)
 }

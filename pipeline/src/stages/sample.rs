@@ -78,34 +78,26 @@ pub struct Inputs {
 }
 
 /// The stage: `samples.parquet`.
-pub struct SampleStage;
-
-impl Stage for SampleStage {
+impl Stage for Config {
     const NAME: &'static str = "sample";
-    type Config = Config;
     type Inputs = Inputs;
 
     fn input_paths(inputs: &Inputs) -> Vec<PathBuf> {
         vec![inputs.policy.clone(), inputs.prompts.clone()]
     }
 
-    fn check(cfg: &Config) -> Vec<Invalid> {
+    fn check(&self) -> Vec<Invalid> {
         let zero = [
-            ("n", cfg.n),
-            ("max_new_tokens", cfg.max_new_tokens),
-            ("batch", cfg.batch),
+            ("n", self.n),
+            ("max_new_tokens", self.max_new_tokens),
+            ("batch", self.batch),
         ];
         let mut bad: Vec<Invalid> = Invalid::zero(&zero).into_iter().collect();
-        bad.extend(Invalid::below("temperature", cfg.temperature, 0.0, true));
+        bad.extend(Invalid::below("temperature", self.temperature, 0.0, true));
         bad
     }
 
-    fn execute(
-        cfg: &Config,
-        common: &Common,
-        inputs: &Inputs,
-        dir: &Path,
-    ) -> Result<serde_json::Value> {
+    fn execute(&self, common: &Common, inputs: &Inputs, dir: &Path) -> Result<serde_json::Value> {
         let (device, _amp) = common.device()?;
         let policy = Policy::load(&inputs.policy, device)?;
         let prompts = datasets::table::read_prompts(&inputs.prompts)
@@ -117,7 +109,7 @@ impl Stage for SampleStage {
             )));
         }
         let clock = std::time::Instant::now();
-        let samples = policy::sample::sample(&policy, &prompts, &cfg.library(common.seed))
+        let samples = policy::sample::sample(&policy, &prompts, &self.library(common.seed))
             .map_err(|e| usage(e.to_string()))?;
         let secs = clock.elapsed().as_secs_f64();
         let tokens: usize = samples.iter().map(|s| s.answer_ids.len()).sum();
@@ -162,9 +154,8 @@ pub struct Args {
 
 pub fn cli(args: Args) -> Result<ExitCode> {
     let common = Common::new(&args.seed, &args.runtime);
-    let metrics =
-        stage::run_to::<SampleStage>(&args.config, &common, &args.inputs, &args.out, SAMPLES_FILE)
-            .context("ember sample failed")?;
+    let metrics = stage::run_to(&args.config, &common, &args.inputs, &args.out, SAMPLES_FILE)
+        .context("ember sample failed")?;
     println!(
         "sample: {} samples, {:.0} tokens/s, {:.0}% ended with EOS → {}",
         metrics["samples"],

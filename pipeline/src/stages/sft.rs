@@ -73,6 +73,17 @@ pub struct Inputs {
     pub init: Option<PathBuf>,
 }
 
+impl Inputs {
+    /// A fresh model on a data directory, with the tokenizer of a tokenizer stage's directory.
+    pub fn fresh(data: PathBuf, tokenizer_stage: PathBuf) -> Self {
+        Self {
+            data,
+            tokenizer: tokenizer_stage.join(policy::TOKENIZER_FILE),
+            init: None,
+        }
+    }
+}
+
 fn tokenizer_file(p: &Path) -> PathBuf {
     if p.is_dir() {
         p.join(policy::TOKENIZER_FILE)
@@ -134,13 +145,10 @@ pub fn load_rows(data: &Path, val_fraction: f64) -> Result<(Rows, Rows)> {
 
 /// The stage: a policy directory (`config.json`, `model.safetensors`, `tokenizer.json`) plus
 /// `metrics.jsonl`. Resumes from `OUT.partial/checkpoint`.
-pub struct SftStage;
-
-impl Stage for SftStage {
+impl Stage for Config {
     const NAME: &'static str = "sft";
     const RESUMABLE: bool = true;
     const SCRATCH: &'static [&'static str] = &["checkpoint"];
-    type Config = Config;
     type Inputs = Inputs;
 
     /// The data, the tokenizer file (not its directory), the init policy.
@@ -150,36 +158,31 @@ impl Stage for SftStage {
         paths
     }
 
-    fn check(cfg: &Config) -> Vec<Invalid> {
-        let zero = [("steps", cfg.steps), ("eval_every", cfg.eval_every)];
+    fn check(&self) -> Vec<Invalid> {
+        let zero = [("steps", self.steps), ("eval_every", self.eval_every)];
         let mut bad: Vec<Invalid> = Invalid::zero(&zero).into_iter().collect();
         bad.extend(Invalid::zero(&[
-            ("batch", cfg.batch),
-            ("grad_accum", cfg.grad_accum),
+            ("batch", self.batch),
+            ("grad_accum", self.grad_accum),
         ]));
-        bad.extend(Invalid::below("optim.lr", cfg.optim.lr, 0.0, false));
-        bad.extend(Invalid::below("optim.min_lr", cfg.optim.min_lr, 0.0, true));
+        bad.extend(Invalid::below("optim.lr", self.optim.lr, 0.0, false));
+        bad.extend(Invalid::below("optim.min_lr", self.optim.min_lr, 0.0, true));
         bad
     }
 
-    fn execute(
-        cfg: &Config,
-        common: &Common,
-        inputs: &Inputs,
-        dir: &Path,
-    ) -> Result<serde_json::Value> {
+    fn execute(&self, common: &Common, inputs: &Inputs, dir: &Path) -> Result<serde_json::Value> {
         let (device, _amp) = common.device()?;
         let tokenizer = Tokenizer::load(&tokenizer_file(&inputs.tokenizer))?;
-        let (train_rows, val_rows) = load_rows(&inputs.data, cfg.val_fraction)?;
+        let (train_rows, val_rows) = load_rows(&inputs.data, self.val_fraction)?;
         let lib = SftConfig {
-            steps: cfg.steps,
-            batch: cfg.batch,
-            grad_accum: cfg.grad_accum,
-            optim: cfg.optim.clone(),
-            eval_every: cfg.eval_every,
-            checkpoint_every: cfg.checkpoint_every,
+            steps: self.steps,
+            batch: self.batch,
+            grad_accum: self.grad_accum,
+            optim: self.optim.clone(),
+            eval_every: self.eval_every,
+            checkpoint_every: self.checkpoint_every,
             seed: common.seed,
-            model: cfg.model.clone(),
+            model: self.model.clone(),
             ..SftConfig::default()
         };
         let init = inputs.init.as_deref();
@@ -231,8 +234,7 @@ pub fn cli(args: Args) -> Result<ExitCode> {
         tokenizer: args.tokenizer,
         init: args.init,
     };
-    let m =
-        stage::run::<SftStage>(&cfg, &common, &inputs, &args.out).context("ember sft failed")?;
+    let m = stage::run(&cfg, &common, &inputs, &args.out).context("ember sft failed")?;
     println!(
         "sft: {} steps, train loss {:.4}, val loss {:.4} (ppl {:.3}) → {}",
         m.metrics["steps"],

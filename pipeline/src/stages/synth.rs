@@ -92,37 +92,34 @@ fn library_config(cfg: &Config, common: &Common) -> SynthConfig {
 }
 
 /// The stage: the preference splits, SFT demonstrations, evaluation prompts and `stats.json`.
-pub struct SynthStage;
-
-impl Stage for SynthStage {
+impl Stage for Config {
     const NAME: &'static str = "synth";
-    type Config = Config;
     type Inputs = Inputs;
 
     fn input_paths(_: &Inputs) -> Vec<PathBuf> {
         Vec::new()
     }
 
-    fn check(cfg: &Config) -> Vec<Invalid> {
+    fn check(&self) -> Vec<Invalid> {
         let mut bad = Vec::new();
-        if !(1..=9).contains(&cfg.max_digits) {
+        if !(1..=9).contains(&self.max_digits) {
             bad.push(Invalid::new(
                 "max_digits",
-                format!("must be in 1..=9, got {}", cfg.max_digits),
+                format!("must be in 1..=9, got {}", self.max_digits),
             ));
         }
-        if cfg.min_items == 0 || cfg.min_items > cfg.max_items {
+        if self.min_items == 0 || self.min_items > self.max_items {
             let got = format!(
                 "need 1 ≤ min_items ≤ max_items, got {}..{}",
-                cfg.min_items, cfg.max_items
+                self.min_items, self.max_items
             );
             bad.push(Invalid::new("min_items", got));
         }
         bad
     }
 
-    fn execute(cfg: &Config, common: &Common, _: &Inputs, dir: &Path) -> Result<serde_json::Value> {
-        let stats = datasets::synth::generate(&library_config(cfg, common), dir)?;
+    fn execute(&self, common: &Common, _: &Inputs, dir: &Path) -> Result<serde_json::Value> {
+        let stats = datasets::synth::generate(&library_config(self, common), dir)?;
         Ok(serde_json::to_value(&stats)?)
     }
 }
@@ -141,8 +138,8 @@ pub struct Args {
 
 pub fn cli(args: Args) -> Result<ExitCode> {
     let common = Common::seeded(&args.seed);
-    let manifest = stage::run::<SynthStage>(&args.config, &common, &Inputs, &args.out)
-        .context("ember synth failed")?;
+    let manifest =
+        stage::run(&args.config, &common, &Inputs, &args.out).context("ember synth failed")?;
     let m = &manifest.metrics;
     println!(
         "synth: {} pairs ({} train / {} val / {} test), {} demos, {} eval prompts → {}",

@@ -89,34 +89,31 @@ pub fn build(cfg: &Config, data: &Path) -> Result<Tokenizer> {
 }
 
 /// The stage: `OUT/tokenizer.json`.
-pub struct TokenizerStage;
-
-impl Stage for TokenizerStage {
+impl Stage for Config {
     const NAME: &'static str = "tokenizer";
-    type Config = Config;
     type Inputs = Inputs;
 
     fn input_paths(inputs: &Inputs) -> Vec<PathBuf> {
         vec![inputs.data.clone()]
     }
 
-    fn check(cfg: &Config) -> Vec<Invalid> {
-        let too_small = cfg.kind == Kind::Bpe && cfg.vocab < 300;
+    fn check(&self) -> Vec<Invalid> {
+        let too_small = self.kind == Kind::Bpe && self.vocab < 300;
         too_small
             .then(|| {
                 Invalid::new(
                     "vocab",
-                    format!("{} is too small for byte-level BPE (≥ 300)", cfg.vocab),
+                    format!("{} is too small for byte-level BPE (≥ 300)", self.vocab),
                 )
             })
             .into_iter()
             .collect()
     }
 
-    fn execute(cfg: &Config, _: &Common, inputs: &Inputs, dir: &Path) -> Result<serde_json::Value> {
-        let tok = build(cfg, &inputs.data)?;
+    fn execute(&self, _: &Common, inputs: &Inputs, dir: &Path) -> Result<serde_json::Value> {
+        let tok = build(self, &inputs.data)?;
         tok.save(dir.join(policy::TOKENIZER_FILE))?;
-        Ok(serde_json::json!({"vocab_size": tok.vocab_size(), "kind": cfg.kind}))
+        Ok(serde_json::json!({"vocab_size": tok.vocab_size(), "kind": self.kind}))
     }
 }
 
@@ -143,7 +140,7 @@ pub fn cli(cmd: Command) -> Result<ExitCode> {
     let Command::Train(args) = cmd;
     let cfg = args.config;
     let vocab = if args.out.extension().is_some_and(|e| e == "json") {
-        crate::config::reject(TokenizerStage::check(&cfg), "tokenizer")?;
+        crate::config::reject(cfg.check(), "tokenizer")?;
         let tok = build(&cfg, &args.data)?;
         let tmp = args.out.with_extension("json.partial");
         tok.save(&tmp)?;
@@ -154,7 +151,7 @@ pub fn cli(cmd: Command) -> Result<ExitCode> {
         let inputs = Inputs {
             data: args.data.clone(),
         };
-        let m = stage::run::<TokenizerStage>(&cfg, &Common::default(), &inputs, &args.out)
+        let m = stage::run(&cfg, &Common::default(), &inputs, &args.out)
             .context("ember tokenizer train failed")?;
         m.metrics["vocab_size"].as_i64().unwrap_or(0)
     };

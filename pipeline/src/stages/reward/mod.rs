@@ -49,13 +49,10 @@ impl Inputs {
 
 /// The stage: the energy model's directory (resumable: a killed run re-run with the same config
 /// continues from `OUT.partial/ckpt`).
-pub struct RewardStage;
-
-impl Stage for RewardStage {
+impl Stage for Config {
     const NAME: &'static str = "reward";
     const RESUMABLE: bool = true;
     const SCRATCH: &'static [&'static str] = &["ckpt", "ckpt.old", "ckpt.tmp", "best"];
-    type Config = Config;
     type Inputs = Inputs;
 
     /// The data, the tokenizer, the init policy, then the negatives' policy when it is another.
@@ -71,8 +68,8 @@ impl Stage for RewardStage {
         paths
     }
 
-    fn check(cfg: &Config) -> Vec<Invalid> {
-        cfg.check()
+    fn check(&self) -> Vec<Invalid> {
+        self.check()
             .err()
             .map(|e| Invalid::new("", e.to_string()))
             .into_iter()
@@ -80,18 +77,13 @@ impl Stage for RewardStage {
     }
 
     /// The trainer's config with the run's seed written in.
-    fn hashed(cfg: &Config, common: &Common) -> serde_json::Value {
-        serde_json::to_value((&seeded(cfg, common), common)).expect("configs serialise")
+    fn hashed(&self, common: &Common) -> serde_json::Value {
+        serde_json::to_value((&seeded(self, common), common)).expect("configs serialise")
     }
 
-    fn execute(
-        cfg: &Config,
-        common: &Common,
-        inputs: &Inputs,
-        dir: &Path,
-    ) -> Result<serde_json::Value> {
+    fn execute(&self, common: &Common, inputs: &Inputs, dir: &Path) -> Result<serde_json::Value> {
         let (device, _amp) = common.device()?;
-        let negatives_from = (cfg.sampled_negatives > 0)
+        let negatives_from = (self.sampled_negatives > 0)
             .then(|| {
                 inputs
                     .negatives_from
@@ -105,7 +97,7 @@ impl Stage for RewardStage {
             init: inputs.init.clone(),
             negatives_from,
         };
-        let summary = reward::train::train(&seeded(cfg, common), &train_inputs, dir, device)
+        let summary = reward::train::train(&seeded(self, common), &train_inputs, dir, device)
             .with_context(|| format!("training the energy model on {}", inputs.data.display()))?;
         write_val_energies(&inputs.data.join("val.parquet"), &summary.val_energies, dir)?;
         Ok(serde_json::to_value(&summary)?)
@@ -289,7 +281,7 @@ fn train_cli(a: TrainArgs) -> Result<ExitCode> {
         init: a.init,
         negatives_from: a.negatives_from,
     };
-    let m = stage::run::<RewardStage>(&cfg, &common, &inputs, &a.out)?;
+    let m = stage::run(&cfg, &common, &inputs, &a.out)?;
     let v = &m.metrics["val"];
     println!(
         "val accuracy {:.4} (length heuristic {:.4}) over {} pairs; best step {}; {:.0} tokens/s; model in {}",
