@@ -69,7 +69,7 @@ impl Config {
         for (key, v) in [("beta", o.beta), ("noise", o.noise)] {
             bad.extend(Invalid::below(&format!("optimiser.{key}"), v, 0.0, true));
         }
-        if self.init == Init::Sample && !(self.temperature > 0.0) {
+        if self.init == Init::Sample && (self.temperature.is_nan() || self.temperature <= 0.0) {
             bad.push(Invalid::new(
                 "temperature",
                 "init = sample needs a temperature > 0",

@@ -172,7 +172,7 @@ impl Stage for Config {
 
     fn execute(&self, common: &Common, inputs: &Inputs, dir: &Path) -> Result<serde_json::Value> {
         let (device, _amp) = common.device()?;
-        let tokenizer = Tokenizer::load(&tokenizer_file(&inputs.tokenizer))?;
+        let tokenizer = Tokenizer::load(tokenizer_file(&inputs.tokenizer))?;
         let (train_rows, val_rows) = load_rows(&inputs.data, self.val_fraction)?;
         let lib = SftConfig {
             steps: self.steps,
