@@ -242,7 +242,8 @@ fn column<'a>(df: &'a DataFrame, path: &Path, name: &str) -> Result<&'a Column> 
     })
 }
 
-fn strings(df: &DataFrame, path: &Path, name: &str) -> Result<Vec<String>> {
+/// The text column `name` of `df` (read from `path`); nulls become empty strings.
+pub fn strings(df: &DataFrame, path: &Path, name: &str) -> Result<Vec<String>> {
     let col = column(df, path, name)?;
     let ca = col.str().map_err(|_| DatasetError::ColumnType {
         path: path.to_path_buf(),
