@@ -59,10 +59,4 @@ impl RewardError {
             source,
         }
     }
-
-    /// True for the errors of the search module that the user fixes by choosing other inputs
-    /// (exit code 2 in the binary).
-    pub fn is_usage(&self) -> bool {
-        matches!(self, Self::Incompatible(_))
-    }
 }
