@@ -52,14 +52,15 @@ pub fn is_usage(err: &(dyn std::error::Error + 'static)) -> bool {
         return e.is_usage();
     }
     if let Some(e) = err.downcast_ref::<P>() {
-        return matches!(
-            e,
-            P::Config { .. } | P::Device(_) | P::Invalid(_) | P::MissingSpecial { .. }
-        );
+        return match e {
+            P::Config { .. } | P::Device(_) | P::Invalid(_) | P::MissingSpecial { .. } => true,
+            P::Dataset(d) => d.is_usage(),
+            _ => false,
+        };
     }
     if let Some(e) = err.downcast_ref::<R>() {
         return match e {
-            R::Config(_) | R::Input { .. } => true,
+            R::Config(_) | R::Input { .. } | R::Incompatible(_) => true,
             R::Policy(p) => is_usage(p),
             R::Data(d) => d.is_usage(),
             _ => false,

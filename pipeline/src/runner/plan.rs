@@ -155,7 +155,7 @@ fn on_sft(cfg: &RunConfig, run: &Path) -> OnPolicy {
 fn finetune_inputs(cfg: &RunConfig, run: &Path, on_sft: &OnPolicy) -> stages::finetune::Inputs {
     let data = stage_dir(run, "data");
     let synth = matches!(cfg.data, DataConfig::Synth(_));
-    let rs = cfg.finetune.algo == stages::finetune::Algo::Rs;
+    let rs = cfg.finetune.algo == policy::finetune::Algo::Rs;
     stages::finetune::Inputs {
         policy: on_sft.policy.clone(),
         reward: on_sft.reward.clone(),

@@ -6,21 +6,15 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
 use policy::sample::SampleConfig;
-use policy::Policy;
-use rand::Rng as _;
-use reward::EnergyScorer;
+use reward::search::methods::{compare, CompareConfig};
+use reward::search::RefineConfig;
 use serde::{Deserialize, Serialize};
-use tracing::info;
 
+use crate::compare_report::{write_outputs, REPORT};
 use crate::config::Invalid;
-use crate::refine::compare::{best_within, hybrid_samples, spent_within, Row};
-use crate::refine::io::{draw, gold_of, load_prompts, Candidate};
-use crate::refine::models::{max_answer_positions, PromptEnergy};
-use crate::refine::report::{write_outputs, REPORT};
-use crate::refine::{refine, Compute, RefineConfig};
-use crate::select::bon::{kl_bound, ranking};
 use crate::stage::{self, Common, RuntimeArgs, SeedArg, Stage};
-use crate::stages::refine::{load_models, logprobs};
+use crate::stages::rank::load_prompts;
+use crate::stages::refine::load_models;
 
 pub const NAME: &str = "compare";
 
@@ -96,150 +90,24 @@ impl Config {
 /// Upstream artifacts: a policy directory, a reward model directory and a prompts file.
 pub type Inputs = super::OnPolicy;
 
-/// Everything one seed needs: models, prompts, the sampled pool and per-sample costs.
-struct SeedRun<'a> {
-    cfg: &'a Config,
-    policy: &'a Policy,
-    scorer: &'a EnergyScorer,
-    seed: u64,
-    max_len: usize,
-    /// Wall seconds per sample to generate and score it.
-    sample_s: f64,
-}
-
-/// A refinement result awaiting its log-probs: row index → (start answer, final answer, KL offset).
-type Pending = Vec<(usize, String, String, f64)>;
-
-impl SeedRun<'_> {
-    fn ids_of(&self, c: &Candidate) -> Vec<i64> {
-        let eos = self.policy.tokenizer.eos_id();
-        c.answer_ids
-            .iter()
-            .copied()
-            .take_while(|&t| t != eos)
-            .take(self.max_len)
-            .collect()
+/// The library's settings for this config under the run seed.
+fn compare_config(cfg: &Config, seed: u64) -> CompareConfig {
+    CompareConfig {
+        budgets: cfg.budgets.clone(),
+        seeds: cfg.seeds,
+        hybrid_share: cfg.hybrid_share,
+        sampling: SampleConfig {
+            n: 1,
+            temperature: cfg.temperature,
+            top_k: None,
+            top_p: None,
+            max_new_tokens: cfg.max_new_tokens,
+            batch: cfg.batch,
+            seed,
+        },
+        optimiser: cfg.optimiser.clone(),
+        seed,
     }
-
-    fn row(&self, c: &Candidate, method: &str, budget: usize) -> Row {
-        Row {
-            prompt_id: c.prompt_id,
-            prompt: c.prompt.clone(),
-            method: method.into(),
-            budget,
-            seed: self.seed,
-            answer: c.answer.clone(),
-            energy: c.energy,
-            gold: c.gold,
-            kl: kl_bound(budget),
-            energy_fwd: budget as f64,
-            policy_fwd: budget as f64,
-            wall_s: budget as f64 * self.sample_s,
-            steps: 0,
-        }
-    }
-
-    /// Refines `start` (already scored, `spent` forwards so far) within the largest `budget`.
-    fn refine_from(
-        &self,
-        c: &Candidate,
-        spent: usize,
-        budget: usize,
-        stream: u64,
-    ) -> Result<crate::refine::RefineOutcome> {
-        let start = self.ids_of(c);
-        let positions = start.len() + self.cfg.optimiser.extra_positions.max(1);
-        let energy = PromptEnergy::new(self.scorer, self.policy, &c.prompt, positions)?;
-        tch::manual_seed(policy::rng::torch_seed(self.seed, "compare-noise", stream));
-        let mut ledger = Compute {
-            energy_fwd: spent as f64,
-            ..Compute::default()
-        };
-        let opt = RefineConfig {
-            steps: budget,
-            ..self.cfg.optimiser.clone()
-        };
-        refine(
-            &energy,
-            &start,
-            Some(c.energy),
-            &opt,
-            Some(budget as f64),
-            &mut ledger,
-        )
-    }
-
-    /// Rows of every method and budget for one prompt's candidates (k order).
-    fn prompt_rows(
-        &self,
-        group: &[Candidate],
-        rows: &mut Vec<Row>,
-        pending: &mut Pending,
-    ) -> Result<()> {
-        let budgets = &self.cfg.budgets;
-        let energies: Vec<f32> = group.iter().map(|c| c.energy).collect();
-        let refine_steps = |out: &crate::refine::RefineOutcome, spent: usize, b: usize| {
-            let (energy, ids, steps, wall) = best_within(out, spent as f64, b as f64);
-            let policy_fwd = steps as f64 * f64::from(u8::from(self.cfg.optimiser.beta > 0.0));
-            (
-                energy,
-                self.scorer.tokenizer.decode(&ids),
-                steps,
-                wall,
-                spent_within(out, spent as f64, b as f64),
-                policy_fwd,
-            )
-        };
-        for &b in budgets {
-            rows.push(self.row(&group[ranking(&energies[..b])[0]], "best-of-n", b));
-        }
-        let first = &group[0];
-        let max_b = *budgets.iter().max().expect("checked");
-        let out = self.refine_from(first, 1, max_b, first.prompt_id as u64 * 2)?;
-        for &b in budgets {
-            let (energy, answer, steps, wall, spent, pol) = refine_steps(&out, 1, b);
-            let mut r = self.row(first, "refine", b);
-            (r.energy, r.gold, r.steps, r.energy_fwd) =
-                (energy, gold_of(&first.prompt, &answer), steps, spent);
-            (r.policy_fwd, r.wall_s, r.kl) = (1.0 + pol, self.sample_s + wall, 0.0);
-            pending.push((rows.len(), first.answer.clone(), answer.clone(), 0.0));
-            r.answer = answer;
-            rows.push(r);
-        }
-        for &b in budgets {
-            let m = hybrid_samples(b, self.cfg.hybrid_share);
-            let winner = &group[ranking(&energies[..m])[0]];
-            let out = self.refine_from(winner, m, b, first.prompt_id as u64 * 2 + 1)?;
-            let (energy, answer, steps, wall, spent, pol) = refine_steps(&out, m, b);
-            let mut r = self.row(winner, "hybrid", b);
-            (r.energy, r.gold, r.steps, r.energy_fwd) =
-                (energy, gold_of(&winner.prompt, &answer), steps, spent);
-            (r.policy_fwd, r.wall_s, r.kl) =
-                (m as f64 + pol, m as f64 * self.sample_s + wall, kl_bound(m));
-            pending.push((
-                rows.len(),
-                winner.answer.clone(),
-                answer.clone(),
-                kl_bound(m),
-            ));
-            r.answer = answer;
-            rows.push(r);
-        }
-        Ok(())
-    }
-}
-
-/// Fills the refinement rows' KL: offset + log π(start) − log π(final).
-fn fill_kl(policy: &Policy, rows: &mut [Row], pending: &Pending, batch: usize) -> Result<()> {
-    let prompts: Vec<String> = pending.iter().map(|p| rows[p.0].prompt.clone()).collect();
-    let starts: Vec<String> = pending.iter().map(|p| p.1.clone()).collect();
-    let finals: Vec<String> = pending.iter().map(|p| p.2.clone()).collect();
-    let lp_start = logprobs(policy, &prompts, &starts, batch)?;
-    let lp_final = logprobs(policy, &prompts, &finals, batch)?;
-    for (i, p) in pending.iter().enumerate() {
-        rows[p.0].kl = p.3 + f64::from(lp_start[i] - lp_final[i]);
-    }
-    Ok(())
 }
 
 /// The stage, through [`crate::stage::run`].
@@ -272,41 +140,12 @@ fn execute(
     let (device, _amp) = common.device()?;
     let prompts = load_prompts(&inputs.prompts, cfg.max_prompts)?;
     let (policy, scorer) = load_models(&inputs.policy, &inputs.reward, device)?;
-    let max_len =
-        max_answer_positions(&scorer, &policy).saturating_sub(cfg.optimiser.extra_positions.max(1));
-    let n_max = *cfg.budgets.iter().max().expect("checked");
-    let mut rows = Vec::new();
-    for s in 0..cfg.seeds as u64 {
-        let seed = policy::rng::stream(common.seed, "compare-seed", s).random::<u64>();
-        let sampling = SampleConfig {
-            n: n_max,
-            temperature: cfg.temperature,
-            top_k: None,
-            top_p: None,
-            max_new_tokens: cfg.max_new_tokens,
-            batch: cfg.batch,
-            seed,
-        };
-        let clock = std::time::Instant::now();
-        let cands = draw(&policy, &scorer, &prompts, &sampling)?;
-        let sample_s = clock.elapsed().as_secs_f64() / cands.len().max(1) as f64;
-        let seed_run = SeedRun {
-            cfg,
-            policy: &policy,
-            scorer: &scorer,
-            seed: s,
-            max_len,
-            sample_s,
-        };
-        let mut seed_rows = Vec::new();
-        let mut pending = Vec::new();
-        for group in cands.chunk_by(|a, b| a.prompt_id == b.prompt_id) {
-            seed_run.prompt_rows(group, &mut seed_rows, &mut pending)?;
-        }
-        fill_kl(&policy, &mut seed_rows, &pending, cfg.batch)?;
-        info!(seed = s, rows = seed_rows.len(), "compared");
-        rows.extend(seed_rows);
-    }
+    let rows = compare(
+        &compare_config(cfg, common.seed),
+        &policy,
+        &scorer,
+        &prompts,
+    )?;
     let metrics = write_outputs(
         dir,
         &(cfg, common),

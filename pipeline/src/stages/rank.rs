@@ -1,21 +1,21 @@
 //! `ember rank`: best-of-N by lowest energy. N samples per prompt from the policy, energies from
 //! the reward model, every candidate and the selected answer per prompt written as Parquet, and
 //! the best-of-n table for n = 1, 2, 4, …, N estimated from the same samples with the unbiased
-//! estimators of [`crate::select::bon`] next to the bounds of Beirami et al. 2024.
+//! estimators of [`reward::search::bon`] next to the bounds of Beirami et al. 2024.
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
+use policy::pool::{best_per_prompt, draw, write_candidates};
 use policy::sample::SampleConfig;
 use policy::Policy;
+use reward::search::summary::{summarize, SummaryRow};
 use reward::EnergyScorer;
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
 use crate::config::Invalid;
 use crate::error::usage;
-use crate::select::pool::{self, best_per_prompt, write_candidates};
-use crate::select::summary::{render, summarize, SummaryRow};
 use crate::stage::{self, Common, RuntimeArgs, SeedArg, Stage};
 
 pub const NAME: &str = "rank";
@@ -140,7 +140,7 @@ fn execute(
     let scorer = EnergyScorer::load(&inputs.reward, device)
         .with_context(|| format!("loading the reward model from {}", inputs.reward.display()))?;
     let started = std::time::Instant::now();
-    let cands = pool::draw(
+    let cands = draw(
         &policy,
         &scorer,
         &prompts,
@@ -225,4 +225,61 @@ pub fn cli(args: Args) -> Result<ExitCode> {
         args.out.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The table as aligned text.
+pub fn render(rows: &[SummaryRow]) -> String {
+    let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
+    let mut out = format!(
+        "{:>5} {:>7} {:>16} {:>16} {:>8} {:>8} {:>8} {:>8}\n",
+        "n", "prompts", "energy ± se", "gold ± se", "win", "win≤", "KL emp", "KL≤"
+    );
+    for r in rows {
+        let gold = match (r.gold, r.gold_se) {
+            (Some(g), Some(se)) => format!("{g:.4} ± {se:.4}"),
+            _ => "-".to_string(),
+        };
+        out += &format!(
+            "{:>5} {:>7} {:>16} {:>16} {:>8} {:>8.4} {:>8.4} {:>8.4}\n",
+            r.n,
+            r.prompts,
+            format!("{:.4} ± {:.4}", r.energy, r.energy_se),
+            gold,
+            opt(r.win_rate),
+            r.win_rate_bound,
+            r.kl_empirical,
+            r.kl_bound
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_prints_a_header_and_one_line_per_n() {
+        let row = |n: usize, gold: Option<f64>| SummaryRow {
+            n,
+            prompts: 2,
+            energy: 0.5,
+            energy_se: 0.1,
+            gold,
+            gold_se: gold.map(|_| 0.0),
+            win_rate: None,
+            win_rate_bound: reward::search::bon::win_rate_bound(n),
+            kl_empirical: 0.0,
+            kl_bound: reward::search::bon::kl_bound(n),
+        };
+        let text = render(&[row(1, Some(0.25)), row(2, None)]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(lines[0].contains("KL≤"), "{text}");
+        assert!(lines[1].contains("0.2500 ± 0.0000") && lines[1].contains("0.5000 ± 0.1000"));
+        assert!(
+            lines[2].trim_start().starts_with('2') && lines[2].contains(" - "),
+            "{text}"
+        );
+    }
 }

@@ -7,18 +7,17 @@ use std::process::ExitCode;
 use anyhow::{Context as _, Result};
 use policy::sample::SampleConfig;
 use policy::Policy;
+use reward::search::energy::check_compatible;
+use reward::search::io::{write_refined, write_traces, Init};
+use reward::search::refined::{refine_prompts, summary};
+use reward::search::RefineConfig;
 use reward::EnergyScorer;
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
 use crate::config::Invalid;
-use crate::error::usage;
-use crate::refine::io::{
-    gold_of, load_prompts, starts, write_refined, write_traces, Init, RefinedRow,
-};
-use crate::refine::models::{check_compatible, max_answer_positions, PromptEnergy};
-use crate::refine::{refine, Compute, RefineConfig};
 use crate::stage::{self, Common, RuntimeArgs, SeedArg, Stage};
+use crate::stages::rank::load_prompts;
 
 pub const NAME: &str = "refine";
 pub const REFINED: &str = "refined.parquet";
@@ -107,20 +106,8 @@ pub fn load_models(
         .with_context(|| format!("loading the reward model from {}", inputs_reward.display()))?;
     policy.vs.freeze();
     scorer.vs.freeze();
-    check_compatible(&scorer, &policy).map_err(|e| usage(format!("{e:#}")))?;
+    check_compatible(&scorer, &policy)?;
     Ok((policy, scorer))
-}
-
-/// Log-probs (answer + EOS) of `answers` under the policy.
-pub fn logprobs(
-    policy: &Policy,
-    prompts: &[String],
-    answers: &[String],
-    batch: usize,
-) -> Result<Vec<f32>> {
-    let lp = policy::score::answer_logprobs(policy, prompts, answers, batch)
-        .context("scoring answers under the policy")?;
-    Ok(lp.into_iter().map(|(_, sum)| sum).collect())
 }
 
 /// The stage, through [`crate::stage::run`].
@@ -154,96 +141,20 @@ fn execute(
     let prompts = load_prompts(&inputs.prompts, cfg.max_prompts)?;
     tch::manual_seed(policy::rng::torch_seed(common.seed, "refine", 0));
     let (policy, scorer) = load_models(&inputs.policy, &inputs.reward, device)?;
-    let max_len =
-        max_answer_positions(&scorer, &policy).saturating_sub(cfg.optimiser.extra_positions.max(1));
-    let mut start_ledger = Compute::default();
-    let starts = start_ledger.timed(|_| {
-        starts(
-            &policy,
-            &prompts,
-            cfg.init,
-            &cfg.sampling(common.seed),
-            max_len,
-        )
-    })?;
-    let mut rows = Vec::new();
-    let mut traces = Vec::new();
-    let bar = crate::logging::progress(prompts.len() as u64, "refine");
-    for (i, (prompt, start)) in prompts.iter().zip(&starts).enumerate() {
-        tch::manual_seed(policy::rng::torch_seed(
-            common.seed,
-            "refine-noise",
-            i as u64,
-        ));
-        let energy = PromptEnergy::new(
-            &scorer,
-            &policy,
-            prompt,
-            start.ids.len() + cfg.optimiser.extra_positions.max(1),
-        )?;
-        let mut ledger = Compute::default();
-        ledger.policy_generate(1, start.ids.len() + 1);
-        let out = refine(&energy, &start.ids, None, &cfg.optimiser, None, &mut ledger)?;
-        let final_answer = scorer.tokenizer.decode(&out.best);
-        rows.push(RefinedRow {
-            prompt: prompt.clone(),
-            start_answer: start.answer.clone(),
-            start_gold: gold_of(prompt, &start.answer),
-            gold: gold_of(prompt, &final_answer),
-            final_answer,
-            start_energy: out.start_energy,
-            best_energy: out.best_energy,
-            steps: out.steps,
-            start_logprob: 0.0,
-            final_logprob: 0.0,
-            energy_fwd: ledger.energy_fwd,
-            policy_fwd: ledger.policy_fwd,
-            wall_s: ledger.wall_s + start_ledger.wall_s / prompts.len() as f64,
-        });
-        traces.push((i, out.trace));
-        bar.inc(1);
-    }
-    bar.finish_and_clear();
-    let starts_text: Vec<String> = rows.iter().map(|r| r.start_answer.clone()).collect();
-    let finals: Vec<String> = rows.iter().map(|r| r.final_answer.clone()).collect();
-    let start_lp = logprobs(&policy, &prompts, &starts_text, cfg.batch)?;
-    let final_lp = logprobs(&policy, &prompts, &finals, cfg.batch)?;
-    for ((r, s), f) in rows.iter_mut().zip(start_lp).zip(final_lp) {
-        (r.start_logprob, r.final_logprob) = (s, f);
-    }
-    write_refined(&dir.join(REFINED), &rows)?;
-    write_traces(&dir.join(TRACES), &traces)?;
-    let metrics = summary(&rows);
+    let refined = refine_prompts(
+        &policy,
+        &scorer,
+        &prompts,
+        cfg.init,
+        &cfg.sampling(common.seed),
+        &cfg.optimiser,
+        common.seed,
+    )?;
+    write_refined(&dir.join(REFINED), &refined.rows)?;
+    write_traces(&dir.join(TRACES), &refined.traces)?;
+    let metrics = summary(&refined.rows);
     info!(%metrics, "refined");
     Ok(metrics)
-}
-
-/// Headline numbers: mean start and best energies, share improved, gold before and after.
-pub fn summary(rows: &[RefinedRow]) -> serde_json::Value {
-    let n = rows.len().max(1) as f64;
-    let avg = |f: &dyn Fn(&RefinedRow) -> f64| rows.iter().map(f).sum::<f64>() / n;
-    let golds: Vec<(f32, f32)> = rows
-        .iter()
-        .filter_map(|r| Some((r.start_gold?, r.gold?)))
-        .collect();
-    let gold = |f: fn(&(f32, f32)) -> f32| {
-        (!golds.is_empty())
-            .then(|| golds.iter().map(|g| f(g) as f64).sum::<f64>() / golds.len() as f64)
-    };
-    serde_json::json!({
-        "prompts": rows.len(),
-        "start_energy": avg(&|r| r.start_energy as f64),
-        "best_energy": avg(&|r| r.best_energy as f64),
-        "improved": avg(&|r| f64::from(u8::from(r.best_energy < r.start_energy))),
-        "changed": avg(&|r| f64::from(u8::from(r.final_answer != r.start_answer))),
-        "start_gold": gold(|g| g.0),
-        "gold": gold(|g| g.1),
-        "kl_estimate": avg(&|r| (r.start_logprob - r.final_logprob) as f64),
-        "steps": avg(&|r| r.steps as f64),
-        "energy_fwd": avg(&|r| r.energy_fwd),
-        "policy_fwd": avg(&|r| r.policy_fwd),
-        "wall_s": avg(&|r| r.wall_s),
-    })
 }
 
 /// Refine policy answers by gradient descent on the energy in a continuous relaxation; writes
@@ -259,7 +170,7 @@ pub struct Args {
     #[arg(long, default_value_t = RefineConfig::default().steps)]
     pub steps: usize,
     /// Start from the greedy answer or one sample.
-    #[arg(long, value_enum, default_value_t = Init::Sample)]
+    #[arg(long, default_value_t = Init::Sample)]
     pub init: Init,
     /// Adam learning rate on the answer logits.
     #[arg(long, default_value_t = RefineConfig::default().lr)]
