@@ -157,9 +157,10 @@ fn finetune_inputs(cfg: &RunConfig, run: &Path, on_sft: &OnPolicy) -> stages::fi
     let synth = matches!(cfg.data, DataConfig::Synth(_));
     let rs = cfg.finetune.algo == policy::finetune::Algo::Rs;
     stages::finetune::Inputs {
-        policy: on_sft.policy.clone(),
-        reward: on_sft.reward.clone(),
-        prompts: data.join("train.parquet"),
+        on: OnPolicy {
+            prompts: data.join("train.parquet"),
+            ..on_sft.clone()
+        },
         eval_prompts: Some(on_sft.prompts.clone()),
         mix_sft: (synth && rs).then(|| data.join("sft.parquet")),
         from_refine: None,

@@ -20,52 +20,71 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Invalid;
 use crate::error::usage;
-use crate::stage::{self, Common, RuntimeArgs, SeedArg, Stage};
+use crate::stage::{self, Common, LrArg, RuntimeArgs, SeedArg, Stage};
 use crate::stages::rank::load_prompts;
 
-pub const NAME: &str = "finetune";
 pub const POLICY_DIR: &str = "policy";
 
-/// The `[finetune]` section of a run config; also built from the CLI flags.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// The `[finetune]` section of a run config, and the flags of `ember finetune`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, clap::Args)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
+    /// rs (rank-and-select fine-tuning) or rloo.
+    #[arg(long, default_value_t = Config::default().algo)]
     pub algo: Algo,
     /// Rounds of sample → select → train.
+    #[arg(long, default_value_t = Config::default().rounds)]
     pub rounds: usize,
     /// Samples per prompt: N for rs (the best is kept), k for rloo (≥ 2).
+    #[arg(short = 'n', long = "samples", default_value_t = Config::default().n)]
     pub n: usize,
     /// Training prompts used per round (0 = all); rounds walk through a shuffled list.
+    #[arg(long, default_value_t = Config::default().prompts_per_round)]
     pub prompts_per_round: usize,
-    /// Which selected answers are trained on (rs).
+    /// Which selected answers are trained on (rs): best, below:E or above-median.
+    #[arg(long, default_value_t = Config::default().keep)]
     pub keep: KeepRule,
     /// KL weight: rs, the per-token KL(π‖π_ref) term of the SFT loss; rloo, β in the reward.
+    #[arg(long, default_value_t = Config::default().kl_coef)]
     pub kl_coef: f64,
     /// SFT pairs mixed in per kept pair when an SFT table is given.
+    #[arg(long, default_value_t = Config::default().mix_ratio)]
     pub mix_ratio: f64,
     /// Optimizer steps per round (rs); rloo takes prompts_per_round / rloo_prompts steps.
+    #[arg(long, default_value_t = Config::default().steps)]
     pub steps: u64,
     /// Sequences per SFT step.
+    #[arg(long, default_value_t = Config::default().batch)]
     pub batch: usize,
     /// Prompts per RLOO step (each with n samples).
+    #[arg(long, default_value_t = Config::default().rloo_prompts)]
     pub rloo_prompts: usize,
-    /// Optimizer and schedule (warmup + cosine within each round).
+    /// Optimizer and schedule (warmup + cosine within each round; `--lr` sets the peak).
+    #[arg(skip = Config::default().optim)]
     pub optim: OptimConfig,
     /// Sampling temperature.
+    #[arg(long, default_value_t = Config::default().temperature)]
     pub temperature: f64,
     /// Longest answer in tokens, EOS included.
+    #[arg(long, default_value_t = Config::default().max_new_tokens)]
     pub max_new_tokens: usize,
     /// Sequences generated together.
+    #[arg(long, default_value_t = Config::default().sample_batch)]
     pub sample_batch: usize,
     /// Sequences scored together (energy and log-probs).
+    #[arg(long, default_value_t = Config::default().score_batch)]
     pub score_batch: usize,
     /// Held-out prompts evaluated each round (0 = all given).
+    #[arg(long = "eval-n", default_value_t = Config::default().eval_prompts)]
     pub eval_prompts: usize,
     /// Fresh samples per held-out prompt.
+    #[arg(long, default_value_t = Config::default().eval_samples)]
     pub eval_samples: usize,
     /// Checkpoint every this many steps inside a round (0 = only at round ends).
+    #[arg(long, default_value_t = Config::default().checkpoint_every)]
     pub checkpoint_every: u64,
     /// Bootstrap resamples of the held-out gold gain's standard error.
+    #[arg(long, default_value_t = Config::default().bootstrap)]
     pub bootstrap: usize,
 }
 
@@ -101,35 +120,6 @@ impl Default for Config {
 }
 
 impl Config {
-    fn check(&self) -> Vec<Invalid> {
-        let positive = [
-            ("rounds", self.rounds),
-            ("n", self.n),
-            ("batch", self.batch),
-            ("rloo_prompts", self.rloo_prompts),
-            ("max_new_tokens", self.max_new_tokens),
-            ("sample_batch", self.sample_batch),
-            ("score_batch", self.score_batch),
-            ("eval_samples", self.eval_samples),
-        ];
-        let mut bad: Vec<Invalid> = positive
-            .iter()
-            .filter(|(_, v)| *v == 0)
-            .map(|(k, _)| Invalid::new(*k, "must be > 0"))
-            .collect();
-        if self.algo == Algo::Rloo && self.n == 1 {
-            bad.push(Invalid::new(
-                "n",
-                "rloo needs n ≥ 2 samples per prompt (leave-one-out)",
-            ));
-        }
-        bad.extend(Invalid::below("temperature", self.temperature, 0.0, false));
-        bad.extend(Invalid::below("kl_coef", self.kl_coef, 0.0, true));
-        bad.extend(Invalid::below("mix_ratio", self.mix_ratio, 0.0, true));
-        bad.extend(Invalid::below("optim.lr", self.optim.lr, 0.0, false));
-        bad
-    }
-
     fn sampling(&self, n: usize, seed: u64) -> SampleConfig {
         SampleConfig {
             n,
@@ -144,48 +134,34 @@ impl Config {
 }
 
 /// Upstream artifacts.
+#[derive(Debug, Clone, clap::Args)]
 pub struct Inputs {
-    /// The starting policy, also the KL reference.
-    pub policy: PathBuf,
-    pub reward: PathBuf,
-    /// Training prompts (Parquet or JSONL with a `prompt` column).
-    pub prompts: PathBuf,
-    /// Held-out prompts; without them the last `eval_prompts` training prompts are held out.
+    /// The starting policy (also the KL reference), the energy model and the training prompts.
+    #[command(flatten)]
+    pub on: super::OnPolicy,
+    /// Held-out prompts (e.g. synth's eval_prompts.parquet); default: the last --eval-n
+    /// training prompts.
+    #[arg(long)]
     pub eval_prompts: Option<PathBuf>,
-    /// SFT data mixed into each round (`sft.parquet` or a directory holding it).
+    /// Mix SFT pairs into each round (sft.parquet or a synth directory).
+    #[arg(long)]
     pub mix_sft: Option<PathBuf>,
-    /// Train on refined answers (`refined.parquet`: `prompt`, `final_answer`) instead of samples.
+    /// Train on refined answers (refine stage directory or refined.parquet) instead of samples.
+    #[arg(long)]
     pub from_refine: Option<PathBuf>,
-}
-
-impl Inputs {
-    fn paths(&self) -> Vec<&Path> {
-        let mut v = vec![
-            self.policy.as_path(),
-            self.reward.as_path(),
-            self.prompts.as_path(),
-        ];
-        v.extend(
-            [&self.eval_prompts, &self.mix_sft, &self.from_refine]
-                .into_iter()
-                .flatten()
-                .map(PathBuf::as_path),
-        );
-        v
-    }
 }
 
 /// Training and held-out prompts: the held-out file when given, else the last `eval_prompts`
 /// of the training prompts (removed from training).
 fn split_prompts(cfg: &Config, inputs: &Inputs) -> Result<(Vec<String>, Vec<String>)> {
-    let mut train = load_prompts(&inputs.prompts, 0)?;
+    let mut train = load_prompts(&inputs.on.prompts, 0)?;
     if let Some(path) = &inputs.eval_prompts {
         return Ok((train, load_prompts(path, cfg.eval_prompts)?));
     }
     if cfg.eval_prompts == 0 || cfg.eval_prompts >= train.len() {
         return Err(usage(format!(
             "{}: {} prompts cannot spare {} held-out prompts; pass --eval-prompts FILE",
-            inputs.prompts.display(),
+            inputs.on.prompts.display(),
             train.len(),
             cfg.eval_prompts
         )));
@@ -262,177 +238,112 @@ fn read_data(cfg: &Config, inputs: &Inputs) -> Result<FinetuneData> {
     })
 }
 
-/// The stage, through [`crate::stage::run`].
+/// The stage: the fine-tuned `policy/`, `rounds.jsonl` and each round's kept answers; resumes
+/// from `OUT.partial/checkpoint`.
 impl Stage for Config {
-    const NAME: &'static str = NAME;
+    const NAME: &'static str = "finetune";
     const RESUMABLE: bool = true;
     const SCRATCH: &'static [&'static str] = &[CHECKPOINT];
     type Inputs = Inputs;
 
+    /// The policy, the energy model, the prompts, then the optional inputs that are given.
     fn input_paths(inputs: &Inputs) -> Vec<PathBuf> {
-        inputs.paths().into_iter().map(Path::to_path_buf).collect()
+        let optional = [&inputs.eval_prompts, &inputs.mix_sft, &inputs.from_refine];
+        let mut paths = inputs.on.paths();
+        paths.extend(optional.into_iter().flatten().cloned());
+        paths
     }
 
     fn check(&self) -> Vec<Invalid> {
-        self.check()
+        let positive = [
+            ("rounds", self.rounds),
+            ("n", self.n),
+            ("batch", self.batch),
+            ("rloo_prompts", self.rloo_prompts),
+            ("max_new_tokens", self.max_new_tokens),
+            ("sample_batch", self.sample_batch),
+            ("score_batch", self.score_batch),
+            ("eval_samples", self.eval_samples),
+        ];
+        let mut bad: Vec<Invalid> = positive
+            .iter()
+            .filter(|(_, v)| *v == 0)
+            .map(|(k, _)| Invalid::new(*k, "must be > 0"))
+            .collect();
+        if self.algo == Algo::Rloo && self.n == 1 {
+            bad.push(Invalid::new(
+                "n",
+                "rloo needs n ≥ 2 samples per prompt (leave-one-out)",
+            ));
+        }
+        bad.extend(Invalid::below("temperature", self.temperature, 0.0, false));
+        bad.extend(Invalid::below("kl_coef", self.kl_coef, 0.0, true));
+        bad.extend(Invalid::below("mix_ratio", self.mix_ratio, 0.0, true));
+        bad.extend(Invalid::below("optim.lr", self.optim.lr, 0.0, false));
+        bad
     }
 
     fn execute(&self, common: &Common, inputs: &Inputs, dir: &Path) -> Result<serde_json::Value> {
-        execute(self, common, inputs, dir)
+        let cfg = self;
+        if cfg.algo == Algo::Rloo && (inputs.mix_sft.is_some() || inputs.from_refine.is_some()) {
+            return Err(usage(
+                "finetune: --mix-sft and --from-refine apply to --algo rs only",
+            ));
+        }
+        let (device, _amp) = common.device()?;
+        let data = read_data(cfg, inputs)?;
+        tch::manual_seed(rng::torch_seed(common.seed, "finetune", 0));
+        let load = |what: &str, p: &Path| {
+            Policy::load(p, device)
+                .with_context(|| format!("loading the {what} from {}", p.display()))
+        };
+        let reference = load("reference policy", &inputs.on.policy)?;
+        let mut policy = load("policy", &inputs.on.policy)?;
+        let scorer = EnergyScorer::load(&inputs.on.reward, device).with_context(|| {
+            format!(
+                "loading the reward model from {}",
+                inputs.on.reward.display()
+            )
+        })?;
+        let lib_cfg = finetune_config(cfg, common.seed);
+        finetune(&lib_cfg, &mut policy, &reference, &scorer, &data, dir)?;
+        policy
+            .save(dir.join(POLICY_DIR))
+            .context("saving the fine-tuned policy")?;
+        let rounds_path = dir.join(ROUNDS);
+        let text = std::fs::read_to_string(&rounds_path)
+            .with_context(|| format!("reading {}", rounds_path.display()))?;
+        let rows: Vec<serde_json::Value> = text
+            .lines()
+            .map(serde_json::from_str)
+            .collect::<Result<_, _>>()?;
+        Ok(serde_json::json!({ "rounds": rows, "final": rows.last() }))
     }
-}
-
-/// The stage: typed config in, manifest out. Resumes from `OUT.partial/checkpoint`.
-fn execute(
-    cfg: &Config,
-    common: &Common,
-    inputs: &Inputs,
-    dir: &Path,
-) -> Result<serde_json::Value> {
-    if cfg.algo == Algo::Rloo && (inputs.mix_sft.is_some() || inputs.from_refine.is_some()) {
-        return Err(usage(
-            "finetune: --mix-sft and --from-refine apply to --algo rs only",
-        ));
-    }
-    let (device, _amp) = common.device()?;
-    let data = read_data(cfg, inputs)?;
-    tch::manual_seed(rng::torch_seed(common.seed, "finetune", 0));
-    let load = |what: &str, p: &Path| {
-        Policy::load(p, device).with_context(|| format!("loading the {what} from {}", p.display()))
-    };
-    let reference = load("reference policy", &inputs.policy)?;
-    let mut policy = load("policy", &inputs.policy)?;
-    let scorer = EnergyScorer::load(&inputs.reward, device)
-        .with_context(|| format!("loading the reward model from {}", inputs.reward.display()))?;
-    let lib_cfg = finetune_config(cfg, common.seed);
-    finetune(&lib_cfg, &mut policy, &reference, &scorer, &data, dir)?;
-    policy
-        .save(dir.join(POLICY_DIR))
-        .context("saving the fine-tuned policy")?;
-    let rounds_path = dir.join(ROUNDS);
-    let text = std::fs::read_to_string(&rounds_path)
-        .with_context(|| format!("reading {}", rounds_path.display()))?;
-    let rows: Vec<serde_json::Value> = text
-        .lines()
-        .map(serde_json::from_str)
-        .collect::<Result<_, _>>()?;
-    Ok(serde_json::json!({ "rounds": rows, "final": rows.last() }))
 }
 
 /// Fine-tune the policy on its lowest-energy samples (rejection sampling / expert iteration),
 /// or with RLOO; logs held-out energy, gold, KL and diversity per round to rounds.jsonl.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Starting policy directory (also the KL reference).
-    #[arg(long)]
-    pub policy: PathBuf,
-    /// Reward model directory (from `ember reward train`).
-    #[arg(long)]
-    pub reward: PathBuf,
-    /// Training prompts: Parquet or JSONL with a `prompt` column (e.g. synth's sft.parquet).
-    #[arg(long)]
-    pub prompts: PathBuf,
-    /// Held-out prompts (e.g. synth's eval_prompts.parquet); default: the last --eval-n
-    /// training prompts.
-    #[arg(long)]
-    pub eval_prompts: Option<PathBuf>,
-    /// Output directory; re-running the same command after an interruption resumes.
-    #[arg(long)]
-    pub out: PathBuf,
-    /// rs (rank-and-select fine-tuning) or rloo.
-    #[arg(long, default_value_t = Config::default().algo)]
-    pub algo: Algo,
-    /// Rounds of sample → select → train.
-    #[arg(long, default_value_t = Config::default().rounds)]
-    pub rounds: usize,
-    /// Samples per prompt: N for rs, k for rloo.
-    #[arg(short = 'n', long = "samples", default_value_t = Config::default().n)]
-    pub n: usize,
-    /// Training prompts per round (0 = all).
-    #[arg(long, default_value_t = Config::default().prompts_per_round)]
-    pub prompts_per_round: usize,
-    /// Keep rule for the selected answers: best, below:E or above-median.
-    #[arg(long, default_value_t = Config::default().keep)]
-    pub keep: KeepRule,
-    /// KL weight: rs, per-token KL(π‖π_ref) in the SFT loss; rloo, β in the reward.
-    #[arg(long, default_value_t = Config::default().kl_coef)]
-    pub kl_coef: f64,
-    /// Mix SFT pairs into each round (sft.parquet or a synth directory).
-    #[arg(long)]
-    pub mix_sft: Option<PathBuf>,
-    /// SFT pairs mixed in per kept pair.
-    #[arg(long, default_value_t = Config::default().mix_ratio)]
-    pub mix_ratio: f64,
-    /// Train on refined answers (refine stage directory or refined.parquet) instead of samples.
-    #[arg(long)]
-    pub from_refine: Option<PathBuf>,
-    /// Optimizer steps per round (rs).
-    #[arg(long, default_value_t = Config::default().steps)]
-    pub steps: u64,
-    /// Sequences per SFT step.
-    #[arg(long, default_value_t = Config::default().batch)]
-    pub batch: usize,
-    /// Prompts per RLOO step.
-    #[arg(long, default_value_t = Config::default().rloo_prompts)]
-    pub rloo_prompts: usize,
-    /// Peak learning rate.
-    #[arg(long, default_value_t = Config::default().optim.lr)]
-    pub lr: f64,
-    /// Sampling temperature.
-    #[arg(long, default_value_t = Config::default().temperature)]
-    pub temperature: f64,
-    /// Longest answer in tokens, EOS included.
-    #[arg(long, default_value_t = Config::default().max_new_tokens)]
-    pub max_new_tokens: usize,
-    /// Held-out prompts evaluated per round (0 = all given).
-    #[arg(long = "eval-n", default_value_t = Config::default().eval_prompts)]
-    pub eval_n: usize,
-    /// Fresh samples per held-out prompt.
-    #[arg(long, default_value_t = Config::default().eval_samples)]
-    pub eval_samples: usize,
-    /// Checkpoint every this many steps inside a round (0 = round ends only).
-    #[arg(long, default_value_t = Config::default().checkpoint_every)]
-    pub checkpoint_every: u64,
+    #[command(flatten)]
+    pub inputs: Inputs,
+    #[command(flatten)]
+    pub config: Config,
+    #[command(flatten)]
+    pub lr: LrArg,
     #[command(flatten)]
     pub seed: SeedArg,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
+    /// Output directory; re-running the same command after an interruption resumes.
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 pub fn cli(args: Args) -> Result<ExitCode> {
-    let d = Config::default();
-    let cfg = Config {
-        algo: args.algo,
-        rounds: args.rounds,
-        n: args.n,
-        prompts_per_round: args.prompts_per_round,
-        keep: args.keep,
-        kl_coef: args.kl_coef,
-        mix_ratio: args.mix_ratio,
-        steps: args.steps,
-        batch: args.batch,
-        rloo_prompts: args.rloo_prompts,
-        optim: OptimConfig {
-            lr: args.lr,
-            min_lr: args.lr / 10.0,
-            ..d.optim
-        },
-        temperature: args.temperature,
-        max_new_tokens: args.max_new_tokens,
-        eval_prompts: args.eval_n,
-        eval_samples: args.eval_samples,
-        checkpoint_every: args.checkpoint_every,
-        ..d
-    };
-    let common = Common::new(&args.seed, &args.runtime);
-    let inputs = Inputs {
-        policy: args.policy,
-        reward: args.reward,
-        prompts: args.prompts,
-        eval_prompts: args.eval_prompts,
-        mix_sft: args.mix_sft,
-        from_refine: args.from_refine,
-    };
+    let mut cfg = args.config;
+    args.lr.apply(&mut cfg.optim);
+    let (common, inputs) = (Common::new(&args.seed, &args.runtime), args.inputs);
     let manifest =
         stage::run(&cfg, &common, &inputs, &args.out).context("ember finetune failed")?;
     let rows: Vec<RoundRow> = serde_json::from_value(manifest.metrics["rounds"].clone())?;

@@ -18,30 +18,37 @@ use crate::config::Invalid;
 use crate::error::usage;
 use crate::stage::{self, Common, RuntimeArgs, SeedArg, Stage};
 
-pub const NAME: &str = "rank";
 pub const CANDIDATES: &str = "candidates.parquet";
 pub const SELECTED: &str = "selected.parquet";
 pub const SUMMARY: &str = "summary.json";
 
-/// The `[rank]` section of a run config; also built from the CLI flags.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// The `[rank]` section of a run config, and the flags of `ember rank`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, clap::Args)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Samples per prompt (N); the table covers n = 1, 2, 4, …, N.
+    #[arg(short = 'n', long = "samples", default_value_t = Config::default().n)]
     pub n: usize,
     /// Sampling temperature (> 0).
+    #[arg(long, default_value_t = Config::default().temperature)]
     pub temperature: f64,
     /// Keep only the k most likely tokens when sampling.
+    #[arg(long)]
     pub top_k: Option<i64>,
     /// Nucleus sampling: the smallest token set with probability ≥ p.
+    #[arg(long)]
     pub top_p: Option<f64>,
     /// Longest answer in tokens, EOS included.
+    #[arg(long, default_value_t = Config::default().max_new_tokens)]
     pub max_new_tokens: usize,
     /// Sequences generated together.
+    #[arg(long, default_value_t = Config::default().batch)]
     pub batch: usize,
     /// Answers scored together by the energy model.
+    #[arg(long, default_value_t = Config::default().score_batch)]
     pub score_batch: usize,
     /// Use only the first this many prompts (0 = all).
+    #[arg(long, default_value_t = Config::default().max_prompts)]
     pub max_prompts: usize,
 }
 
@@ -73,20 +80,6 @@ impl Config {
             seed,
         }
     }
-
-    fn check(&self) -> Vec<Invalid> {
-        let zero = [
-            ("n", self.n),
-            ("batch", self.batch),
-            ("score_batch", self.score_batch),
-        ];
-        let mut bad: Vec<Invalid> = Invalid::zero(&zero).into_iter().collect();
-        bad.extend(Invalid::zero(&[("max_new_tokens", self.max_new_tokens)]));
-        let why = "best-of-n needs distinct samples";
-        let t = Invalid::below("temperature", self.temperature, 0.0, false);
-        bad.extend(t.map(|i| Invalid::new(i.key, format!("{}; {why}", i.message))));
-        bad
-    }
 }
 
 /// Upstream artifacts: a policy directory, a reward model directory and a prompts file.
@@ -105,11 +98,9 @@ pub fn load_prompts(path: &Path, max: usize) -> Result<Vec<String>> {
     Ok(prompts)
 }
 
-/// The stage, through [`crate::stage::run`].
+/// The stage: `candidates.parquet`, `selected.parquet` and `summary.json`.
 impl Stage for Config {
-    const NAME: &'static str = NAME;
-    const RESUMABLE: bool = false;
-    const SCRATCH: &'static [&'static str] = &[];
+    const NAME: &'static str = "rank";
     type Inputs = Inputs;
 
     fn input_paths(inputs: &Inputs) -> Vec<PathBuf> {
@@ -117,51 +108,54 @@ impl Stage for Config {
     }
 
     fn check(&self) -> Vec<Invalid> {
-        self.check()
+        let zero = [
+            ("n", self.n),
+            ("batch", self.batch),
+            ("score_batch", self.score_batch),
+        ];
+        let mut bad: Vec<Invalid> = Invalid::zero(&zero).into_iter().collect();
+        bad.extend(Invalid::zero(&[("max_new_tokens", self.max_new_tokens)]));
+        let why = "best-of-n needs distinct samples";
+        let t = Invalid::below("temperature", self.temperature, 0.0, false);
+        bad.extend(t.map(|i| Invalid::new(i.key, format!("{}; {why}", i.message))));
+        bad
     }
 
+    /// Samples, scores, selects; writes the candidates, the selected answers and the table.
     fn execute(&self, common: &Common, inputs: &Inputs, dir: &Path) -> Result<serde_json::Value> {
-        execute(self, common, inputs, dir)
+        let cfg = self;
+        let (device, _amp) = common.device()?;
+        let prompts = load_prompts(&inputs.prompts, cfg.max_prompts)?;
+        tch::manual_seed(common.seed as i64);
+        let policy = Policy::load(&inputs.policy, device)
+            .with_context(|| format!("loading the policy from {}", inputs.policy.display()))?;
+        let scorer = EnergyScorer::load(&inputs.reward, device).with_context(|| {
+            format!("loading the reward model from {}", inputs.reward.display())
+        })?;
+        let started = std::time::Instant::now();
+        let cands = draw(
+            &policy,
+            &scorer,
+            &prompts,
+            &cfg.sampling(common.seed),
+            cfg.score_batch,
+        )?;
+        let seconds = started.elapsed().as_secs_f64();
+        info!(candidates = cands.len(), seconds, "sampled and scored");
+        write_candidates(&dir.join(CANDIDATES), &cands)?;
+        write_candidates(&dir.join(SELECTED), &best_per_prompt(&cands))?;
+        let rows = summarize(&cands, cfg.n)?;
+        let summary = serde_json::json!({
+            "prompts": prompts.len(),
+            "n": cfg.n,
+            "sample_and_score_seconds": seconds,
+            "rows": rows,
+        });
+        let path = dir.join(SUMMARY);
+        std::fs::write(&path, serde_json::to_string_pretty(&summary)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        Ok(summary)
     }
-}
-
-/// The stage: typed config in, manifest out.
-fn execute(
-    cfg: &Config,
-    common: &Common,
-    inputs: &Inputs,
-    dir: &Path,
-) -> Result<serde_json::Value> {
-    let (device, _amp) = common.device()?;
-    let prompts = load_prompts(&inputs.prompts, cfg.max_prompts)?;
-    tch::manual_seed(common.seed as i64);
-    let policy = Policy::load(&inputs.policy, device)
-        .with_context(|| format!("loading the policy from {}", inputs.policy.display()))?;
-    let scorer = EnergyScorer::load(&inputs.reward, device)
-        .with_context(|| format!("loading the reward model from {}", inputs.reward.display()))?;
-    let started = std::time::Instant::now();
-    let cands = draw(
-        &policy,
-        &scorer,
-        &prompts,
-        &cfg.sampling(common.seed),
-        cfg.score_batch,
-    )?;
-    let seconds = started.elapsed().as_secs_f64();
-    info!(candidates = cands.len(), seconds, "sampled and scored");
-    write_candidates(&dir.join(CANDIDATES), &cands)?;
-    write_candidates(&dir.join(SELECTED), &best_per_prompt(&cands))?;
-    let rows = summarize(&cands, cfg.n)?;
-    let summary = serde_json::json!({
-        "prompts": prompts.len(),
-        "n": cfg.n,
-        "sample_and_score_seconds": seconds,
-        "rows": rows,
-    });
-    let path = dir.join(SUMMARY);
-    std::fs::write(&path, serde_json::to_string_pretty(&summary)?)
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(summary)
 }
 
 /// Best-of-N by lowest energy: N samples per prompt, every candidate and the selected answer
@@ -170,53 +164,20 @@ fn execute(
 pub struct Args {
     #[command(flatten)]
     pub on: super::OnPolicy,
-    /// Output directory.
-    #[arg(long)]
-    pub out: PathBuf,
-    /// Samples per prompt (N).
-    #[arg(short = 'n', long = "samples", default_value_t = Config::default().n)]
-    pub n: usize,
-    /// Sampling temperature (> 0).
-    #[arg(long, default_value_t = Config::default().temperature)]
-    pub temperature: f64,
-    /// Keep only the k most likely tokens when sampling.
-    #[arg(long)]
-    pub top_k: Option<i64>,
-    /// Nucleus sampling: the smallest token set with probability ≥ p.
-    #[arg(long)]
-    pub top_p: Option<f64>,
-    /// Longest answer in tokens, EOS included.
-    #[arg(long, default_value_t = Config::default().max_new_tokens)]
-    pub max_new_tokens: usize,
-    /// Sequences generated together.
-    #[arg(long, default_value_t = Config::default().batch)]
-    pub batch: usize,
-    /// Answers scored together by the energy model.
-    #[arg(long, default_value_t = Config::default().score_batch)]
-    pub score_batch: usize,
-    /// Use only the first this many prompts (0 = all).
-    #[arg(long, default_value_t = Config::default().max_prompts)]
-    pub max_prompts: usize,
+    #[command(flatten)]
+    pub config: Config,
     #[command(flatten)]
     pub seed: SeedArg,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
+    /// Output directory.
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 pub fn cli(args: Args) -> Result<ExitCode> {
-    let cfg = Config {
-        n: args.n,
-        temperature: args.temperature,
-        top_k: args.top_k,
-        top_p: args.top_p,
-        max_new_tokens: args.max_new_tokens,
-        batch: args.batch,
-        score_batch: args.score_batch,
-        max_prompts: args.max_prompts,
-    };
-    let common = Common::new(&args.seed, &args.runtime);
-    let inputs = args.on.clone();
-    let manifest = stage::run(&cfg, &common, &inputs, &args.out).context("ember rank failed")?;
+    let (cfg, common) = (&args.config, Common::new(&args.seed, &args.runtime));
+    let manifest = stage::run(cfg, &common, &args.on, &args.out).context("ember rank failed")?;
     let rows: Vec<SummaryRow> = serde_json::from_value(manifest.metrics["rows"].clone())?;
     print!("{}", render(&rows));
     println!(

@@ -19,25 +19,30 @@ use crate::config::Invalid;
 use crate::stage::{self, Common, RuntimeArgs, SeedArg, Stage};
 use crate::stages::rank::load_prompts;
 
-pub const NAME: &str = "refine";
 pub const REFINED: &str = "refined.parquet";
 pub const TRACES: &str = "traces.parquet";
 
-/// The `[refine]` section of a run config; also built from the CLI flags.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// The `[refine]` section of a run config, and the flags of `ember refine`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, clap::Args)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// Start from the policy's greedy answer or from one sample.
+    /// Start from the policy's greedy answer or from one sample (greedy or sample).
+    #[arg(long, default_value_t = Config::default().init)]
     pub init: Init,
     /// Sampling temperature of `init = sample`.
+    #[arg(long, default_value_t = Config::default().temperature)]
     pub temperature: f64,
     /// Longest start answer in tokens, EOS included.
+    #[arg(long, default_value_t = Config::default().max_new_tokens)]
     pub max_new_tokens: usize,
     /// Sequences generated or scored together.
+    #[arg(long, default_value_t = Config::default().batch)]
     pub batch: usize,
     /// Use only the first this many prompts (0 = all).
+    #[arg(long, default_value_t = Config::default().max_prompts)]
     pub max_prompts: usize,
-    /// The optimiser (`[refine.optimiser]`).
+    /// The optimiser (`[refine.optimiser]`; flags: `--steps` and [`OptimiserArgs`]).
+    #[arg(skip = Config::default().optimiser)]
     pub optimiser: RefineConfig,
 }
 
@@ -55,28 +60,6 @@ impl Default for Config {
 }
 
 impl Config {
-    pub fn check(&self) -> Vec<Invalid> {
-        let o = &self.optimiser;
-        let zero = [
-            ("batch", self.batch),
-            ("max_new_tokens", self.max_new_tokens),
-        ];
-        let mut bad: Vec<Invalid> = Invalid::zero(&zero).into_iter().collect();
-        for (key, v) in [("lr", o.lr), ("tau", o.tau), ("tau_end", o.tau_end)] {
-            bad.extend(Invalid::below(&format!("optimiser.{key}"), v, 0.0, false));
-        }
-        for (key, v) in [("beta", o.beta), ("noise", o.noise)] {
-            bad.extend(Invalid::below(&format!("optimiser.{key}"), v, 0.0, true));
-        }
-        if self.init == Init::Sample && (self.temperature.is_nan() || self.temperature <= 0.0) {
-            bad.push(Invalid::new(
-                "temperature",
-                "init = sample needs a temperature > 0",
-            ));
-        }
-        bad
-    }
-
     pub fn sampling(&self, seed: u64) -> SampleConfig {
         SampleConfig {
             n: 1,
@@ -110,11 +93,9 @@ pub fn load_models(
     Ok((policy, scorer))
 }
 
-/// The stage, through [`crate::stage::run`].
+/// The stage: `refined.parquet` and `traces.parquet`.
 impl Stage for Config {
-    const NAME: &'static str = NAME;
-    const RESUMABLE: bool = false;
-    const SCRATCH: &'static [&'static str] = &[];
+    const NAME: &'static str = "refine";
     type Inputs = Inputs;
 
     fn input_paths(inputs: &Inputs) -> Vec<PathBuf> {
@@ -122,39 +103,48 @@ impl Stage for Config {
     }
 
     fn check(&self) -> Vec<Invalid> {
-        self.check()
+        let o = &self.optimiser;
+        let zero = [
+            ("batch", self.batch),
+            ("max_new_tokens", self.max_new_tokens),
+        ];
+        let mut bad: Vec<Invalid> = Invalid::zero(&zero).into_iter().collect();
+        for (key, v) in [("lr", o.lr), ("tau", o.tau), ("tau_end", o.tau_end)] {
+            bad.extend(Invalid::below(&format!("optimiser.{key}"), v, 0.0, false));
+        }
+        for (key, v) in [("beta", o.beta), ("noise", o.noise)] {
+            bad.extend(Invalid::below(&format!("optimiser.{key}"), v, 0.0, true));
+        }
+        if self.init == Init::Sample && (self.temperature.is_nan() || self.temperature <= 0.0) {
+            bad.push(Invalid::new(
+                "temperature",
+                "init = sample needs a temperature > 0",
+            ));
+        }
+        bad
     }
 
     fn execute(&self, common: &Common, inputs: &Inputs, dir: &Path) -> Result<serde_json::Value> {
-        execute(self, common, inputs, dir)
+        let cfg = self;
+        let (device, _amp) = common.device()?;
+        let prompts = load_prompts(&inputs.prompts, cfg.max_prompts)?;
+        tch::manual_seed(policy::rng::torch_seed(common.seed, "refine", 0));
+        let (policy, scorer) = load_models(&inputs.policy, &inputs.reward, device)?;
+        let refined = refine_prompts(
+            &policy,
+            &scorer,
+            &prompts,
+            cfg.init,
+            &cfg.sampling(common.seed),
+            &cfg.optimiser,
+            common.seed,
+        )?;
+        write_refined(&dir.join(REFINED), &refined.rows)?;
+        write_traces(&dir.join(TRACES), &refined.traces)?;
+        let metrics = summary(&refined.rows);
+        info!(%metrics, "refined");
+        Ok(metrics)
     }
-}
-
-/// The stage: typed config in, manifest out.
-fn execute(
-    cfg: &Config,
-    common: &Common,
-    inputs: &Inputs,
-    dir: &Path,
-) -> Result<serde_json::Value> {
-    let (device, _amp) = common.device()?;
-    let prompts = load_prompts(&inputs.prompts, cfg.max_prompts)?;
-    tch::manual_seed(policy::rng::torch_seed(common.seed, "refine", 0));
-    let (policy, scorer) = load_models(&inputs.policy, &inputs.reward, device)?;
-    let refined = refine_prompts(
-        &policy,
-        &scorer,
-        &prompts,
-        cfg.init,
-        &cfg.sampling(common.seed),
-        &cfg.optimiser,
-        common.seed,
-    )?;
-    write_refined(&dir.join(REFINED), &refined.rows)?;
-    write_traces(&dir.join(TRACES), &refined.traces)?;
-    let metrics = summary(&refined.rows);
-    info!(%metrics, "refined");
-    Ok(metrics)
 }
 
 /// Refine policy answers by gradient descent on the energy in a continuous relaxation; writes
@@ -163,15 +153,26 @@ fn execute(
 pub struct Args {
     #[command(flatten)]
     pub on: super::OnPolicy,
-    /// Output directory.
-    #[arg(long)]
-    pub out: PathBuf,
+    #[command(flatten)]
+    pub config: Config,
     /// Gradient steps per answer.
     #[arg(long, default_value_t = RefineConfig::default().steps)]
     pub steps: usize,
-    /// Start from the greedy answer or one sample.
-    #[arg(long, default_value_t = Init::Sample)]
-    pub init: Init,
+    #[command(flatten)]
+    pub optimiser: OptimiserArgs,
+    #[command(flatten)]
+    pub seed: SeedArg,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+    /// Output directory.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// The refinement optimiser's flags, shared by `ember refine` and `ember compare` (in a run
+/// config: `[refine.optimiser]`, `[compare.optimiser]`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct OptimiserArgs {
     /// Adam learning rate on the answer logits.
     #[arg(long, default_value_t = RefineConfig::default().lr)]
     pub lr: f64,
@@ -193,23 +194,12 @@ pub struct Args {
     /// Undo steps whose decoded answer has a higher energy.
     #[arg(long)]
     pub accept_if_lower: bool,
-    /// Use only the first this many prompts (0 = all).
-    #[arg(long, default_value_t = Config::default().max_prompts)]
-    pub max_prompts: usize,
-    /// Longest start answer in tokens, EOS included.
-    #[arg(long, default_value_t = Config::default().max_new_tokens)]
-    pub max_new_tokens: usize,
-    #[command(flatten)]
-    pub seed: SeedArg,
-    #[command(flatten)]
-    pub runtime: RuntimeArgs,
 }
 
-impl Args {
-    /// The optimiser settings from the flags.
-    pub fn optimiser(&self) -> RefineConfig {
+impl OptimiserArgs {
+    /// The optimiser of a config with these flags' values.
+    pub fn apply(&self, optimiser: &RefineConfig) -> RefineConfig {
         RefineConfig {
-            steps: self.steps,
             lr: self.lr,
             beta: self.beta,
             tau: self.tau,
@@ -217,22 +207,17 @@ impl Args {
             noise: self.noise,
             straight_through: self.straight_through,
             accept_if_lower: self.accept_if_lower,
-            ..RefineConfig::default()
+            ..optimiser.clone()
         }
     }
 }
 
 pub fn cli(args: Args) -> Result<ExitCode> {
-    let cfg = Config {
-        init: args.init,
-        max_new_tokens: args.max_new_tokens,
-        max_prompts: args.max_prompts,
-        optimiser: args.optimiser(),
-        ..Config::default()
-    };
-    let common = Common::new(&args.seed, &args.runtime);
-    let inputs = args.on.clone();
-    let m = stage::run(&cfg, &common, &inputs, &args.out).context("ember refine failed")?;
+    let mut cfg = args.config;
+    cfg.optimiser = args.optimiser.apply(&cfg.optimiser);
+    cfg.optimiser.steps = args.steps;
+    let (common, inputs) = (Common::new(&args.seed, &args.runtime), &args.on);
+    let m = stage::run(&cfg, &common, inputs, &args.out).context("ember refine failed")?;
     let g = |k: &str| {
         m.metrics[k]
             .as_f64()
