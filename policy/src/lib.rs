@@ -1,6 +1,6 @@
 //! The policy: a GPT-2-architecture decoder in tch ([`model`]), tokenizers ([`tokenizer`]),
 //! batched KV-cached sampling ([`sample`]), log-prob scoring ([`score`]), supervised
-//! fine-tuning ([`sft`], [`train_util`]) and Hugging Face export/import ([`hf`]).
+//! fine-tuning ([`sft`] on the training-loop toolkit [`train`]) and Hugging Face export/import ([`hf`]).
 //!
 //! A policy checkpoint is a directory with `config.json` ([`GptConfig`]), `model.safetensors`
 //! (HF GPT-2 parameter names) and `tokenizer.json`.
@@ -19,7 +19,7 @@ pub mod sample;
 pub mod score;
 pub mod sft;
 pub mod tokenizer;
-pub mod train_util;
+pub mod train;
 
 pub use error::{PolicyError, Result};
 pub use model::{Gpt, GptConfig, KvCache};

@@ -23,9 +23,7 @@ use crate::loss::{batch_loss, LossConfig, TieMode};
 use crate::metrics::{EvalReport, Thresholds};
 use crate::model::{EnergyConfig, EnergyModel, Pooling, Score, HEAD_PREFIXES};
 use crate::store::{self, TrainState};
-use policy::train_util::{
-    clip_grad_norm, load_checkpoint, lr_at, save_checkpoint, AdamW, OptimConfig,
-};
+use policy::train::{clip_grad_norm, load_checkpoint, lr_at, save_checkpoint, AdamW, OptimConfig};
 
 /// Everything `ember reward train` needs besides its inputs; saved as `train_config.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

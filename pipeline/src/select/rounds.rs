@@ -13,7 +13,7 @@ use anyhow::{bail, Result};
 use policy::rng;
 use policy::sample::SampleConfig;
 use policy::tokenizer::EncodedPair;
-use policy::train_util::{clip_grad_norm, lr_at, AdamW, OptimConfig};
+use policy::train::{clip_grad_norm, lr_at, AdamW, OptimConfig};
 use policy::Policy;
 use rand::seq::index::sample as sample_indices;
 use rand::Rng;

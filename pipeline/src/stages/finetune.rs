@@ -11,7 +11,7 @@ use std::time::Instant;
 use anyhow::{Context as _, Result};
 use policy::rng;
 use policy::sample::SampleConfig;
-use policy::train_util::{load_checkpoint, save_checkpoint, AdamW, OptimConfig};
+use policy::train::{load_checkpoint, save_checkpoint, AdamW, OptimConfig};
 use policy::Policy;
 use rand::seq::SliceRandom;
 use rand::Rng;
