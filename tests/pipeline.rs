@@ -292,6 +292,50 @@ fn invalid_config_exits_2_naming_the_key_path() {
     );
 }
 
+/// Regression: values were checked only when their stage started, so `[finetune] rounds = 0`
+/// failed after data, tokenizer, sft and reward had run, `[reward] steps = 0` exited 1 and a
+/// `seed` under `[reward]` was silently overwritten.
+#[test]
+fn every_section_is_checked_before_any_stage_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bad = "[data]\nmax_digits = 0\n[tokenizer]\nkind = \"bpe\"\nvocab = 10\n\
+               [sft]\nsteps = 0\n[sft.optim]\nlr = nan\n[reward]\nsteps = 0\n\
+               [rank]\nn = 0\n[finetune]\nrounds = 0\n[refine]\nbatch = 0\n\
+               [compare]\nbudgets = []\n[report]\nhistogram_bins = 0\n";
+    let cfg = write_config(tmp.path(), bad);
+    let cfg = cfg.to_str().unwrap();
+    for cmd in [vec!["run", cfg], vec!["config", "print", cfg]] {
+        let out = ember(&cmd, tmp.path());
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        let msg = text(&out);
+        for key in [
+            "data.max_digits",
+            "tokenizer.vocab",
+            "sft.steps",
+            "sft.optim.lr",
+            "reward:",
+            "rank.n",
+            "finetune.rounds",
+            "refine.batch",
+            "compare.budgets",
+            "report.histogram_bins",
+        ] {
+            assert!(msg.contains(key), "{key} not named in: {msg}");
+        }
+    }
+    assert!(!tmp.path().join("runs").exists(), "nothing written");
+    for (toml, needle) in [
+        ("[reward]\nseed = 3\n", "`reward.seed`"),
+        ("device = \"tpu\"\n", "line 1: `device`"),
+        ("[sft]\nsteps = \"three hundred\"\n", "line 2: `sft.steps`"),
+    ] {
+        let cfg = write_config(tmp.path(), toml);
+        let out = ember(&["run", cfg.to_str().unwrap()], tmp.path());
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        assert!(text(&out).contains(needle), "{needle}: {}", text(&out));
+    }
+}
+
 #[test]
 fn config_print_shows_overrides_and_defaults() {
     let tmp = tempfile::tempdir().unwrap();

@@ -68,7 +68,9 @@ pub enum ConfigCommand {
 pub fn config_cli(cmd: ConfigCommand) -> Result<ExitCode> {
     match cmd {
         ConfigCommand::Print { config, set } => {
-            print!("{}", config::load(&config, &set)?.to_toml()?);
+            let cfg = config::load(&config, &set)?;
+            runner::check(&cfg)?;
+            print!("{}", cfg.to_toml()?);
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -77,7 +79,8 @@ pub fn config_cli(cmd: ConfigCommand) -> Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn demo_config_parses() {
-        crate::config::parse(super::DEMO_CONFIG, super::SOURCE, &[]).unwrap();
+    fn demo_config_parses_and_checks() {
+        let cfg = crate::config::parse(super::DEMO_CONFIG, super::SOURCE, &[]).unwrap();
+        crate::runner::check(&cfg).unwrap();
     }
 }

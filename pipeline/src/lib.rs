@@ -1,15 +1,14 @@
 //! Ember's pipeline: the `ember` command line, the stage contract (typed context in, manifest
 //! out), run directories and the report. Library crates do the work; this crate wires them.
 pub mod cli;
+pub mod compare_report;
 pub mod config;
 pub mod demo;
 pub mod error;
 pub mod logging;
 pub mod plot;
-pub mod refine;
 pub mod report;
 pub mod runner;
-pub mod select;
 pub mod stage;
 pub mod stages;
 pub mod status;

@@ -13,9 +13,7 @@ use tch::{Device, Kind};
 use crate::error::{PolicyError, Result};
 
 /// `--device cpu|cuda|auto`.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DeviceArg {
     Cpu,
@@ -35,6 +33,16 @@ impl std::str::FromStr for DeviceArg {
                 "unknown device {other:?}: expected cpu, cuda or auto"
             ))),
         }
+    }
+}
+
+impl std::fmt::Display for DeviceArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Cpu => "cpu",
+            Self::Cuda => "cuda",
+            Self::Auto => "auto",
+        })
     }
 }
 
@@ -65,17 +73,7 @@ pub fn resolve_str(s: &str) -> Result<Device> {
 }
 
 /// `--precision fp32|bf16`: the arithmetic a model runs in.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    Default,
-    PartialEq,
-    Eq,
-    clap::ValueEnum,
-    serde::Serialize,
-    serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
     /// Everything in float32.
@@ -83,6 +81,29 @@ pub enum Precision {
     Fp32,
     /// bf16 autocast (CUDA only); weights, gradients and optimizer state stay float32.
     Bf16,
+}
+
+impl std::str::FromStr for Precision {
+    type Err = PolicyError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "fp32" => Ok(Self::Fp32),
+            "bf16" => Ok(Self::Bf16),
+            other => Err(PolicyError::Device(format!(
+                "unknown precision {other:?}: expected fp32 or bf16"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Fp32 => "fp32",
+            Self::Bf16 => "bf16",
+        })
+    }
 }
 
 impl Precision {

@@ -38,6 +38,23 @@ pub enum PolicyError {
     Device(String),
     #[error("{0}")]
     Invalid(String),
+    #[error(transparent)]
+    Dataset(#[from] datasets::DatasetError),
+    /// The energy model behind a [`crate::score::Scorer`] failed.
+    #[error("{context}: {source}")]
+    Scorer {
+        context: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// One training pair that cannot be encoded (e.g. an answer longer than the context).
+    #[error("training pair {index}: {source}")]
+    TrainingPair {
+        index: usize,
+        source: Box<PolicyError>,
+    },
+    /// A fine-tuning loss that is NaN or infinite.
+    #[error("round {round} step {step}: loss is {loss}")]
+    RoundNonFinite { round: usize, step: u64, loss: f64 },
 }
 
 pub type Result<T, E = PolicyError> = std::result::Result<T, E>;
@@ -55,6 +72,17 @@ impl PolicyError {
         Self::Torch {
             context: context.into(),
             source,
+        }
+    }
+
+    /// Wraps a [`crate::score::Scorer`]'s error with what was being scored.
+    pub fn scorer(
+        context: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self::Scorer {
+            context: context.into(),
+            source: Box::new(source),
         }
     }
 }

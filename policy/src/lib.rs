@@ -1,6 +1,8 @@
 //! The policy: a GPT-2-architecture decoder in tch ([`model`]), tokenizers ([`tokenizer`]),
 //! batched KV-cached sampling ([`sample`]), log-prob scoring ([`score`]), supervised
-//! fine-tuning ([`sft`] on the training-loop toolkit [`train`]) and Hugging Face export/import ([`hf`]).
+//! fine-tuning ([`sft`] on the training-loop toolkit [`train`]), Hugging Face export/import
+//! ([`hf`]), pools of sampled answers scored by an energy model ([`pool`]) and fine-tuning on
+//! them ([`finetune`]: rejection sampling and RLOO).
 //!
 //! A policy checkpoint is a directory with `config.json` ([`GptConfig`]), `model.safetensors`
 //! (HF GPT-2 parameter names) and `tokenizer.json`.
@@ -11,9 +13,11 @@ use tch::{nn, Device};
 pub mod batch;
 pub mod device;
 pub mod error;
+pub mod finetune;
 pub mod hf;
 pub mod io;
 pub mod model;
+pub mod pool;
 pub mod rng;
 pub mod sample;
 pub mod score;

@@ -10,7 +10,7 @@ use tracing::instrument;
 use crate::batch::pad_left;
 use crate::error::{PolicyError, Result};
 use crate::model::KvCache;
-use crate::Policy;
+use crate::{Policy, Tokenizer};
 
 /// How to sample.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -202,24 +202,7 @@ fn generate_batch(
     let (mut tokens, mut logps) = (Vec::new(), Vec::new());
     for step in 0..max_new {
         let logits = policy.model.step_logits(&h); // [B, V]
-        let next = match (rule, &uniforms) {
-            (
-                Rule::Sample {
-                    temperature,
-                    top_k,
-                    top_p,
-                    ..
-                },
-                Some(u),
-            ) => pick(
-                &logits,
-                &u.select(1, step as i64),
-                temperature,
-                top_k,
-                top_p,
-            ),
-            _ => logits.argmax(-1, false),
-        }; // [B]
+        let next = next_token(rule, uniforms.as_ref(), &logits, step); // [B]
         let lp = logits
             .log_softmax(-1, Kind::Float)
             .gather(1, &next.unsqueeze(1), false)
@@ -239,10 +222,36 @@ fn generate_batch(
             .forward(&next.unsqueeze(1), &full_mask.narrow(1, 0, pos), &mut cache)
             .select(1, 0);
     }
+    to_samples(&tokens, &logps, rows, tok)
+}
+
+/// The token each row takes at `step`: sampled with the row's uniform, or the argmax.
+fn next_token(rule: Rule, uniforms: Option<&Tensor>, logits: &Tensor, step: usize) -> Tensor {
+    match (rule, uniforms) {
+        (
+            Rule::Sample {
+                temperature,
+                top_k,
+                top_p,
+                ..
+            },
+            Some(u),
+        ) => pick(logits, &u.select(1, step as i64), temperature, top_k, top_p),
+        _ => logits.argmax(-1, false),
+    }
+}
+
+/// Per-step tokens and log-probs `[B]` of one batch as samples, each cut after its EOS.
+fn to_samples(
+    tokens: &[Tensor],
+    logps: &[Tensor],
+    rows: &[(usize, usize)],
+    tok: &Tokenizer,
+) -> Vec<Sample> {
     let steps = tokens.len();
-    let tokens = Vec::<i64>::try_from(Tensor::stack(&tokens, 1).to_device(Device::Cpu).view(-1))
+    let tokens = Vec::<i64>::try_from(Tensor::stack(tokens, 1).to_device(Device::Cpu).view(-1))
         .expect("i64 tokens");
-    let logps = Vec::<f32>::try_from(Tensor::stack(&logps, 1).to_device(Device::Cpu).view(-1))
+    let logps = Vec::<f32>::try_from(Tensor::stack(logps, 1).to_device(Device::Cpu).view(-1))
         .expect("f32 log-probs");
     rows.iter()
         .enumerate()

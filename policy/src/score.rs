@@ -1,5 +1,6 @@
 //! Log-probabilities of given answers under a policy: the scoring API later stages use for KL
-//! estimates, and the differentiable sequence log-prob used by training losses.
+//! estimates, the differentiable sequence log-prob used by training losses, and the [`Scorer`]
+//! trait through which the policy's search and fine-tuning loops see an energy model.
 use tch::{Kind, Tensor};
 use tracing::instrument;
 
@@ -114,4 +115,14 @@ pub fn answer_logprobs(
         }
     });
     Ok(out)
+}
+
+/// The energy of answers to prompts (lower is better), as the search and fine-tuning loops
+/// need it: implemented by the reward crate's energy scorer, so that `policy` does not depend
+/// on `reward`. The one discrete scoring function of a run.
+pub trait Scorer {
+    /// One energy per (prompt, answer) pair, scored `batch` pairs at a time.
+    fn energies(&self, prompts: &[String], answers: &[String], batch: usize) -> Result<Vec<f32>>;
+    /// The reward of an energy (the energy model decides the sign convention).
+    fn reward(&self, energy: f64) -> f64;
 }

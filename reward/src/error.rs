@@ -29,6 +29,17 @@ pub enum RewardError {
     Config(String),
     #[error(transparent)]
     NonFinite(#[from] policy::train::NonFinite),
+    #[error("{context}: {source}")]
+    Polars {
+        context: &'static str,
+        source: polars::prelude::PolarsError,
+    },
+    /// A policy and an energy model that cannot work together (user error: pick matching ones).
+    #[error("{0}")]
+    Incompatible(String),
+    /// A refinement longer than the models' context.
+    #[error("{positions} answer positions do not fit the models (at most {max})")]
+    TooLong { positions: usize, max: usize },
 }
 
 pub type Result<T, E = RewardError> = std::result::Result<T, E>;

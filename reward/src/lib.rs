@@ -5,7 +5,8 @@
 //! [`model`] (config → trunk + head), [`loss`] (the five losses), [`batch`] and [`data`] (text
 //! to fitted, padded batches), [`train`] (the loop),
 //! [`eval`] and [`metrics`], [`scorer`] (the one scoring function), [`doctor`] (preflight checks),
-//! [`store`] (model directory and checkpoints).
+//! [`store`] (model directory and checkpoints), and [`search`]: best-of-N, gradient refinement
+//! of answers on the energy, and their comparison at equal compute.
 pub mod batch;
 pub mod bench;
 pub mod data;
@@ -16,6 +17,7 @@ pub mod loss;
 pub mod metrics;
 pub mod model;
 pub mod scorer;
+pub mod search;
 pub mod store;
 pub mod train;
 

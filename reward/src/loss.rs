@@ -27,21 +27,44 @@ pub enum LossKind {
 }
 
 impl LossKind {
-    /// Parses the CLI spelling (`log`, `hinge`, `square-square`, `square-exp`, `nll`).
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "log" | "bt" => Some(Self::Log),
-            "hinge" => Some(Self::Hinge),
-            "square-square" => Some(Self::SquareSquare),
-            "square-exp" => Some(Self::SquareExp),
-            "nll" | "infonce" => Some(Self::Nll),
-            _ => None,
+    /// The config and CLI spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Log => "log",
+            Self::Hinge => "hinge",
+            Self::SquareSquare => "square-square",
+            Self::SquareExp => "square-exp",
+            Self::Nll => "nll",
         }
     }
 
     /// True for the losses that only fix energy differences (so a zero anchor is meaningful).
     pub fn difference_only(self) -> bool {
         matches!(self, Self::Log | Self::Hinge | Self::Nll)
+    }
+}
+
+/// `log` (or `bt`), `hinge`, `square-square`, `square-exp`, `nll` (or `infonce`).
+impl std::str::FromStr for LossKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "log" | "bt" => Ok(Self::Log),
+            "hinge" => Ok(Self::Hinge),
+            "square-square" => Ok(Self::SquareSquare),
+            "square-exp" => Ok(Self::SquareExp),
+            "nll" | "infonce" => Ok(Self::Nll),
+            other => Err(format!(
+                "unknown loss {other:?}: expected log, hinge, square-square, square-exp or nll"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for LossKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -53,6 +76,29 @@ pub enum TieMode {
     Skip,
     /// Tie rows are trained towards equal energy: (E_a − E_b)².
     Equal,
+}
+
+impl std::str::FromStr for TieMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "skip" => Ok(Self::Skip),
+            "equal" => Ok(Self::Equal),
+            other => Err(format!(
+                "unknown tie mode {other:?}: expected skip or equal"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for TieMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Skip => "skip",
+            Self::Equal => "equal",
+        })
+    }
 }
 
 /// Loss hyper-parameters.
@@ -255,8 +301,16 @@ mod tests {
 
     #[test]
     fn loss_names_parse() {
-        assert_eq!(LossKind::parse("square-exp"), Some(LossKind::SquareExp));
-        assert_eq!(LossKind::parse("nll"), Some(LossKind::Nll));
-        assert_eq!(LossKind::parse("nope"), None);
+        assert_eq!("square-exp".parse(), Ok(LossKind::SquareExp));
+        assert_eq!("nll".parse(), Ok(LossKind::Nll));
+        assert!("nope".parse::<LossKind>().is_err());
+        for k in [
+            LossKind::Log,
+            LossKind::Hinge,
+            LossKind::SquareSquare,
+            LossKind::SquareExp,
+        ] {
+            assert_eq!(k.to_string().parse(), Ok(k));
+        }
     }
 }

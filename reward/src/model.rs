@@ -31,18 +31,40 @@ pub enum Pooling {
 }
 
 /// What the score s (energy = softplus(s)) reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum Score {
     /// A linear head on the hidden state at the end-of-answer token.
     #[default]
     #[serde(rename = "head")]
-    #[value(name = "head")]
     Head,
     /// The head plus a learned mix of the answer's mean and summed negative log-likelihood
     /// under the trunk's tied LM head.
     #[serde(rename = "head+nll")]
-    #[value(name = "head+nll")]
     HeadNll,
+}
+
+/// `head` or `head+nll`.
+impl std::str::FromStr for Score {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "head" => Ok(Self::Head),
+            "head+nll" => Ok(Self::HeadNll),
+            other => Err(format!(
+                "unknown score {other:?}: expected head or head+nll"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Score {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Head => "head",
+            Self::HeadNll => "head+nll",
+        })
+    }
 }
 
 /// The energy model's shape; saved as `config.json` beside the weights.

@@ -118,3 +118,21 @@ impl EnergyScorer {
         Ok(self.energies_of_ids(&seqs, batch))
     }
 }
+
+/// The policy crate's search and fine-tuning loops score through this: [`EnergyScorer::score`]
+/// and reward = −energy ([`crate::reward_from_energy`]).
+impl policy::score::Scorer for EnergyScorer {
+    fn energies(
+        &self,
+        prompts: &[String],
+        answers: &[String],
+        batch: usize,
+    ) -> policy::Result<Vec<f32>> {
+        self.score(prompts, answers, batch)
+            .map_err(|e| policy::PolicyError::scorer("scoring energies", e))
+    }
+
+    fn reward(&self, energy: f64) -> f64 {
+        crate::reward_from_energy(energy)
+    }
+}

@@ -33,12 +33,9 @@ pub struct Args {
     /// Timed repetitions (after one warm-up).
     #[arg(long, default_value_t = 3)]
     pub iters: usize,
-    /// cpu, cuda or auto.
-    #[arg(long, value_enum, default_value_t = policy::device::DeviceArg::Cpu)]
-    pub device: policy::device::DeviceArg,
-    /// fp32, or bf16 autocast (CUDA); MFU is then against a bf16 matmul peak.
-    #[arg(long, value_enum, default_value_t = policy::device::Precision::Fp32)]
-    pub precision: policy::device::Precision,
+    /// MFU is measured against a matmul peak in the same precision.
+    #[command(flatten)]
+    pub runtime: crate::stage::RuntimeArgs,
 }
 
 fn sync(device: Device) {
@@ -168,12 +165,10 @@ pub fn cli(cmd: Command) -> Result<ExitCode> {
     if args.iters == 0 {
         return Err(usage("--iters must be > 0"));
     }
-    let device = policy::device::resolve(args.device)?;
-    let peak = matmul_peak(device, args.precision.kind());
-    let _amp = args
-        .precision
-        .enter(device)
-        .map_err(|e| usage(e.to_string()))?;
+    let precision = args.runtime.precision;
+    let device = policy::device::resolve(args.runtime.device)?;
+    let peak = matmul_peak(device, precision.kind());
+    let _amp = precision.enter(device).map_err(|e| usage(e.to_string()))?;
     let mut out = match cmd {
         Command::Sft(_) => bench_sft(device, args.iters)?,
         Command::Sample(_) => bench_sample(device, args.iters)?,
@@ -183,7 +178,7 @@ pub fn cli(cmd: Command) -> Result<ExitCode> {
     out["mfu"] = (out["flops_per_s"].as_f64().unwrap_or(0.0) / peak).into();
     out["peak_matmul_flops"] = peak.into();
     out["device"] = format!("{device:?}").into();
-    out["precision"] = serde_json::to_value(args.precision)?;
+    out["precision"] = precision.to_string().into();
     out["threads"] = tch::get_num_threads().into();
     out["config"] = serde_json::to_value(GptConfig::default())?;
     println!("{out}");

@@ -6,11 +6,8 @@ use std::process::ExitCode;
 use anyhow::{Context as _, Result};
 use policy::Policy;
 use serde::{Deserialize, Serialize};
-use tracing::instrument;
 
-use crate::stage::{Common, Manifest, StageRun};
-
-pub const NAME: &str = "export";
+use crate::stage::{self, Common, Stage};
 
 /// Checkpoint formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -20,11 +17,12 @@ pub enum Format {
     Hf,
 }
 
-/// The `[export]` section of a run config; also built from the CLI flags.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// The flags of `ember export`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, clap::Args)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Target format.
+    #[arg(long, value_enum, default_value_t = Format::Hf)]
     pub format: Format,
 }
 
@@ -35,49 +33,46 @@ impl Default for Config {
 }
 
 /// Upstream artifacts.
+#[derive(Debug, Clone, clap::Args)]
 pub struct Inputs {
     /// Policy directory.
+    #[arg(long)]
     pub policy: PathBuf,
 }
 
-/// The stage: the exported checkpoint in `out`.
-#[instrument(skip_all, fields(out = %out.display()))]
-pub fn run(cfg: &Config, common: &Common, inputs: &Inputs, out: &Path) -> Result<Manifest> {
-    let run = StageRun::begin(NAME, &(cfg, common), &[&inputs.policy], out, false)?;
-    let policy = Policy::load(&inputs.policy, tch::Device::Cpu)?;
-    match cfg.format {
-        Format::Hf => policy::hf::export(&policy, run.dir())?,
+/// The stage: the exported checkpoint.
+impl Stage for Config {
+    const NAME: &'static str = "export";
+    type Inputs = Inputs;
+
+    fn input_paths(inputs: &Inputs) -> Vec<PathBuf> {
+        vec![inputs.policy.clone()]
     }
-    let metrics = serde_json::json!({"format": cfg.format, "parameters": policy.config.n_params()});
-    run.finish(metrics, &[]).context("ember export failed")
+
+    fn execute(&self, _: &Common, inputs: &Inputs, dir: &Path) -> Result<serde_json::Value> {
+        let policy = Policy::load(&inputs.policy, tch::Device::Cpu)?;
+        match self.format {
+            Format::Hf => policy::hf::export(&policy, dir)?,
+        }
+        Ok(serde_json::json!({"format": self.format, "parameters": policy.config.n_params()}))
+    }
 }
 
 /// Export a policy to another checkpoint format.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Policy directory.
-    #[arg(long)]
-    pub policy: PathBuf,
-    /// Target format.
-    #[arg(long, value_enum, default_value_t = Format::Hf)]
-    pub format: Format,
+    #[command(flatten)]
+    pub inputs: Inputs,
+    #[command(flatten)]
+    pub config: Config,
     /// Output directory.
     #[arg(long)]
     pub out: PathBuf,
 }
 
 pub fn cli(args: Args) -> Result<ExitCode> {
-    let cfg = Config {
-        format: args.format,
-    };
-    let m = run(
-        &cfg,
-        &Common::default(),
-        &Inputs {
-            policy: args.policy,
-        },
-        &args.out,
-    )?;
+    let m = stage::run(&args.config, &Common::default(), &args.inputs, &args.out)
+        .context("ember export failed")?;
     println!(
         "export: {} parameters → {}",
         m.metrics["parameters"],

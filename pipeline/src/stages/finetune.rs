@@ -3,48 +3,28 @@
 //! the reference policy or SFT data mixed in; or, with `--algo rloo`, REINFORCE leave-one-out
 //! (Ahmadian et al. 2024) on the reward −E − β(log π − log π_ref). Both log the same held-out
 //! numbers per round to `rounds.jsonl`, so they compare on the same axes.
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Instant;
 
 use anyhow::{Context as _, Result};
+use policy::finetune::{
+    finetune, Algo, FinetuneConfig, FinetuneData, KeepRule, RoundRow, CHECKPOINT, ROUNDS,
+};
+use policy::pool::read_answers;
 use policy::rng;
 use policy::sample::SampleConfig;
-use policy::train::{load_checkpoint, save_checkpoint, AdamW, OptimConfig};
+use policy::train::OptimConfig;
 use policy::Policy;
-use rand::seq::SliceRandom;
-use rand::Rng;
 use reward::EnergyScorer;
 use serde::{Deserialize, Serialize};
-use tracing::{info, instrument};
 
+use crate::config::Invalid;
 use crate::error::usage;
-use crate::select::heldout::{evaluate, per_prompt_gold, HeldOut};
-use crate::select::keep::KeepRule;
-use crate::select::pool::{
-    best_per_prompt, draw, gold_of, read_candidates, read_pairs, write_candidates, Candidate,
-};
-use crate::select::rounds::{rloo_steps, sft_steps, RlooSampling, Steps, TrainSums};
-use crate::select::stats::{bootstrap_se, mean};
-use crate::select::update::encode_pairs;
-use crate::stage::{Common, Manifest, StageRun};
+use crate::stage::{self, Common, RuntimeArgs, SeedArg, Stage};
 use crate::stages::rank::load_prompts;
 
 pub const NAME: &str = "finetune";
-pub const ROUNDS: &str = "rounds.jsonl";
 pub const POLICY_DIR: &str = "policy";
-const CHECKPOINT: &str = "checkpoint";
-
-/// How the policy learns from the energy model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Algo {
-    /// Rank-and-select: keep the lowest-energy of N samples, fine-tune on the kept pairs.
-    Rs,
-    /// REINFORCE leave-one-out on −E − β(log π − log π_ref).
-    Rloo,
-}
 
 /// The `[finetune]` section of a run config; also built from the CLI flags.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -121,7 +101,7 @@ impl Default for Config {
 }
 
 impl Config {
-    fn check(&self) -> Result<()> {
+    fn check(&self) -> Vec<Invalid> {
         let positive = [
             ("rounds", self.rounds),
             ("n", self.n),
@@ -132,24 +112,22 @@ impl Config {
             ("score_batch", self.score_batch),
             ("eval_samples", self.eval_samples),
         ];
-        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
-            return Err(usage(format!("finetune: {name} must be > 0")));
-        }
-        if self.algo == Algo::Rloo && self.n < 2 {
-            return Err(usage(
-                "finetune: rloo needs n ≥ 2 samples per prompt (leave-one-out)",
+        let mut bad: Vec<Invalid> = positive
+            .iter()
+            .filter(|(_, v)| *v == 0)
+            .map(|(k, _)| Invalid::new(*k, "must be > 0"))
+            .collect();
+        if self.algo == Algo::Rloo && self.n == 1 {
+            bad.push(Invalid::new(
+                "n",
+                "rloo needs n ≥ 2 samples per prompt (leave-one-out)",
             ));
         }
-        if self.temperature.is_nan()
-            || self.temperature <= 0.0
-            || self.kl_coef < 0.0
-            || self.mix_ratio < 0.0
-        {
-            return Err(usage(
-                "finetune: temperature must be > 0, kl_coef and mix_ratio ≥ 0",
-            ));
-        }
-        Ok(())
+        bad.extend(Invalid::below("temperature", self.temperature, 0.0, false));
+        bad.extend(Invalid::below("kl_coef", self.kl_coef, 0.0, true));
+        bad.extend(Invalid::below("mix_ratio", self.mix_ratio, 0.0, true));
+        bad.extend(Invalid::below("optim.lr", self.optim.lr, 0.0, false));
+        bad
     }
 
     fn sampling(&self, n: usize, seed: u64) -> SampleConfig {
@@ -161,20 +139,6 @@ impl Config {
             max_new_tokens: self.max_new_tokens,
             batch: self.sample_batch,
             seed,
-        }
-    }
-
-    fn steps(&self, prompts: usize, seed: u64, round: usize) -> Steps {
-        let total = match self.algo {
-            Algo::Rs => self.steps,
-            Algo::Rloo => prompts.div_ceil(self.rloo_prompts) as u64,
-        };
-        Steps {
-            total,
-            optim: self.optim.clone(),
-            seed,
-            round,
-            checkpoint_every: self.checkpoint_every,
         }
     }
 }
@@ -211,49 +175,6 @@ impl Inputs {
     }
 }
 
-/// What a checkpoint remembers besides weights and optimizer moments.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct State {
-    /// Rounds finished (their rows are in rounds.jsonl); round 0 is the starting policy.
-    round: usize,
-    /// Steps done in round `round + 1`.
-    step: u64,
-    sums: TrainSums,
-    /// Per held-out prompt mean gold of the starting policy's samples (paired bootstrap).
-    baseline_gold: Option<Vec<f64>>,
-    /// Answers sampled for training so far (the compute axis).
-    samples: u64,
-}
-
-/// One line of `rounds.jsonl`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RoundRow {
-    pub round: usize,
-    pub algo: Algo,
-    /// Answers sampled for training so far.
-    pub samples: u64,
-    /// Pairs trained on this round and their mean energy / gold (rloo: all samples).
-    pub kept: usize,
-    pub kept_energy: Option<f64>,
-    pub kept_gold: Option<f64>,
-    pub train_loss: Option<f64>,
-    /// rs: mean per-token KL term of the loss; rloo: mean log π − log π_ref of the samples.
-    pub train_kl: Option<f64>,
-    #[serde(flatten)]
-    pub held_out: HeldOut,
-    /// Held-out sample gold minus the starting policy's, paired by prompt, with its bootstrap SE.
-    pub gold_gain: Option<f64>,
-    pub gold_gain_se: Option<f64>,
-    /// Wall time of the round's sampling and training, and of its evaluation.
-    pub train_seconds: f64,
-    pub eval_seconds: f64,
-}
-
-/// A u64 seed for one use, derived from the run seed.
-fn seed_of(seed: u64, name: &str, index: u64) -> u64 {
-    rng::stream(seed, name, index).random::<u64>()
-}
-
 /// Training and held-out prompts: the held-out file when given, else the last `eval_prompts`
 /// of the training prompts (removed from training).
 fn split_prompts(cfg: &Config, inputs: &Inputs) -> Result<(Vec<String>, Vec<String>)> {
@@ -271,20 +192,6 @@ fn split_prompts(cfg: &Config, inputs: &Inputs) -> Result<(Vec<String>, Vec<Stri
     }
     let held = train.split_off(train.len() - cfg.eval_prompts);
     Ok((train, held))
-}
-
-/// The prompts of round `round` (1-based): consecutive slices of one seeded shuffle, cyclic.
-fn round_prompts(prompts: &[String], per_round: usize, seed: u64, round: usize) -> Vec<String> {
-    let mut order: Vec<usize> = (0..prompts.len()).collect();
-    order.shuffle(&mut rng::stream(seed, "finetune-prompts", 0));
-    let per_round = if per_round == 0 {
-        prompts.len()
-    } else {
-        per_round
-    };
-    (0..per_round)
-        .map(|j| prompts[order[((round - 1) * per_round + j) % prompts.len()]].clone())
-        .collect()
 }
 
 /// SFT pairs of `path` (a file, or a directory holding `sft.parquet`).
@@ -309,128 +216,87 @@ fn read_refined(path: &Path) -> Result<Vec<(String, String)>> {
     } else {
         path.to_path_buf()
     };
-    let rows = read_pairs(&file, "prompt", "final_answer")?;
+    let rows = read_answers(&file, "prompt", "final_answer")?;
     if rows.is_empty() {
         return Err(usage(format!("{}: no refined answers", file.display())));
     }
     Ok(rows)
 }
 
-/// The selected answers of a round: the lowest-energy sample per prompt, or the refined answers
-/// scored by the energy model; then the keep rule.
-fn select_round(
-    cfg: &Config,
-    policy: &Policy,
-    scorer: &EnergyScorer,
-    prompts: &[String],
-    refined: Option<&[(String, String)]>,
-    seed: u64,
-) -> Result<Vec<Candidate>> {
-    let best = match refined {
-        None => {
-            let sampling = cfg.sampling(cfg.n, seed);
-            best_per_prompt(&draw(policy, scorer, prompts, &sampling, cfg.score_batch)?)
-        }
-        Some(pairs) => {
-            let (ps, answers): (Vec<String>, Vec<String>) = pairs.iter().cloned().unzip();
-            let energies = scorer
-                .score(&ps, &answers, cfg.score_batch)
-                .context("scoring refined answers")?;
-            ps.into_iter()
-                .zip(answers)
-                .zip(energies)
-                .enumerate()
-                .map(|(i, ((prompt, answer), energy))| Candidate {
-                    prompt_id: i,
-                    k: 0,
-                    gold: gold_of(&prompt, &answer),
-                    prompt,
-                    answer,
-                    energy,
-                    logprob_sum: f32::NAN,
-                    answer_ids: vec![],
-                })
-                .collect()
-        }
-    };
-    let keep = cfg
-        .keep
-        .apply(&best.iter().map(|c| c.energy).collect::<Vec<_>>());
-    Ok(best
-        .into_iter()
-        .zip(keep)
-        .filter(|(_, k)| *k)
-        .map(|(c, _)| c)
-        .collect())
-}
-
-/// `rounds.jsonl` cut back to the rows of finished rounds (none on a fresh start).
-fn reset_rounds(path: &Path, finished: Option<usize>) -> Result<()> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let kept: String = text
-        .lines()
-        .filter(|l| {
-            let round = serde_json::from_str::<serde_json::Value>(l)
-                .ok()
-                .and_then(|v| v["round"].as_u64());
-            matches!((round, finished), (Some(r), Some(f)) if r as usize <= f)
-        })
-        .map(|l| format!("{l}\n"))
-        .collect();
-    std::fs::write(path, kept).with_context(|| format!("writing {}", path.display()))
-}
-
-fn append_row(path: &Path, row: &RoundRow) -> Result<()> {
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    writeln!(file, "{}", serde_json::to_string(row)?)
-        .with_context(|| format!("writing {}", path.display()))
-}
-
-/// Held-out gold gain over the starting policy, paired by prompt, with its bootstrap SE.
-fn gold_gain(
-    baseline: Option<&[f64]>,
-    now: Option<Vec<f64>>,
-    resamples: usize,
-    seed: u64,
-    round: usize,
-) -> (Option<f64>, Option<f64>) {
-    let (Some(base), Some(now)) = (baseline, now) else {
-        return (None, None);
-    };
-    let diffs: Vec<f64> = now.iter().zip(base).map(|(a, b)| a - b).collect();
-    let se = bootstrap_se(
-        &diffs,
-        resamples,
-        &mut rng::stream(seed, "finetune-bootstrap", round as u64),
-    );
-    (mean(&diffs), se)
-}
-
-/// The stage: typed config in, manifest out. Resumes from `OUT.partial/checkpoint`.
-#[instrument(skip_all, fields(out = %out.display()))]
-pub fn run(cfg: &Config, common: &Common, inputs: &Inputs, out: &Path) -> Result<Manifest> {
-    cfg.check()?;
-    if cfg.algo == Algo::Rloo && (inputs.mix_sft.is_some() || inputs.from_refine.is_some()) {
-        return Err(usage(
-            "finetune: --mix-sft and --from-refine apply to --algo rs only",
-        ));
+/// The library's settings for this config under the run seed.
+fn finetune_config(cfg: &Config, seed: u64) -> FinetuneConfig {
+    FinetuneConfig {
+        algo: cfg.algo,
+        rounds: cfg.rounds,
+        prompts_per_round: cfg.prompts_per_round,
+        keep: cfg.keep,
+        kl_coef: cfg.kl_coef,
+        mix_ratio: cfg.mix_ratio,
+        steps: cfg.steps,
+        batch: cfg.batch,
+        rloo_prompts: cfg.rloo_prompts,
+        optim: cfg.optim.clone(),
+        sampling: cfg.sampling(cfg.n, 0),
+        eval_samples: cfg.eval_samples,
+        score_batch: cfg.score_batch,
+        checkpoint_every: cfg.checkpoint_every,
+        bootstrap: cfg.bootstrap,
+        seed,
     }
-    let (device, _amp) = common.device()?;
-    let (train_prompts, eval_prompts) = split_prompts(cfg, inputs)?;
+}
+
+/// The prompts and pairs of the run; usage errors for inputs that cannot work.
+fn read_data(cfg: &Config, inputs: &Inputs) -> Result<FinetuneData> {
+    let (train, eval) = split_prompts(cfg, inputs)?;
     let mix = inputs.mix_sft.as_deref().map(read_mix).transpose()?;
     let refined = inputs
         .from_refine
         .as_deref()
         .map(read_refined)
         .transpose()?;
-    let run = StageRun::begin(NAME, &(cfg, common), &inputs.paths(), out, true)?;
-    let dir = run.dir().to_path_buf();
-    let (seed, ckpt, rounds_path) = (common.seed, dir.join(CHECKPOINT), dir.join(ROUNDS));
-    tch::manual_seed(rng::torch_seed(seed, "finetune", 0));
+    Ok(FinetuneData {
+        train,
+        eval,
+        mix,
+        refined,
+    })
+}
+
+/// The stage, through [`crate::stage::run`].
+impl Stage for Config {
+    const NAME: &'static str = NAME;
+    const RESUMABLE: bool = true;
+    const SCRATCH: &'static [&'static str] = &[CHECKPOINT];
+    type Inputs = Inputs;
+
+    fn input_paths(inputs: &Inputs) -> Vec<PathBuf> {
+        inputs.paths().into_iter().map(Path::to_path_buf).collect()
+    }
+
+    fn check(&self) -> Vec<Invalid> {
+        self.check()
+    }
+
+    fn execute(&self, common: &Common, inputs: &Inputs, dir: &Path) -> Result<serde_json::Value> {
+        execute(self, common, inputs, dir)
+    }
+}
+
+/// The stage: typed config in, manifest out. Resumes from `OUT.partial/checkpoint`.
+fn execute(
+    cfg: &Config,
+    common: &Common,
+    inputs: &Inputs,
+    dir: &Path,
+) -> Result<serde_json::Value> {
+    if cfg.algo == Algo::Rloo && (inputs.mix_sft.is_some() || inputs.from_refine.is_some()) {
+        return Err(usage(
+            "finetune: --mix-sft and --from-refine apply to --algo rs only",
+        ));
+    }
+    let (device, _amp) = common.device()?;
+    let data = read_data(cfg, inputs)?;
+    tch::manual_seed(rng::torch_seed(common.seed, "finetune", 0));
     let load = |what: &str, p: &Path| {
         Policy::load(p, device).with_context(|| format!("loading the {what} from {}", p.display()))
     };
@@ -438,212 +304,19 @@ pub fn run(cfg: &Config, common: &Common, inputs: &Inputs, out: &Path) -> Result
     let mut policy = load("policy", &inputs.policy)?;
     let scorer = EnergyScorer::load(&inputs.reward, device)
         .with_context(|| format!("loading the reward model from {}", inputs.reward.display()))?;
-    let mut opt = AdamW::new(&policy.vs, &cfg.optim);
-    let resumed = load_checkpoint::<State>(&ckpt, &mut policy.vs, &mut opt)?;
-    reset_rounds(&rounds_path, resumed.as_ref().map(|s| s.round))?;
-    let eval_sampling = cfg.sampling(cfg.eval_samples, seed_of(seed, "finetune-eval", 0));
-    let eval = |policy: &Policy| {
-        evaluate(
-            policy,
-            &reference,
-            &scorer,
-            &eval_prompts,
-            &eval_sampling,
-            cfg.score_batch,
-        )
-    };
-    let mut state = match resumed {
-        Some(state) => {
-            info!(
-                round = state.round,
-                step = state.step,
-                "resuming from checkpoint"
-            );
-            state
-        }
-        None => {
-            let clock = Instant::now();
-            let (held_out, fresh) = eval(&policy)?;
-            let row = RoundRow {
-                round: 0,
-                algo: cfg.algo,
-                samples: 0,
-                kept: 0,
-                kept_energy: None,
-                kept_gold: None,
-                train_loss: None,
-                train_kl: None,
-                held_out,
-                gold_gain: None,
-                gold_gain_se: None,
-                train_seconds: 0.0,
-                eval_seconds: clock.elapsed().as_secs_f64(),
-            };
-            append_row(&rounds_path, &row)?;
-            let state = State {
-                baseline_gold: per_prompt_gold(&fresh),
-                ..State::default()
-            };
-            save_checkpoint(&ckpt, &policy.vs, &opt, &state)?;
-            state
-        }
-    };
-    while state.round < cfg.rounds {
-        let round = state.round + 1;
-        let clock = Instant::now();
-        if state.step == 0 {
-            opt = AdamW::new(&policy.vs, &cfg.optim);
-            state.sums = TrainSums::default();
-        }
-        let prompts = round_prompts(&train_prompts, cfg.prompts_per_round, seed, round);
-        let steps = cfg.steps(prompts.len(), seed, round);
-        let mut sums = std::mem::take(&mut state.sums);
-        let snapshot = state.clone();
-        let checkpoint = |done: u64, p: &Policy, o: &AdamW, sums: &TrainSums| -> Result<()> {
-            let s = State {
-                step: done,
-                sums: sums.clone(),
-                ..snapshot.clone()
-            };
-            Ok(save_checkpoint(&ckpt, &p.vs, o, &s)?)
-        };
-        let (kept, round_samples) = match cfg.algo {
-            Algo::Rs => {
-                let round_dir = dir.join(format!("round-{round}"));
-                let kept_path = round_dir.join("kept.parquet");
-                let kept = if kept_path.exists() {
-                    read_candidates(&kept_path)?
-                } else {
-                    let sample_seed = seed_of(seed, "finetune-sample", round as u64);
-                    let kept = select_round(
-                        cfg,
-                        &policy,
-                        &scorer,
-                        &prompts,
-                        refined.as_deref(),
-                        sample_seed,
-                    )?;
-                    std::fs::create_dir_all(&round_dir)
-                        .with_context(|| format!("creating {}", round_dir.display()))?;
-                    let tmp = round_dir.join("kept.parquet.tmp");
-                    write_candidates(&tmp, &kept)?;
-                    std::fs::rename(&tmp, &kept_path)
-                        .with_context(|| format!("writing {}", kept_path.display()))?;
-                    kept
-                };
-                let mut pairs: Vec<(String, String)> = kept
-                    .iter()
-                    .map(|c| (c.prompt.clone(), c.answer.clone()))
-                    .collect();
-                if let Some(mix) = &mix {
-                    let count =
-                        ((kept.len() as f64 * cfg.mix_ratio).round() as usize).min(mix.len());
-                    let mut r = rng::stream(seed, "finetune-mix", round as u64);
-                    pairs.extend(
-                        rand::seq::index::sample(&mut r, mix.len(), count)
-                            .iter()
-                            .map(|i| mix[i].clone()),
-                    );
-                }
-                let encoded = encode_pairs(&policy, &pairs)?;
-                sft_steps(
-                    &mut policy,
-                    &reference,
-                    &mut opt,
-                    &encoded,
-                    cfg.batch,
-                    cfg.kl_coef,
-                    &steps,
-                    state.step,
-                    &mut sums,
-                    checkpoint,
-                )?;
-                let samples = if refined.is_some() {
-                    0
-                } else {
-                    (prompts.len() * cfg.n) as u64
-                };
-                (Some(kept), samples)
-            }
-            Algo::Rloo => {
-                let rloo = RlooSampling {
-                    sampling: cfg.sampling(cfg.n, 0),
-                    prompts_per_step: cfg.rloo_prompts,
-                    beta: cfg.kl_coef,
-                    score_batch: cfg.score_batch,
-                };
-                rloo_steps(
-                    &mut policy,
-                    &reference,
-                    &scorer,
-                    &mut opt,
-                    &prompts,
-                    &rloo,
-                    &steps,
-                    state.step,
-                    &mut sums,
-                    checkpoint,
-                )?;
-                (None, sums.samples)
-            }
-        };
-        let train_seconds = clock.elapsed().as_secs_f64();
-        let clock = Instant::now();
-        let (held_out, fresh) = eval(&policy)?;
-        let (gain, gain_se) = gold_gain(
-            state.baseline_gold.as_deref(),
-            per_prompt_gold(&fresh),
-            cfg.bootstrap,
-            seed,
-            round,
-        );
-        let kept_energy: Vec<f64> = kept.iter().flatten().map(|c| c.energy as f64).collect();
-        let kept_gold: Option<Vec<f64>> = kept
-            .iter()
-            .flatten()
-            .map(|c| c.gold.map(f64::from))
-            .collect();
-        let row = RoundRow {
-            round,
-            algo: cfg.algo,
-            samples: state.samples + round_samples,
-            kept: kept.as_ref().map_or(sums.samples as usize, Vec::len),
-            kept_energy: if kept.is_some() {
-                mean(&kept_energy)
-            } else {
-                sums.mean(sums.energy)
-            },
-            kept_gold: kept_gold.as_deref().and_then(mean),
-            train_loss: sums.mean(sums.loss),
-            train_kl: sums.mean(sums.kl),
-            held_out,
-            gold_gain: gain,
-            gold_gain_se: gain_se,
-            train_seconds,
-            eval_seconds: clock.elapsed().as_secs_f64(),
-        };
-        info!(round, gold = ?row.held_out.sample_gold, energy = ?row.held_out.sample_energy, "finetune round");
-        append_row(&rounds_path, &row)?;
-        state = State {
-            round,
-            step: 0,
-            sums: TrainSums::default(),
-            samples: row.samples,
-            ..state
-        };
-        save_checkpoint(&ckpt, &policy.vs, &opt, &state)?;
-    }
+    let lib_cfg = finetune_config(cfg, common.seed);
+    finetune(&lib_cfg, &mut policy, &reference, &scorer, &data, dir)?;
     policy
         .save(dir.join(POLICY_DIR))
         .context("saving the fine-tuned policy")?;
+    let rounds_path = dir.join(ROUNDS);
     let text = std::fs::read_to_string(&rounds_path)
         .with_context(|| format!("reading {}", rounds_path.display()))?;
     let rows: Vec<serde_json::Value> = text
         .lines()
         .map(serde_json::from_str)
         .collect::<Result<_, _>>()?;
-    let metrics = serde_json::json!({ "rounds": rows, "final": rows.last() });
-    run.finish(metrics, &[CHECKPOINT])
+    Ok(serde_json::json!({ "rounds": rows, "final": rows.last() }))
 }
 
 /// Fine-tune the policy on its lowest-energy samples (rejection sampling / expert iteration),
@@ -667,7 +340,7 @@ pub struct Args {
     #[arg(long)]
     pub out: PathBuf,
     /// rs (rank-and-select fine-tuning) or rloo.
-    #[arg(long, value_enum, default_value_t = Config::default().algo)]
+    #[arg(long, default_value_t = Config::default().algo)]
     pub algo: Algo,
     /// Rounds of sample → select → train.
     #[arg(long, default_value_t = Config::default().rounds)]
@@ -720,15 +393,10 @@ pub struct Args {
     /// Checkpoint every this many steps inside a round (0 = round ends only).
     #[arg(long, default_value_t = Config::default().checkpoint_every)]
     pub checkpoint_every: u64,
-    /// The seed of every generator.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// cpu, cuda or auto.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    /// fp32, or bf16 (autocast on CUDA; weights and optimizer state stay fp32).
-    #[arg(long, value_enum, default_value_t = policy::device::Precision::Fp32)]
-    pub precision: policy::device::Precision,
+    #[command(flatten)]
+    pub seed: SeedArg,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
 }
 
 pub fn cli(args: Args) -> Result<ExitCode> {
@@ -756,11 +424,7 @@ pub fn cli(args: Args) -> Result<ExitCode> {
         checkpoint_every: args.checkpoint_every,
         ..d
     };
-    let common = Common {
-        precision: args.precision,
-        seed: args.seed,
-        device: args.device,
-    };
+    let common = Common::new(&args.seed, &args.runtime);
     let inputs = Inputs {
         policy: args.policy,
         reward: args.reward,
@@ -769,7 +433,8 @@ pub fn cli(args: Args) -> Result<ExitCode> {
         mix_sft: args.mix_sft,
         from_refine: args.from_refine,
     };
-    let manifest = run(&cfg, &common, &inputs, &args.out).context("ember finetune failed")?;
+    let manifest =
+        stage::run(&cfg, &common, &inputs, &args.out).context("ember finetune failed")?;
     let rows: Vec<RoundRow> = serde_json::from_value(manifest.metrics["rounds"].clone())?;
     print!("{}", render_rounds(&rows));
     println!(

@@ -6,19 +6,17 @@ use std::process::ExitCode;
 use anyhow::{Context as _, Result};
 use policy::Tokenizer;
 use serde::{Deserialize, Serialize};
-use tracing::instrument;
 
 use crate::error::usage;
-use crate::stage::{Common, Manifest, StageRun};
+use crate::stage::{self, Common, Stage};
 use crate::stages::export::Format;
 
-pub const NAME: &str = "import";
-
-/// The `[import]` section of a run config; also built from the CLI flags.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// The flags of `ember import`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, clap::Args)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Source format.
+    #[arg(long, value_enum, default_value_t = Format::Hf)]
     pub format: Format,
 }
 
@@ -29,56 +27,52 @@ impl Default for Config {
 }
 
 /// Upstream artifacts.
+#[derive(Debug, Clone, clap::Args)]
 pub struct Inputs {
-    /// The checkpoint directory to import.
+    /// The checkpoint directory.
     pub dir: PathBuf,
-    /// `tokenizer.json` when the checkpoint has none.
+    /// `tokenizer.json` to use when DIR has none.
+    #[arg(long)]
     pub tokenizer: Option<PathBuf>,
 }
 
-/// The stage: a policy directory in `out`.
-#[instrument(skip_all, fields(out = %out.display()))]
-pub fn run(cfg: &Config, common: &Common, inputs: &Inputs, out: &Path) -> Result<Manifest> {
-    let mut paths: Vec<&Path> = vec![&inputs.dir];
-    if let Some(t) = &inputs.tokenizer {
-        paths.push(t);
+/// The stage: a policy directory.
+impl Stage for Config {
+    const NAME: &'static str = "import";
+    type Inputs = Inputs;
+
+    fn input_paths(inputs: &Inputs) -> Vec<PathBuf> {
+        let mut paths = vec![inputs.dir.clone()];
+        paths.extend(inputs.tokenizer.clone());
+        paths
     }
-    let run = StageRun::begin(NAME, &(cfg, common), &paths, out, false)?;
-    let tokenizer = inputs.tokenizer.as_ref().map(Tokenizer::load).transpose()?;
-    let policy = match cfg.format {
-        Format::Hf => policy::hf::import(&inputs.dir, tokenizer, tch::Device::Cpu)
-            .map_err(|e| usage(format!("importing {}: {e}", inputs.dir.display())))?,
-    };
-    policy.save(run.dir())?;
-    let metrics = serde_json::json!({"format": cfg.format, "parameters": policy.config.n_params()});
-    run.finish(metrics, &[]).context("ember import failed")
+
+    fn execute(&self, _: &Common, inputs: &Inputs, dir: &Path) -> Result<serde_json::Value> {
+        let tokenizer = inputs.tokenizer.as_ref().map(Tokenizer::load).transpose()?;
+        let policy = match self.format {
+            Format::Hf => policy::hf::import(&inputs.dir, tokenizer, tch::Device::Cpu)
+                .map_err(|e| usage(format!("importing {}: {e}", inputs.dir.display())))?,
+        };
+        policy.save(dir)?;
+        Ok(serde_json::json!({"format": self.format, "parameters": policy.config.n_params()}))
+    }
 }
 
 /// Import a checkpoint from another format as a policy directory.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The checkpoint directory.
-    pub dir: PathBuf,
-    /// Source format.
-    #[arg(long, value_enum, default_value_t = Format::Hf)]
-    pub format: Format,
-    /// `tokenizer.json` to use when DIR has none.
-    #[arg(long)]
-    pub tokenizer: Option<PathBuf>,
+    #[command(flatten)]
+    pub inputs: Inputs,
+    #[command(flatten)]
+    pub config: Config,
     /// Output policy directory.
     #[arg(long)]
     pub out: PathBuf,
 }
 
 pub fn cli(args: Args) -> Result<ExitCode> {
-    let cfg = Config {
-        format: args.format,
-    };
-    let inputs = Inputs {
-        dir: args.dir,
-        tokenizer: args.tokenizer,
-    };
-    let m = run(&cfg, &Common::default(), &inputs, &args.out)?;
+    let m = stage::run(&args.config, &Common::default(), &args.inputs, &args.out)
+        .context("ember import failed")?;
     println!(
         "import: {} parameters → {}",
         m.metrics["parameters"],

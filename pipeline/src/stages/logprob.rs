@@ -7,19 +7,19 @@ use std::process::ExitCode;
 use anyhow::{Context as _, Result};
 use policy::Policy;
 use serde::{Deserialize, Serialize};
-use tracing::instrument;
 
+use crate::config::Invalid;
 use crate::error::usage;
-use crate::stage::{Common, Manifest, StageRun};
+use crate::stage::{self, Common, RuntimeArgs, Stage};
 
-pub const NAME: &str = "logprob";
 pub const LOGPROBS_FILE: &str = "logprobs.parquet";
 
-/// The `[logprob]` section of a run config; also built from the CLI flags.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// The flags of `ember logprob`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, clap::Args)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Sequences scored together.
+    #[arg(long, default_value_t = Config::default().batch)]
     pub batch: usize,
 }
 
@@ -30,11 +30,14 @@ impl Default for Config {
 }
 
 /// Upstream artifacts.
+#[derive(Debug, Clone, clap::Args)]
 pub struct Inputs {
     /// Policy directory.
+    #[arg(long)]
     pub policy: PathBuf,
-    /// A Parquet table with `prompt` and `answer` columns (e.g. `ember sample` output), or
-    /// JSON Lines with those fields.
+    /// Parquet table with `prompt` and `answer` columns (e.g. `ember sample` output), or JSON
+    /// Lines with those fields.
+    #[arg(long)]
     pub input: PathBuf,
 }
 
@@ -59,98 +62,75 @@ fn read_prompt_answers(path: &Path) -> Result<Vec<(String, String)>> {
     Ok(prompts.into_iter().zip(answers).collect())
 }
 
-fn score_to(
-    cfg: &Config,
-    common: &Common,
-    inputs: &Inputs,
-    path: &Path,
-) -> Result<serde_json::Value> {
-    let (device, _amp) = common.device()?;
-    let policy = Policy::load(&inputs.policy, device)?;
-    let rows = read_prompt_answers(&inputs.input)?;
-    if rows.is_empty() {
-        return Err(usage(format!("{} has no rows", inputs.input.display())));
-    }
-    let (prompts, answers): (Vec<String>, Vec<String>) = rows.iter().cloned().unzip();
-    let scores = policy::score::answer_logprobs(&policy, &prompts, &answers, cfg.batch.max(1))
-        .map_err(|e| usage(format!("{}: {e}", inputs.input.display())))?;
-    policy::io::write_logprobs(path, &rows, &scores)?;
-    let mean = scores.iter().map(|s| f64::from(s.1)).sum::<f64>() / scores.len() as f64;
-    Ok(serde_json::json!({"rows": rows.len(), "mean_logprob_sum": mean}))
-}
+/// The stage: `logprobs.parquet`.
+impl Stage for Config {
+    const NAME: &'static str = "logprob";
+    type Inputs = Inputs;
 
-/// The stage: writes `OUT/logprobs.parquet`.
-#[instrument(skip_all, fields(out = %out.display()))]
-pub fn run(cfg: &Config, common: &Common, inputs: &Inputs, out: &Path) -> Result<Manifest> {
-    let run = StageRun::begin(
-        NAME,
-        &(cfg, common),
-        &[&inputs.policy, &inputs.input],
-        out,
-        false,
-    )?;
-    let metrics = score_to(cfg, common, inputs, &run.dir().join(LOGPROBS_FILE))?;
-    run.finish(metrics, &[]).context("ember logprob failed")
+    fn input_paths(inputs: &Inputs) -> Vec<PathBuf> {
+        vec![inputs.policy.clone(), inputs.input.clone()]
+    }
+
+    fn check(&self) -> Vec<Invalid> {
+        Invalid::zero(&[("batch", self.batch)])
+            .into_iter()
+            .collect()
+    }
+
+    fn execute(&self, common: &Common, inputs: &Inputs, dir: &Path) -> Result<serde_json::Value> {
+        let (device, _amp) = common.device()?;
+        let policy = Policy::load(&inputs.policy, device)?;
+        let rows = read_prompt_answers(&inputs.input)?;
+        if rows.is_empty() {
+            return Err(usage(format!("{} has no rows", inputs.input.display())));
+        }
+        let (prompts, answers): (Vec<String>, Vec<String>) = rows.iter().cloned().unzip();
+        let scores = policy::score::answer_logprobs(&policy, &prompts, &answers, self.batch)
+            .map_err(|e| usage(format!("{}: {e}", inputs.input.display())))?;
+        policy::io::write_logprobs(&dir.join(LOGPROBS_FILE), &rows, &scores)?;
+        let mean = scores.iter().map(|s| f64::from(s.1)).sum::<f64>() / scores.len() as f64;
+        Ok(serde_json::json!({"rows": rows.len(), "mean_logprob_sum": mean}))
+    }
 }
 
 /// Log-probabilities of given answers under a policy.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Policy directory.
-    #[arg(long)]
-    pub policy: PathBuf,
-    /// Parquet table with `prompt` and `answer` columns, or JSON Lines with those fields.
-    #[arg(long)]
-    pub input: PathBuf,
-    /// Sequences scored together.
-    #[arg(long, default_value_t = 32)]
-    pub batch: usize,
-    /// cpu, cuda or auto.
-    #[arg(long, value_enum, default_value_t = policy::device::DeviceArg::Cpu)]
-    pub device: policy::device::DeviceArg,
-    /// fp32, or bf16 (autocast on CUDA; weights and optimizer state stay fp32).
-    #[arg(long, value_enum, default_value_t = policy::device::Precision::Fp32)]
-    pub precision: policy::device::Precision,
+    #[command(flatten)]
+    pub inputs: Inputs,
+    #[command(flatten)]
+    pub config: Config,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
     /// Output: a `.parquet` file, or a stage directory holding `logprobs.parquet`.
     #[arg(long)]
     pub out: PathBuf,
 }
 
 pub fn cli(args: Args) -> Result<ExitCode> {
-    let cfg = Config { batch: args.batch };
-    let device = serde_json::to_value(args.device)?
-        .as_str()
-        .unwrap_or("cpu")
-        .to_string();
-    let common = Common {
-        precision: args.precision,
-        device,
-        ..Common::default()
-    };
-    let inputs = Inputs {
-        policy: args.policy,
-        input: args.input,
-    };
     let ext = args
         .out
         .extension()
         .map(|e| e.to_string_lossy().to_lowercase());
-    let metrics = match ext.as_deref() {
-        Some("parquet") => {
-            let tmp = args.out.with_extension("parquet.partial");
-            let m = score_to(&cfg, &common, &inputs, &tmp)?;
-            std::fs::rename(&tmp, &args.out)
-                .with_context(|| format!("writing {}", args.out.display()))?;
-            m
-        }
-        Some(e @ ("jsonl" | "json" | "csv" | "gz" | "txt")) => {
-            return Err(usage(format!(
-                "--out {}: logprobs are written as a .parquet file or into a stage directory, not .{e}",
-                args.out.display()
-            )));
-        }
-        _ => run(&cfg, &common, &inputs, &args.out)?.metrics,
+    if let Some(e @ ("jsonl" | "json" | "csv" | "gz" | "txt")) = ext.as_deref() {
+        return Err(usage(format!(
+            "--out {}: logprobs are written as a .parquet file or into a stage directory, not .{e}",
+            args.out.display()
+        )));
+    }
+    let common = Common {
+        device: args.runtime.device,
+        precision: args.runtime.precision,
+        ..Common::default()
     };
+    let metrics = stage::run_to(
+        &args.config,
+        &common,
+        &args.inputs,
+        &args.out,
+        LOGPROBS_FILE,
+    )
+    .context("ember logprob failed")?;
     println!(
         "logprob: {} rows, mean log p(answer | prompt) {:.4} → {}",
         metrics["rows"],

@@ -1,21 +1,22 @@
 //! `ember rank`: best-of-N by lowest energy. N samples per prompt from the policy, energies from
 //! the reward model, every candidate and the selected answer per prompt written as Parquet, and
 //! the best-of-n table for n = 1, 2, 4, …, N estimated from the same samples with the unbiased
-//! estimators of [`crate::select::bon`] next to the bounds of Beirami et al. 2024.
+//! estimators of [`reward::search::bon`] next to the bounds of Beirami et al. 2024.
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
+use policy::pool::{best_per_prompt, draw, write_candidates};
 use policy::sample::SampleConfig;
 use policy::Policy;
+use reward::search::summary::{summarize, SummaryRow};
 use reward::EnergyScorer;
 use serde::{Deserialize, Serialize};
-use tracing::{info, instrument};
+use tracing::info;
 
+use crate::config::Invalid;
 use crate::error::usage;
-use crate::select::pool::{self, best_per_prompt, write_candidates};
-use crate::select::summary::{render, summarize, SummaryRow};
-use crate::stage::{Common, Manifest, StageRun};
+use crate::stage::{self, Common, RuntimeArgs, SeedArg, Stage};
 
 pub const NAME: &str = "rank";
 pub const CANDIDATES: &str = "candidates.parquet";
@@ -73,29 +74,23 @@ impl Config {
         }
     }
 
-    fn check(&self) -> Result<()> {
-        if self.n == 0 || self.batch == 0 || self.score_batch == 0 || self.max_new_tokens == 0 {
-            return Err(usage(
-                "rank: n, batch, score_batch and max_new_tokens must be > 0",
-            ));
-        }
-        if !(self.temperature > 0.0 && self.temperature.is_finite()) {
-            return Err(usage(format!(
-                "rank: temperature must be > 0 (got {}); best-of-n needs distinct samples",
-                self.temperature
-            )));
-        }
-        Ok(())
+    fn check(&self) -> Vec<Invalid> {
+        let zero = [
+            ("n", self.n),
+            ("batch", self.batch),
+            ("score_batch", self.score_batch),
+        ];
+        let mut bad: Vec<Invalid> = Invalid::zero(&zero).into_iter().collect();
+        bad.extend(Invalid::zero(&[("max_new_tokens", self.max_new_tokens)]));
+        let why = "best-of-n needs distinct samples";
+        let t = Invalid::below("temperature", self.temperature, 0.0, false);
+        bad.extend(t.map(|i| Invalid::new(i.key, format!("{}; {why}", i.message))));
+        bad
     }
 }
 
 /// Upstream artifacts: a policy directory, a reward model directory and a prompts file.
-pub struct Inputs {
-    pub policy: PathBuf,
-    pub reward: PathBuf,
-    /// Parquet or JSONL with a `prompt` column.
-    pub prompts: PathBuf,
-}
+pub type Inputs = super::OnPolicy;
 
 /// Reads the prompts (at most `max`, 0 = all); an empty file is a usage error.
 pub fn load_prompts(path: &Path, max: usize) -> Result<Vec<String>> {
@@ -110,26 +105,42 @@ pub fn load_prompts(path: &Path, max: usize) -> Result<Vec<String>> {
     Ok(prompts)
 }
 
+/// The stage, through [`crate::stage::run`].
+impl Stage for Config {
+    const NAME: &'static str = NAME;
+    const RESUMABLE: bool = false;
+    const SCRATCH: &'static [&'static str] = &[];
+    type Inputs = Inputs;
+
+    fn input_paths(inputs: &Inputs) -> Vec<PathBuf> {
+        inputs.paths()
+    }
+
+    fn check(&self) -> Vec<Invalid> {
+        self.check()
+    }
+
+    fn execute(&self, common: &Common, inputs: &Inputs, dir: &Path) -> Result<serde_json::Value> {
+        execute(self, common, inputs, dir)
+    }
+}
+
 /// The stage: typed config in, manifest out.
-#[instrument(skip_all, fields(out = %out.display()))]
-pub fn run(cfg: &Config, common: &Common, inputs: &Inputs, out: &Path) -> Result<Manifest> {
-    cfg.check()?;
+fn execute(
+    cfg: &Config,
+    common: &Common,
+    inputs: &Inputs,
+    dir: &Path,
+) -> Result<serde_json::Value> {
     let (device, _amp) = common.device()?;
     let prompts = load_prompts(&inputs.prompts, cfg.max_prompts)?;
-    let run = StageRun::begin(
-        NAME,
-        &(cfg, common),
-        &[&inputs.policy, &inputs.reward, &inputs.prompts],
-        out,
-        false,
-    )?;
     tch::manual_seed(common.seed as i64);
     let policy = Policy::load(&inputs.policy, device)
         .with_context(|| format!("loading the policy from {}", inputs.policy.display()))?;
     let scorer = EnergyScorer::load(&inputs.reward, device)
         .with_context(|| format!("loading the reward model from {}", inputs.reward.display()))?;
     let started = std::time::Instant::now();
-    let cands = pool::draw(
+    let cands = draw(
         &policy,
         &scorer,
         &prompts,
@@ -138,8 +149,8 @@ pub fn run(cfg: &Config, common: &Common, inputs: &Inputs, out: &Path) -> Result
     )?;
     let seconds = started.elapsed().as_secs_f64();
     info!(candidates = cands.len(), seconds, "sampled and scored");
-    write_candidates(&run.dir().join(CANDIDATES), &cands)?;
-    write_candidates(&run.dir().join(SELECTED), &best_per_prompt(&cands))?;
+    write_candidates(&dir.join(CANDIDATES), &cands)?;
+    write_candidates(&dir.join(SELECTED), &best_per_prompt(&cands))?;
     let rows = summarize(&cands, cfg.n)?;
     let summary = serde_json::json!({
         "prompts": prompts.len(),
@@ -147,25 +158,18 @@ pub fn run(cfg: &Config, common: &Common, inputs: &Inputs, out: &Path) -> Result
         "sample_and_score_seconds": seconds,
         "rows": rows,
     });
-    let path = run.dir().join(SUMMARY);
+    let path = dir.join(SUMMARY);
     std::fs::write(&path, serde_json::to_string_pretty(&summary)?)
         .with_context(|| format!("writing {}", path.display()))?;
-    run.finish(summary, &[])
+    Ok(summary)
 }
 
 /// Best-of-N by lowest energy: N samples per prompt, every candidate and the selected answer
 /// written as Parquet, and the best-of-n table (energy, gold, win rate, KL) for n = 1, 2, 4, …, N.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Policy directory (config.json, model.safetensors, tokenizer.json).
-    #[arg(long)]
-    pub policy: PathBuf,
-    /// Reward model directory (from `ember reward train`).
-    #[arg(long)]
-    pub reward: PathBuf,
-    /// Prompts: Parquet or JSONL with a `prompt` column (e.g. synth's eval_prompts.parquet).
-    #[arg(long)]
-    pub prompts: PathBuf,
+    #[command(flatten)]
+    pub on: super::OnPolicy,
     /// Output directory.
     #[arg(long)]
     pub out: PathBuf,
@@ -193,15 +197,10 @@ pub struct Args {
     /// Use only the first this many prompts (0 = all).
     #[arg(long, default_value_t = Config::default().max_prompts)]
     pub max_prompts: usize,
-    /// The seed of every generator.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// cpu, cuda or auto.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    /// fp32, or bf16 (autocast on CUDA; weights and optimizer state stay fp32).
-    #[arg(long, value_enum, default_value_t = policy::device::Precision::Fp32)]
-    pub precision: policy::device::Precision,
+    #[command(flatten)]
+    pub seed: SeedArg,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
 }
 
 pub fn cli(args: Args) -> Result<ExitCode> {
@@ -215,17 +214,9 @@ pub fn cli(args: Args) -> Result<ExitCode> {
         score_batch: args.score_batch,
         max_prompts: args.max_prompts,
     };
-    let common = Common {
-        precision: args.precision,
-        seed: args.seed,
-        device: args.device,
-    };
-    let inputs = Inputs {
-        policy: args.policy,
-        reward: args.reward,
-        prompts: args.prompts,
-    };
-    let manifest = run(&cfg, &common, &inputs, &args.out).context("ember rank failed")?;
+    let common = Common::new(&args.seed, &args.runtime);
+    let inputs = args.on.clone();
+    let manifest = stage::run(&cfg, &common, &inputs, &args.out).context("ember rank failed")?;
     let rows: Vec<SummaryRow> = serde_json::from_value(manifest.metrics["rows"].clone())?;
     print!("{}", render(&rows));
     println!(
@@ -234,4 +225,61 @@ pub fn cli(args: Args) -> Result<ExitCode> {
         args.out.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The table as aligned text.
+pub fn render(rows: &[SummaryRow]) -> String {
+    let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
+    let mut out = format!(
+        "{:>5} {:>7} {:>16} {:>16} {:>8} {:>8} {:>8} {:>8}\n",
+        "n", "prompts", "energy ± se", "gold ± se", "win", "win≤", "KL emp", "KL≤"
+    );
+    for r in rows {
+        let gold = match (r.gold, r.gold_se) {
+            (Some(g), Some(se)) => format!("{g:.4} ± {se:.4}"),
+            _ => "-".to_string(),
+        };
+        out += &format!(
+            "{:>5} {:>7} {:>16} {:>16} {:>8} {:>8.4} {:>8.4} {:>8.4}\n",
+            r.n,
+            r.prompts,
+            format!("{:.4} ± {:.4}", r.energy, r.energy_se),
+            gold,
+            opt(r.win_rate),
+            r.win_rate_bound,
+            r.kl_empirical,
+            r.kl_bound
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_prints_a_header_and_one_line_per_n() {
+        let row = |n: usize, gold: Option<f64>| SummaryRow {
+            n,
+            prompts: 2,
+            energy: 0.5,
+            energy_se: 0.1,
+            gold,
+            gold_se: gold.map(|_| 0.0),
+            win_rate: None,
+            win_rate_bound: reward::search::bon::win_rate_bound(n),
+            kl_empirical: 0.0,
+            kl_bound: reward::search::bon::kl_bound(n),
+        };
+        let text = render(&[row(1, Some(0.25)), row(2, None)]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(lines[0].contains("KL≤"), "{text}");
+        assert!(lines[1].contains("0.2500 ± 0.0000") && lines[1].contains("0.5000 ± 0.1000"));
+        assert!(
+            lines[2].trim_start().starts_with('2') && lines[2].contains(" - "),
+            "{text}"
+        );
+    }
 }

@@ -7,17 +7,17 @@ use std::process::ExitCode;
 use anyhow::{Context as _, Result};
 use policy::sample::SampleConfig;
 use policy::Policy;
+use reward::search::energy::check_compatible;
+use reward::search::io::{write_refined, write_traces, Init};
+use reward::search::refined::{refine_prompts, summary};
+use reward::search::RefineConfig;
 use reward::EnergyScorer;
 use serde::{Deserialize, Serialize};
-use tracing::{info, instrument};
+use tracing::info;
 
-use crate::error::usage;
-use crate::refine::io::{
-    gold_of, load_prompts, starts, write_refined, write_traces, Init, RefinedRow,
-};
-use crate::refine::models::{check_compatible, max_answer_positions, PromptEnergy};
-use crate::refine::{refine, Compute, RefineConfig};
-use crate::stage::{Common, Manifest, StageRun};
+use crate::config::Invalid;
+use crate::stage::{self, Common, RuntimeArgs, SeedArg, Stage};
+use crate::stages::rank::load_prompts;
 
 pub const NAME: &str = "refine";
 pub const REFINED: &str = "refined.parquet";
@@ -55,20 +55,26 @@ impl Default for Config {
 }
 
 impl Config {
-    pub fn check(&self) -> Result<()> {
+    pub fn check(&self) -> Vec<Invalid> {
         let o = &self.optimiser;
-        if self.batch == 0 || self.max_new_tokens == 0 {
-            return Err(usage("refine: batch and max_new_tokens must be > 0"));
+        let zero = [
+            ("batch", self.batch),
+            ("max_new_tokens", self.max_new_tokens),
+        ];
+        let mut bad: Vec<Invalid> = Invalid::zero(&zero).into_iter().collect();
+        for (key, v) in [("lr", o.lr), ("tau", o.tau), ("tau_end", o.tau_end)] {
+            bad.extend(Invalid::below(&format!("optimiser.{key}"), v, 0.0, false));
         }
-        if !(o.lr > 0.0 && o.tau > 0.0 && o.tau_end > 0.0 && o.beta >= 0.0 && o.noise >= 0.0) {
-            return Err(usage(
-                "refine: lr, tau and tau_end must be > 0; beta and noise ≥ 0",
+        for (key, v) in [("beta", o.beta), ("noise", o.noise)] {
+            bad.extend(Invalid::below(&format!("optimiser.{key}"), v, 0.0, true));
+        }
+        if self.init == Init::Sample && (self.temperature.is_nan() || self.temperature <= 0.0) {
+            bad.push(Invalid::new(
+                "temperature",
+                "init = sample needs a temperature > 0",
             ));
         }
-        if self.init == Init::Sample && self.temperature <= 0.0 {
-            return Err(usage("refine: --init sample needs a temperature > 0"));
-        }
-        Ok(())
+        bad
     }
 
     pub fn sampling(&self, seed: u64) -> SampleConfig {
@@ -84,13 +90,8 @@ impl Config {
     }
 }
 
-/// Upstream artifacts: a policy, a reward model and a prompts file.
-pub struct Inputs {
-    pub policy: PathBuf,
-    pub reward: PathBuf,
-    /// Parquet or JSONL with a `prompt` column.
-    pub prompts: PathBuf,
-}
+/// Upstream artifacts: a policy directory, a reward model directory and a prompts file.
+pub type Inputs = super::OnPolicy;
 
 /// Loads the policy and the energy model with frozen weights (refinement differentiates with
 /// respect to the answer only) and checks they share a tokenizer.
@@ -105,142 +106,63 @@ pub fn load_models(
         .with_context(|| format!("loading the reward model from {}", inputs_reward.display()))?;
     policy.vs.freeze();
     scorer.vs.freeze();
-    check_compatible(&scorer, &policy).map_err(|e| usage(format!("{e:#}")))?;
+    check_compatible(&scorer, &policy)?;
     Ok((policy, scorer))
 }
 
-/// Log-probs (answer + EOS) of `answers` under the policy.
-pub fn logprobs(
-    policy: &Policy,
-    prompts: &[String],
-    answers: &[String],
-    batch: usize,
-) -> Result<Vec<f32>> {
-    let lp = policy::score::answer_logprobs(policy, prompts, answers, batch)
-        .context("scoring answers under the policy")?;
-    Ok(lp.into_iter().map(|(_, sum)| sum).collect())
+/// The stage, through [`crate::stage::run`].
+impl Stage for Config {
+    const NAME: &'static str = NAME;
+    const RESUMABLE: bool = false;
+    const SCRATCH: &'static [&'static str] = &[];
+    type Inputs = Inputs;
+
+    fn input_paths(inputs: &Inputs) -> Vec<PathBuf> {
+        inputs.paths()
+    }
+
+    fn check(&self) -> Vec<Invalid> {
+        self.check()
+    }
+
+    fn execute(&self, common: &Common, inputs: &Inputs, dir: &Path) -> Result<serde_json::Value> {
+        execute(self, common, inputs, dir)
+    }
 }
 
 /// The stage: typed config in, manifest out.
-#[instrument(skip_all, fields(out = %out.display()))]
-pub fn run(cfg: &Config, common: &Common, inputs: &Inputs, out: &Path) -> Result<Manifest> {
-    cfg.check()?;
+fn execute(
+    cfg: &Config,
+    common: &Common,
+    inputs: &Inputs,
+    dir: &Path,
+) -> Result<serde_json::Value> {
     let (device, _amp) = common.device()?;
     let prompts = load_prompts(&inputs.prompts, cfg.max_prompts)?;
-    let run = StageRun::begin(
-        NAME,
-        &(cfg, common),
-        &[&inputs.policy, &inputs.reward, &inputs.prompts],
-        out,
-        false,
-    )?;
     tch::manual_seed(policy::rng::torch_seed(common.seed, "refine", 0));
     let (policy, scorer) = load_models(&inputs.policy, &inputs.reward, device)?;
-    let max_len =
-        max_answer_positions(&scorer, &policy).saturating_sub(cfg.optimiser.extra_positions.max(1));
-    let mut start_ledger = Compute::default();
-    let starts = start_ledger.timed(|_| {
-        starts(
-            &policy,
-            &prompts,
-            cfg.init,
-            &cfg.sampling(common.seed),
-            max_len,
-        )
-    })?;
-    let mut rows = Vec::new();
-    let mut traces = Vec::new();
-    let bar = crate::logging::progress(prompts.len() as u64, "refine");
-    for (i, (prompt, start)) in prompts.iter().zip(&starts).enumerate() {
-        tch::manual_seed(policy::rng::torch_seed(
-            common.seed,
-            "refine-noise",
-            i as u64,
-        ));
-        let energy = PromptEnergy::new(
-            &scorer,
-            &policy,
-            prompt,
-            start.ids.len() + cfg.optimiser.extra_positions.max(1),
-        )?;
-        let mut ledger = Compute::default();
-        ledger.policy_generate(1, start.ids.len() + 1);
-        let out = refine(&energy, &start.ids, None, &cfg.optimiser, None, &mut ledger)?;
-        let final_answer = scorer.tokenizer.decode(&out.best);
-        rows.push(RefinedRow {
-            prompt: prompt.clone(),
-            start_answer: start.answer.clone(),
-            start_gold: gold_of(prompt, &start.answer),
-            gold: gold_of(prompt, &final_answer),
-            final_answer,
-            start_energy: out.start_energy,
-            best_energy: out.best_energy,
-            steps: out.steps,
-            start_logprob: 0.0,
-            final_logprob: 0.0,
-            energy_fwd: ledger.energy_fwd,
-            policy_fwd: ledger.policy_fwd,
-            wall_s: ledger.wall_s + start_ledger.wall_s / prompts.len() as f64,
-        });
-        traces.push((i, out.trace));
-        bar.inc(1);
-    }
-    bar.finish_and_clear();
-    let starts_text: Vec<String> = rows.iter().map(|r| r.start_answer.clone()).collect();
-    let finals: Vec<String> = rows.iter().map(|r| r.final_answer.clone()).collect();
-    let start_lp = logprobs(&policy, &prompts, &starts_text, cfg.batch)?;
-    let final_lp = logprobs(&policy, &prompts, &finals, cfg.batch)?;
-    for ((r, s), f) in rows.iter_mut().zip(start_lp).zip(final_lp) {
-        (r.start_logprob, r.final_logprob) = (s, f);
-    }
-    write_refined(&run.dir().join(REFINED), &rows)?;
-    write_traces(&run.dir().join(TRACES), &traces)?;
-    let metrics = summary(&rows);
+    let refined = refine_prompts(
+        &policy,
+        &scorer,
+        &prompts,
+        cfg.init,
+        &cfg.sampling(common.seed),
+        &cfg.optimiser,
+        common.seed,
+    )?;
+    write_refined(&dir.join(REFINED), &refined.rows)?;
+    write_traces(&dir.join(TRACES), &refined.traces)?;
+    let metrics = summary(&refined.rows);
     info!(%metrics, "refined");
-    run.finish(metrics, &[])
-}
-
-/// Headline numbers: mean start and best energies, share improved, gold before and after.
-pub fn summary(rows: &[RefinedRow]) -> serde_json::Value {
-    let n = rows.len().max(1) as f64;
-    let avg = |f: &dyn Fn(&RefinedRow) -> f64| rows.iter().map(f).sum::<f64>() / n;
-    let golds: Vec<(f32, f32)> = rows
-        .iter()
-        .filter_map(|r| Some((r.start_gold?, r.gold?)))
-        .collect();
-    let gold = |f: fn(&(f32, f32)) -> f32| {
-        (!golds.is_empty())
-            .then(|| golds.iter().map(|g| f(g) as f64).sum::<f64>() / golds.len() as f64)
-    };
-    serde_json::json!({
-        "prompts": rows.len(),
-        "start_energy": avg(&|r| r.start_energy as f64),
-        "best_energy": avg(&|r| r.best_energy as f64),
-        "improved": avg(&|r| f64::from(u8::from(r.best_energy < r.start_energy))),
-        "changed": avg(&|r| f64::from(u8::from(r.final_answer != r.start_answer))),
-        "start_gold": gold(|g| g.0),
-        "gold": gold(|g| g.1),
-        "kl_estimate": avg(&|r| (r.start_logprob - r.final_logprob) as f64),
-        "steps": avg(&|r| r.steps as f64),
-        "energy_fwd": avg(&|r| r.energy_fwd),
-        "policy_fwd": avg(&|r| r.policy_fwd),
-        "wall_s": avg(&|r| r.wall_s),
-    })
+    Ok(metrics)
 }
 
 /// Refine policy answers by gradient descent on the energy in a continuous relaxation; writes
 /// refined.parquet (start and final answers, energies, gold, log-probs) and traces.parquet.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Policy directory (config.json, model.safetensors, tokenizer.json).
-    #[arg(long)]
-    pub policy: PathBuf,
-    /// Reward model directory (from `ember reward train`); must share the policy's tokenizer.
-    #[arg(long)]
-    pub reward: PathBuf,
-    /// Prompts: Parquet or JSONL with a `prompt` column (e.g. synth's eval_prompts.parquet).
-    #[arg(long)]
-    pub prompts: PathBuf,
+    #[command(flatten)]
+    pub on: super::OnPolicy,
     /// Output directory.
     #[arg(long)]
     pub out: PathBuf,
@@ -248,7 +170,7 @@ pub struct Args {
     #[arg(long, default_value_t = RefineConfig::default().steps)]
     pub steps: usize,
     /// Start from the greedy answer or one sample.
-    #[arg(long, value_enum, default_value_t = Init::Sample)]
+    #[arg(long, default_value_t = Init::Sample)]
     pub init: Init,
     /// Adam learning rate on the answer logits.
     #[arg(long, default_value_t = RefineConfig::default().lr)]
@@ -277,15 +199,10 @@ pub struct Args {
     /// Longest start answer in tokens, EOS included.
     #[arg(long, default_value_t = Config::default().max_new_tokens)]
     pub max_new_tokens: usize,
-    /// The seed of every generator.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// cpu, cuda or auto.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    /// fp32, or bf16 (autocast on CUDA; weights and optimizer state stay fp32).
-    #[arg(long, value_enum, default_value_t = policy::device::Precision::Fp32)]
-    pub precision: policy::device::Precision,
+    #[command(flatten)]
+    pub seed: SeedArg,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
 }
 
 impl Args {
@@ -313,17 +230,9 @@ pub fn cli(args: Args) -> Result<ExitCode> {
         optimiser: args.optimiser(),
         ..Config::default()
     };
-    let common = Common {
-        precision: args.precision,
-        seed: args.seed,
-        device: args.device.clone(),
-    };
-    let inputs = Inputs {
-        policy: args.policy.clone(),
-        reward: args.reward.clone(),
-        prompts: args.prompts.clone(),
-    };
-    let m = run(&cfg, &common, &inputs, &args.out).context("ember refine failed")?;
+    let common = Common::new(&args.seed, &args.runtime);
+    let inputs = args.on.clone();
+    let m = stage::run(&cfg, &common, &inputs, &args.out).context("ember refine failed")?;
     let g = |k: &str| {
         m.metrics[k]
             .as_f64()

@@ -6,20 +6,21 @@ use std::process::ExitCode;
 use anyhow::{Context as _, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::stage::{Common, Manifest, StageRun};
+use crate::config::Invalid;
+use crate::stage::{self, Common, Stage};
 
-/// The name this stage hashes and records in its manifest.
-pub const NAME: &str = "report";
-
-/// The `[report]` section of a run config; also built from the CLI flags.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// The `[report]` section of a run config, and the flags of `ember report`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, clap::Args)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// The report's title (first heading).
+    #[arg(long, default_value_t = Config::default().title)]
     pub title: String,
     /// Bins of the energy histograms.
+    #[arg(long, default_value_t = Config::default().histogram_bins)]
     pub histogram_bins: usize,
-    /// Draw plots (PNG + SVG) beside `report.md`.
+    /// Draw plots (PNG + SVG) beside `report.md` (`--no-plots` skips them).
+    #[arg(long = "no-plots", action = clap::ArgAction::SetFalse)]
     pub plots: bool,
 }
 
@@ -38,12 +39,25 @@ pub struct Inputs {
     pub stages: Vec<PathBuf>,
 }
 
-/// Writes `report.md` and its plots from the stage directories in `inputs`.
-pub fn run(cfg: &Config, common: &Common, inputs: &Inputs, out: &Path) -> Result<Manifest> {
-    let dirs: Vec<&Path> = inputs.stages.iter().map(PathBuf::as_path).collect();
-    let run = StageRun::begin(NAME, &(cfg, common), &dirs, out, false)?;
-    let summary = crate::report::write(cfg, &dirs, run.dir())?;
-    run.finish(summary, &[])
+/// The stage: `report.md` and its plots from the stage directories of its inputs.
+impl Stage for Config {
+    const NAME: &'static str = "report";
+    type Inputs = Inputs;
+
+    fn input_paths(inputs: &Inputs) -> Vec<PathBuf> {
+        inputs.stages.clone()
+    }
+
+    fn check(&self) -> Vec<Invalid> {
+        Invalid::zero(&[("histogram_bins", self.histogram_bins)])
+            .into_iter()
+            .collect()
+    }
+
+    fn execute(&self, _: &Common, inputs: &Inputs, dir: &Path) -> Result<serde_json::Value> {
+        let dirs: Vec<&Path> = inputs.stages.iter().map(PathBuf::as_path).collect();
+        crate::report::write(self, &dirs, dir)
+    }
 }
 
 /// `ember report STAGE_DIR... --out DIR`: a report over finished stage directories.
@@ -55,15 +69,8 @@ pub struct Args {
     /// Output directory (report.md, plots, manifest.json).
     #[arg(long)]
     pub out: PathBuf,
-    /// Report title.
-    #[arg(long, default_value_t = Config::default().title)]
-    pub title: String,
-    /// Bins of the energy histograms.
-    #[arg(long, default_value_t = Config::default().histogram_bins)]
-    pub histogram_bins: usize,
-    /// Skip the plots.
-    #[arg(long)]
-    pub no_plots: bool,
+    #[command(flatten)]
+    pub config: Config,
 }
 
 pub fn cli(args: Args) -> Result<ExitCode> {
@@ -78,15 +85,10 @@ pub fn cli(args: Args) -> Result<ExitCode> {
             )));
         }
     }
-    let cfg = Config {
-        title: args.title,
-        histogram_bins: args.histogram_bins,
-        plots: !args.no_plots,
-    };
     let inputs = Inputs {
         stages: args.stages,
     };
-    run(&cfg, &Common::default(), &inputs, &args.out)?;
+    stage::run(&args.config, &Common::default(), &inputs, &args.out)?;
     println!("{}", args.out.join("report.md").display());
     Ok(ExitCode::SUCCESS)
 }

@@ -10,33 +10,39 @@ use policy::sft::SftConfig;
 use policy::train::OptimConfig;
 use policy::Tokenizer;
 use serde::{Deserialize, Serialize};
-use tracing::instrument;
 
+use crate::config::Invalid;
 use crate::error::usage;
-use crate::stage::{Common, Manifest, StageRun};
+use crate::stage::{self, Common, LrArg, RuntimeArgs, SeedArg, Stage};
 
-pub const NAME: &str = "sft";
-
-/// The `[sft]` section of a run config; also built from the CLI flags.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// The `[sft]` section of a run config, and the flags of `ember sft`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, clap::Args)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Optimizer steps.
+    #[arg(long, default_value_t = Config::default().steps)]
     pub steps: u64,
     /// Sequences per micro-batch.
+    #[arg(long, default_value_t = Config::default().batch)]
     pub batch: usize,
     /// Micro-batches per optimizer step.
+    #[arg(long, default_value_t = Config::default().grad_accum)]
     pub grad_accum: usize,
     /// Validation loss every this many steps.
+    #[arg(long, default_value_t = Config::default().eval_every)]
     pub eval_every: u64,
     /// Checkpoint every this many steps.
+    #[arg(long, default_value_t = Config::default().checkpoint_every)]
     pub checkpoint_every: u64,
     /// Share of demonstrations held out for validation when the data has no `val.parquet`
     /// (split by a hash of the prompt).
+    #[arg(skip = Config::default().val_fraction)]
     pub val_fraction: f64,
-    /// AdamW, schedule and clipping.
+    /// AdamW, schedule and clipping (`--lr` sets the peak and a tenth of it as the floor).
+    #[arg(skip = Config::default().optim)]
     pub optim: OptimConfig,
-    /// Shape of a fresh model (`vocab_size` 0 = the tokenizer's).
+    /// Shape of a fresh model (`vocab_size` 0 = the tokenizer's; `--model-config FILE`).
+    #[arg(skip = Config::default().model)]
     pub model: GptConfig,
 }
 
@@ -65,6 +71,17 @@ pub struct Inputs {
     pub tokenizer: PathBuf,
     /// A policy directory to start from instead of a fresh model.
     pub init: Option<PathBuf>,
+}
+
+impl Inputs {
+    /// A fresh model on a data directory, with the tokenizer of a tokenizer stage's directory.
+    pub fn fresh(data: PathBuf, tokenizer_stage: PathBuf) -> Self {
+        Self {
+            data,
+            tokenizer: tokenizer_stage.join(policy::TOKENIZER_FILE),
+            init: None,
+        }
+    }
 }
 
 fn tokenizer_file(p: &Path) -> PathBuf {
@@ -127,41 +144,54 @@ pub fn load_rows(data: &Path, val_fraction: f64) -> Result<(Rows, Rows)> {
 }
 
 /// The stage: a policy directory (`config.json`, `model.safetensors`, `tokenizer.json`) plus
-/// `metrics.jsonl`.
-#[instrument(skip_all, fields(out = %out.display()))]
-pub fn run(cfg: &Config, common: &Common, inputs: &Inputs, out: &Path) -> Result<Manifest> {
-    let (device, _amp) = common.device()?;
-    let tok_path = tokenizer_file(&inputs.tokenizer);
-    let mut input_paths: Vec<&Path> = vec![&inputs.data, &tok_path];
-    if let Some(init) = &inputs.init {
-        input_paths.push(init);
+/// `metrics.jsonl`. Resumes from `OUT.partial/checkpoint`.
+impl Stage for Config {
+    const NAME: &'static str = "sft";
+    const RESUMABLE: bool = true;
+    const SCRATCH: &'static [&'static str] = &["checkpoint"];
+    type Inputs = Inputs;
+
+    /// The data, the tokenizer file (not its directory), the init policy.
+    fn input_paths(inputs: &Inputs) -> Vec<PathBuf> {
+        let mut paths = vec![inputs.data.clone(), tokenizer_file(&inputs.tokenizer)];
+        paths.extend(inputs.init.clone());
+        paths
     }
-    let tokenizer = Tokenizer::load(&tok_path)?;
-    let (train_rows, val_rows) = load_rows(&inputs.data, cfg.val_fraction)?;
-    let run = StageRun::begin(NAME, &(cfg, common), &input_paths, out, true)?;
-    let lib = SftConfig {
-        steps: cfg.steps,
-        batch: cfg.batch,
-        grad_accum: cfg.grad_accum,
-        optim: cfg.optim.clone(),
-        eval_every: cfg.eval_every,
-        checkpoint_every: cfg.checkpoint_every,
-        seed: common.seed,
-        model: cfg.model.clone(),
-        ..SftConfig::default()
-    };
-    let report = policy::sft::train(
-        &lib,
-        tokenizer,
-        &train_rows,
-        &val_rows,
-        inputs.init.as_deref(),
-        run.dir(),
-        device,
-    )
-    .context("SFT failed (checkpoints are kept in the .partial directory; re-run to resume)")?;
-    run.finish(serde_json::to_value(&report)?, &["checkpoint"])
-        .context("ember sft failed")
+
+    fn check(&self) -> Vec<Invalid> {
+        let zero = [("steps", self.steps), ("eval_every", self.eval_every)];
+        let mut bad: Vec<Invalid> = Invalid::zero(&zero).into_iter().collect();
+        bad.extend(Invalid::zero(&[
+            ("batch", self.batch),
+            ("grad_accum", self.grad_accum),
+        ]));
+        bad.extend(Invalid::below("optim.lr", self.optim.lr, 0.0, false));
+        bad.extend(Invalid::below("optim.min_lr", self.optim.min_lr, 0.0, true));
+        bad
+    }
+
+    fn execute(&self, common: &Common, inputs: &Inputs, dir: &Path) -> Result<serde_json::Value> {
+        let (device, _amp) = common.device()?;
+        let tokenizer = Tokenizer::load(tokenizer_file(&inputs.tokenizer))?;
+        let (train_rows, val_rows) = load_rows(&inputs.data, self.val_fraction)?;
+        let lib = SftConfig {
+            steps: self.steps,
+            batch: self.batch,
+            grad_accum: self.grad_accum,
+            optim: self.optim.clone(),
+            eval_every: self.eval_every,
+            checkpoint_every: self.checkpoint_every,
+            seed: common.seed,
+            model: self.model.clone(),
+            ..SftConfig::default()
+        };
+        let init = inputs.init.as_deref();
+        let report = policy::sft::train(&lib, tokenizer, &train_rows, &val_rows, init, dir, device)
+            .context(
+                "SFT failed (checkpoints are kept in the .partial directory; re-run to resume)",
+            )?;
+        Ok(serde_json::to_value(&report)?)
+    }
 }
 
 /// Supervised fine-tuning of the policy on demonstrations.
@@ -182,64 +212,29 @@ pub struct Args {
     /// Start from this policy directory instead of a fresh model.
     #[arg(long)]
     pub init: Option<PathBuf>,
-    /// Optimizer steps.
-    #[arg(long, default_value_t = 300)]
-    pub steps: u64,
-    /// Sequences per micro-batch.
-    #[arg(long, default_value_t = 32)]
-    pub batch: usize,
-    /// Micro-batches per step.
-    #[arg(long, default_value_t = 1)]
-    pub grad_accum: usize,
-    /// Peak learning rate.
-    #[arg(long, default_value_t = 1e-3)]
-    pub lr: f64,
-    /// Validation every N steps.
-    #[arg(long, default_value_t = 50)]
-    pub eval_every: u64,
-    /// Checkpoint every N steps.
-    #[arg(long, default_value_t = 100)]
-    pub checkpoint_every: u64,
-    /// Seed of initialisation, batch order and dropout.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// cpu, cuda or auto.
-    #[arg(long, value_enum, default_value_t = policy::device::DeviceArg::Cpu)]
-    pub device: policy::device::DeviceArg,
-    /// fp32, or bf16 (autocast on CUDA; weights and optimizer state stay fp32).
-    #[arg(long, value_enum, default_value_t = policy::device::Precision::Fp32)]
-    pub precision: policy::device::Precision,
+    #[command(flatten)]
+    pub config: Config,
+    #[command(flatten)]
+    pub lr: LrArg,
+    #[command(flatten)]
+    pub seed: SeedArg,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
 }
 
 pub fn cli(args: Args) -> Result<ExitCode> {
-    let mut cfg = Config {
-        steps: args.steps,
-        batch: args.batch,
-        grad_accum: args.grad_accum,
-        eval_every: args.eval_every,
-        checkpoint_every: args.checkpoint_every,
-        ..Config::default()
-    };
-    cfg.optim.lr = args.lr;
-    cfg.optim.min_lr = args.lr / 10.0;
+    let mut cfg = args.config;
+    args.lr.apply(&mut cfg.optim);
     if let Some(path) = &args.model_config {
         cfg.model = policy::read_config(path).map_err(|e| usage(e.to_string()))?;
     }
-    let device = serde_json::to_value(args.device)?
-        .as_str()
-        .unwrap_or("cpu")
-        .to_string();
-    let common = Common {
-        precision: args.precision,
-        seed: args.seed,
-        device,
-    };
+    let common = Common::new(&args.seed, &args.runtime);
     let inputs = Inputs {
         data: args.data,
         tokenizer: args.tokenizer,
         init: args.init,
     };
-    let m = run(&cfg, &common, &inputs, &args.out)?;
+    let m = stage::run(&cfg, &common, &inputs, &args.out).context("ember sft failed")?;
     println!(
         "sft: {} steps, train loss {:.4}, val loss {:.4} (ppl {:.3}) → {}",
         m.metrics["steps"],

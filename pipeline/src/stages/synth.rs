@@ -5,40 +5,48 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
-use datasets::split::parse_fractions;
 use datasets::synth::{ProblemSize, SynthConfig, Task};
 use serde::{Deserialize, Serialize};
-use tracing::instrument;
 
-use crate::error::usage;
-use crate::stage::{Common, Manifest, StageRun};
+use crate::config::Invalid;
+use crate::stage::{self, Common, SeedArg, Stage};
 
-pub const NAME: &str = "synth";
-
-/// The `[synth]` section of a run config; also built from the CLI flags.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// The `[data]` section of a run config with `kind = "synth"`, and the flags of `ember synth`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, clap::Args)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// add (addition/subtraction), sort, or mix (half each).
+    #[arg(long, default_value = "mix")]
     pub task: Task,
     /// Preference pairs to generate (before de-duplication).
+    #[arg(long, default_value_t = Config::default().pairs)]
     pub pairs: usize,
     /// SFT demonstrations to generate.
+    #[arg(long, default_value_t = Config::default().demos)]
     pub demos: usize,
     /// Held-out evaluation prompts (never seen in pairs or demonstrations).
+    #[arg(long, default_value_t = Config::default().eval_prompts)]
     pub eval_prompts: usize,
     /// Annotator temperature T in P(a ≻ b) = σ((g(a) − g(b)) / T); 0 = always the better one.
+    #[arg(long, default_value_t = Config::default().label_temperature)]
     pub label_temperature: f64,
     /// Probability that an annotator's label is flipped.
+    #[arg(long, default_value_t = Config::default().flip_rate)]
     pub flip_rate: f64,
     /// Share of SFT demonstrations that are deliberately wrong.
+    #[arg(long, default_value_t = Config::default().demo_error_rate)]
     pub demo_error_rate: f64,
     /// Train, validation and test fractions, split by prompt.
+    #[arg(long, default_value = "0.9,0.05,0.05", value_parser = crate::config::parse_split)]
     pub split: [f64; 3],
-    /// Operands of add have 1..=max_digits digits.
+    /// Operands of add have 1..=max_digits digits (at most 9).
+    #[arg(long, default_value_t = Config::default().max_digits)]
     pub max_digits: u32,
-    /// Lists to sort have min_items..=max_items digits.
+    /// Lists to sort have at least this many digits.
+    #[arg(long, default_value_t = Config::default().min_items)]
     pub min_items: usize,
+    /// Lists to sort have at most this many digits.
+    #[arg(long, default_value_t = Config::default().max_items)]
     pub max_items: usize,
 }
 
@@ -83,104 +91,55 @@ fn library_config(cfg: &Config, common: &Common) -> SynthConfig {
     }
 }
 
-/// The stage: typed config in, manifest out.
-#[instrument(skip_all, fields(out = %out.display()))]
-pub fn run(cfg: &Config, common: &Common, _inputs: &Inputs, out: &Path) -> Result<Manifest> {
-    if !(1..=9).contains(&cfg.max_digits) {
-        return Err(usage(format!(
-            "synth: max_digits must be in 1..=9, got {}",
-            cfg.max_digits
-        )));
+/// The stage: the preference splits, SFT demonstrations, evaluation prompts and `stats.json`.
+impl Stage for Config {
+    const NAME: &'static str = "synth";
+    type Inputs = Inputs;
+
+    fn input_paths(_: &Inputs) -> Vec<PathBuf> {
+        Vec::new()
     }
-    if cfg.min_items == 0 || cfg.min_items > cfg.max_items {
-        return Err(usage(format!(
-            "synth: need 1 ≤ min_items ≤ max_items, got {}..{}",
-            cfg.min_items, cfg.max_items
-        )));
+
+    fn check(&self) -> Vec<Invalid> {
+        let mut bad = Vec::new();
+        if !(1..=9).contains(&self.max_digits) {
+            bad.push(Invalid::new(
+                "max_digits",
+                format!("must be in 1..=9, got {}", self.max_digits),
+            ));
+        }
+        if self.min_items == 0 || self.min_items > self.max_items {
+            let got = format!(
+                "need 1 ≤ min_items ≤ max_items, got {}..{}",
+                self.min_items, self.max_items
+            );
+            bad.push(Invalid::new("min_items", got));
+        }
+        bad
     }
-    let lib = library_config(cfg, common);
-    let run = StageRun::begin(NAME, &(cfg, common), &[], out, false)?;
-    let staging = run.dir().to_path_buf();
-    let result = datasets::synth::generate(&lib, &staging)
-        .map_err(|e| {
-            if e.is_usage() {
-                usage(e.to_string())
-            } else {
-                anyhow::Error::new(e)
-            }
-        })
-        .and_then(|stats| run.finish(serde_json::to_value(&stats)?, &[]));
-    if result.is_err() {
-        let _ = std::fs::remove_dir_all(&staging);
+
+    fn execute(&self, common: &Common, _: &Inputs, dir: &Path) -> Result<serde_json::Value> {
+        let stats = datasets::synth::generate(&library_config(self, common), dir)?;
+        Ok(serde_json::to_value(&stats)?)
     }
-    result.context("ember synth failed")
 }
 
 /// Generate the built-in preference task with a gold reward.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// add (addition/subtraction), sort, or mix.
-    #[arg(long, default_value = "mix", value_parser = ["add", "sort", "mix"])]
-    pub task: String,
+    #[command(flatten)]
+    pub config: Config,
+    #[command(flatten)]
+    pub seed: SeedArg,
     /// Output directory.
     #[arg(long)]
     pub out: PathBuf,
-    /// Preference pairs to generate.
-    #[arg(long, default_value_t = 4000)]
-    pub pairs: usize,
-    /// SFT demonstrations to generate.
-    #[arg(long, default_value_t = 4000)]
-    pub demos: usize,
-    /// Held-out evaluation prompts.
-    #[arg(long, default_value_t = 200)]
-    pub eval_prompts: usize,
-    /// Annotator temperature T: P(a ≻ b) = σ((g(a) − g(b)) / T).
-    #[arg(long, default_value_t = 0.1)]
-    pub label_temperature: f64,
-    /// Probability that an annotator's label is flipped.
-    #[arg(long, default_value_t = 0.05)]
-    pub flip_rate: f64,
-    /// Share of SFT demonstrations that are deliberately wrong.
-    #[arg(long, default_value_t = 0.2)]
-    pub demo_error_rate: f64,
-    /// Train,val,test fractions (split by prompt).
-    #[arg(long, default_value = "0.9,0.05,0.05")]
-    pub split: String,
-    /// Operands of add have 1..=N digits.
-    #[arg(long, default_value_t = Config::default().max_digits)]
-    pub max_digits: u32,
-    /// Lists to sort have at least N digits.
-    #[arg(long, default_value_t = Config::default().min_items)]
-    pub min_items: usize,
-    /// Lists to sort have at most N digits.
-    #[arg(long, default_value_t = Config::default().max_items)]
-    pub max_items: usize,
-    /// The seed of every generator.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
 }
 
 pub fn cli(args: Args) -> Result<ExitCode> {
-    let split = parse_fractions(&args.split).map_err(|e| usage(format!("--split: {e}")))?;
-    let task: Task = args.task.parse().map_err(usage)?;
-    let cfg = Config {
-        task,
-        pairs: args.pairs,
-        demos: args.demos,
-        eval_prompts: args.eval_prompts,
-        label_temperature: args.label_temperature,
-        flip_rate: args.flip_rate,
-        demo_error_rate: args.demo_error_rate,
-        split,
-        max_digits: args.max_digits,
-        min_items: args.min_items,
-        max_items: args.max_items,
-    };
-    let common = Common {
-        seed: args.seed,
-        ..Common::default()
-    };
-    let manifest = run(&cfg, &common, &Inputs, &args.out)?;
+    let common = Common::seeded(&args.seed);
+    let manifest =
+        stage::run(&args.config, &common, &Inputs, &args.out).context("ember synth failed")?;
     let m = &manifest.metrics;
     println!(
         "synth: {} pairs ({} train / {} val / {} test), {} demos, {} eval prompts → {}",

@@ -6,12 +6,10 @@ use std::process::ExitCode;
 use anyhow::{Context as _, Result};
 use policy::Tokenizer;
 use serde::{Deserialize, Serialize};
-use tracing::instrument;
 
+use crate::config::Invalid;
 use crate::error::usage;
-use crate::stage::{Common, Manifest, StageRun};
-
-pub const NAME: &str = "tokenizer";
+use crate::stage::{self, Common, Stage};
 
 /// Which tokenizer to build.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -23,13 +21,16 @@ pub enum Kind {
     Bpe,
 }
 
-/// The `[tokenizer]` section of a run config; also built from the CLI flags.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// The `[tokenizer]` section of a run config and the flags of `ember tokenizer train`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, clap::Args)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// `char` or `bpe`.
+    /// `char` (one token per character) or `bpe` (byte-level BPE). A run config's default is
+    /// `char`, the command's `bpe`.
+    #[arg(long, value_enum, default_value_t = Kind::Bpe)]
     pub kind: Kind,
     /// BPE vocabulary size, special tokens included (ignored by `char`).
+    #[arg(long, default_value_t = Config::default().vocab)]
     pub vocab: usize,
 }
 
@@ -82,28 +83,38 @@ pub fn build(cfg: &Config, data: &Path) -> Result<Tokenizer> {
     let texts = training_texts(data)?;
     let tok = match cfg.kind {
         Kind::Char => Tokenizer::char_level(&texts)?,
-        Kind::Bpe => {
-            if cfg.vocab < 300 {
-                return Err(usage(format!(
-                    "--vocab {} is too small for byte-level BPE (≥ 300)",
-                    cfg.vocab
-                )));
-            }
-            Tokenizer::train_bpe(texts.iter(), cfg.vocab)?
-        }
+        Kind::Bpe => Tokenizer::train_bpe(texts.iter(), cfg.vocab)?,
     };
     Ok(tok)
 }
 
-/// The stage: writes `OUT/tokenizer.json`.
-#[instrument(skip_all, fields(out = %out.display()))]
-pub fn run(cfg: &Config, common: &Common, inputs: &Inputs, out: &Path) -> Result<Manifest> {
-    let run = StageRun::begin(NAME, &(cfg, common), &[&inputs.data], out, false)?;
-    let tok = build(cfg, &inputs.data)?;
-    tok.save(run.dir().join(policy::TOKENIZER_FILE))?;
-    let metrics = serde_json::json!({"vocab_size": tok.vocab_size(), "kind": cfg.kind});
-    run.finish(metrics, &[])
-        .context("ember tokenizer train failed")
+/// The stage: `OUT/tokenizer.json`.
+impl Stage for Config {
+    const NAME: &'static str = "tokenizer";
+    type Inputs = Inputs;
+
+    fn input_paths(inputs: &Inputs) -> Vec<PathBuf> {
+        vec![inputs.data.clone()]
+    }
+
+    fn check(&self) -> Vec<Invalid> {
+        let too_small = self.kind == Kind::Bpe && self.vocab < 300;
+        too_small
+            .then(|| {
+                Invalid::new(
+                    "vocab",
+                    format!("{} is too small for byte-level BPE (≥ 300)", self.vocab),
+                )
+            })
+            .into_iter()
+            .collect()
+    }
+
+    fn execute(&self, _: &Common, inputs: &Inputs, dir: &Path) -> Result<serde_json::Value> {
+        let tok = build(self, &inputs.data)?;
+        tok.save(dir.join(policy::TOKENIZER_FILE))?;
+        Ok(serde_json::json!({"vocab_size": tok.vocab_size(), "kind": self.kind}))
+    }
 }
 
 /// Tokenizers for the policy.
@@ -118,12 +129,8 @@ pub struct Args {
     /// Data directory (`ember synth` or `ember ingest` output).
     #[arg(long)]
     pub data: PathBuf,
-    /// BPE vocabulary size, special tokens included.
-    #[arg(long, default_value_t = 8192)]
-    pub vocab: usize,
-    /// `char` (one token per character) or `bpe` (byte-level BPE).
-    #[arg(long, value_enum, default_value_t = Kind::Bpe)]
-    pub kind: Kind,
+    #[command(flatten)]
+    pub config: Config,
     /// Output: a `.json` file, or a stage directory holding `tokenizer.json`.
     #[arg(long)]
     pub out: PathBuf,
@@ -131,11 +138,9 @@ pub struct Args {
 
 pub fn cli(cmd: Command) -> Result<ExitCode> {
     let Command::Train(args) = cmd;
-    let cfg = Config {
-        kind: args.kind,
-        vocab: args.vocab,
-    };
+    let cfg = args.config;
     let vocab = if args.out.extension().is_some_and(|e| e == "json") {
+        crate::config::reject(cfg.check(), "tokenizer")?;
         let tok = build(&cfg, &args.data)?;
         let tmp = args.out.with_extension("json.partial");
         tok.save(&tmp)?;
@@ -146,7 +151,8 @@ pub fn cli(cmd: Command) -> Result<ExitCode> {
         let inputs = Inputs {
             data: args.data.clone(),
         };
-        let m = run(&cfg, &Common::default(), &inputs, &args.out)?;
+        let m = stage::run(&cfg, &Common::default(), &inputs, &args.out)
+            .context("ember tokenizer train failed")?;
         m.metrics["vocab_size"].as_i64().unwrap_or(0)
     };
     println!("tokenizer: {vocab} tokens → {}", args.out.display());

@@ -43,26 +43,35 @@ pub fn median(values: &[f32]) -> Option<f32> {
     }
 }
 
-impl FromStr for KeepRule {
-    type Err = String;
+/// A keep rule that does not parse: a user error in a flag or a config file.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum KeepRuleError {
+    #[error(
+        "unknown keep rule `{rule}`: expected `best`, `below:E` (e.g. below:0.5) or `above-median`"
+    )]
+    Unknown { rule: String },
+    #[error("keep rule `{rule}`: `{limit}` is not a finite energy (e.g. below:0.5)")]
+    NotFinite { rule: String, limit: String },
+}
 
-    fn from_str(s: &str) -> Result<Self, String> {
+impl FromStr for KeepRule {
+    type Err = KeepRuleError;
+
+    fn from_str(s: &str) -> Result<Self, KeepRuleError> {
         let s = s.trim();
         match s {
             "best" => Ok(KeepRule::Best),
             "above-median" => Ok(KeepRule::AboveMedian),
             _ => {
                 let Some(limit) = s.strip_prefix("below:") else {
-                    return Err(format!(
-                        "unknown keep rule `{s}`: expected `best`, `below:E` (e.g. below:0.5) \
-                         or `above-median`"
-                    ));
+                    return Err(KeepRuleError::Unknown { rule: s.into() });
                 };
                 match limit.trim().parse::<f32>() {
                     Ok(e) if e.is_finite() => Ok(KeepRule::Below(e)),
-                    _ => Err(format!(
-                        "keep rule `{s}`: `{limit}` is not a finite energy (e.g. below:0.5)"
-                    )),
+                    _ => Err(KeepRuleError::NotFinite {
+                        rule: s.into(),
+                        limit: limit.into(),
+                    }),
                 }
             }
         }
@@ -80,8 +89,8 @@ impl fmt::Display for KeepRule {
 }
 
 impl TryFrom<String> for KeepRule {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
+    type Error = KeepRuleError;
+    fn try_from(s: String) -> Result<Self, KeepRuleError> {
         s.parse()
     }
 }
@@ -118,12 +127,12 @@ mod tests {
 
     #[test]
     fn bad_rules_get_clear_errors() {
-        let err = "top3".parse::<KeepRule>().unwrap_err();
+        let err = "top3".parse::<KeepRule>().unwrap_err().to_string();
         assert!(
             err.contains("unknown keep rule `top3`") && err.contains("above-median"),
             "{err}"
         );
-        let err = "below:abc".parse::<KeepRule>().unwrap_err();
+        let err = "below:abc".parse::<KeepRule>().unwrap_err().to_string();
         assert!(err.contains("`abc` is not a finite energy"), "{err}");
         assert!("below:".parse::<KeepRule>().is_err());
         assert!("below:NaN".parse::<KeepRule>().is_err());

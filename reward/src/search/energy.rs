@@ -1,16 +1,34 @@
-//! The real energy for refinement: a trained energy model and the policy, on one prompt.
+//! What refinement needs from an energy ([`Energy`]), and the real one: a trained energy
+//! model and the policy, on one prompt ([`PromptEnergy`]).
 //!
 //! The relaxed energy feeds the soft answer's embeddings p·W_emb (the energy trunk's token
 //! embedding matrix) between the prompt's hard embeddings + SEP and a hard EOS, exactly where
 //! `EnergyScorer::encode` puts the answer tokens; the prior runs the policy on the prompt, SEP
 //! and the soft answer. Discrete answers are decoded to text and scored by `EnergyScorer::score`, the
 //! same function as `ember reward score`.
-use anyhow::{bail, Context as _, Result};
 use policy::Policy;
-use reward::EnergyScorer;
 use tch::{Device, Kind, Tensor};
 
-use super::optim::Energy;
+use crate::error::{Result, RewardError};
+use crate::EnergyScorer;
+
+/// What refinement needs from an energy: a differentiable relaxed energy of a soft answer, the
+/// policy's next-token distributions along it, and the one discrete scoring function.
+pub trait Energy {
+    fn vocab_size(&self) -> i64;
+    /// The end-of-answer token: decoding cuts the answer at its first occurrence.
+    fn eos_id(&self) -> i64;
+    fn device(&self) -> Device;
+    /// Relaxed energy E(x, p) of a soft answer `p` [L, V] (rows on the simplex): a scalar tensor,
+    /// differentiable with respect to `p`. Costs one energy forward.
+    fn soft_energy(&self, p: &Tensor) -> Result<Tensor>;
+    /// log q [L, V]: the policy's next-token log-distributions at each answer position given the
+    /// prompt and the soft answer before it; no gradient. Costs one policy forward.
+    fn prior_log_probs(&self, p: &Tensor) -> Result<Tensor>;
+    /// Energies of discrete answers (token ids without the end-of-answer token). Costs one energy
+    /// forward per answer.
+    fn score(&self, answers: &[Vec<i64>]) -> Result<Vec<f32>>;
+}
 
 /// Energy model + policy on one prompt.
 pub struct PromptEnergy<'a> {
@@ -29,11 +47,13 @@ pub struct PromptEnergy<'a> {
 pub fn check_compatible(scorer: &EnergyScorer, policy: &Policy) -> Result<()> {
     let (ve, vp) = (scorer.config.trunk.vocab_size, policy.config.vocab_size);
     if ve != vp {
-        bail!("the energy model's vocabulary has {ve} tokens but the policy's has {vp}: refinement needs one shared tokenizer");
+        return Err(RewardError::Incompatible(format!("the energy model's vocabulary has {ve} tokens but the policy's has {vp}: refinement needs one shared tokenizer")));
     }
     let (te, tp) = (&scorer.tokenizer, &policy.tokenizer);
     if (te.sep_id(), te.eos_id()) != (tp.sep_id(), tp.eos_id()) {
-        bail!("the energy model's and the policy's tokenizers disagree on SEP/EOS ids");
+        return Err(RewardError::Incompatible(
+            "the energy model's and the policy's tokenizers disagree on SEP/EOS ids".into(),
+        ));
     }
     Ok(())
 }
@@ -61,7 +81,10 @@ impl<'a> PromptEnergy<'a> {
     ) -> Result<Self> {
         let max_positions = max_answer_positions(scorer, policy);
         if positions > max_positions {
-            bail!("{positions} answer positions do not fit the models (at most {max_positions})");
+            return Err(RewardError::TooLong {
+                positions,
+                max: max_positions,
+            });
         }
         let prefix = scorer.tokenizer.encode_prompt(prompt);
         let energy_keep = scorer.config.max_len - positions - 1;
@@ -147,8 +170,6 @@ impl Energy for PromptEnergy<'_> {
             .map(|a| self.scorer.tokenizer.decode(a))
             .collect();
         let prompts = vec![self.prompt.clone(); texts.len()];
-        self.scorer
-            .score(&prompts, &texts, 16)
-            .context("scoring refined answers")
+        self.scorer.score(&prompts, &texts, 16)
     }
 }

@@ -1,4 +1,4 @@
-//! The policy updates of one `ember finetune` round, resumable at any step:
+//! The policy updates of one fine-tuning round, resumable at any step:
 //! - [`sft_steps`]: rejection-sampling fine-tuning (expert iteration, Anthony et al. 2017;
 //!   RAFT, Dong et al. 2023): supervised steps on the kept (prompt, answer) pairs, with a KL
 //!   penalty to the reference policy on the same tokens ([`super::update::sft_kl_loss`]);
@@ -6,27 +6,27 @@
 //!   each of a batch of prompts, reward −E − β(log π − log π_ref), leave-one-out advantages,
 //!   one policy-gradient step.
 //!
-//! Both reuse the policy crate's AdamW, schedule, clipping and checkpoints. Batch order,
-//! sampling and dropout are pure functions of (seed, round, step), so a run resumed from a
-//! checkpoint takes the same steps as one that was never interrupted.
-use anyhow::{bail, Result};
-use policy::rng;
-use policy::sample::SampleConfig;
-use policy::tokenizer::EncodedPair;
-use policy::train::{clip_grad_norm, lr_at, AdamW, OptimConfig};
-use policy::Policy;
+//! Both reuse the crate's AdamW, schedule, clipping and checkpoints. Batch order, sampling and
+//! dropout are pure functions of (seed, round, step), so a run resumed from a checkpoint takes
+//! the same steps as one that was never interrupted.
 use rand::seq::index::sample as sample_indices;
 use rand::Rng;
-use reward::{reward_from_energy, EnergyScorer};
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 use tracing::debug;
 
-use super::pool::draw;
 use super::rloo::{grouped_advantages, kl_penalized};
 use super::update::{
     policy_gradient_loss, sampled_sequence, sequence_logprobs, sft_kl_loss, TokenBatch,
 };
+use crate::error::{PolicyError, Result};
+use crate::pool::{draw, Candidate};
+use crate::rng;
+use crate::sample::SampleConfig;
+use crate::score::Scorer;
+use crate::tokenizer::EncodedPair;
+use crate::train::{clip_grad_norm, lr_at, AdamW, OptimConfig};
+use crate::Policy;
 
 /// Running sums of a round's training, saved in checkpoints so a resumed round reports the
 /// same means as an uninterrupted one.
@@ -113,7 +113,11 @@ pub fn sft_steps(
         let out = sft_kl_loss(&policy.model, Some(&reference.model), &b, kl_coef, true);
         let value = out.loss.double_value(&[]);
         if !value.is_finite() {
-            bail!("round {} step {step}: loss is {value}", steps.round);
+            return Err(PolicyError::RoundNonFinite {
+                round: steps.round,
+                step,
+                loss: value,
+            });
         }
         out.loss.backward();
         let norm = steps.apply(opt, step);
@@ -147,12 +151,76 @@ pub struct RlooSampling {
     pub score_batch: usize,
 }
 
+/// One RLOO step's samples: the scored pool, its sequences, their log-probs under the policy
+/// and the reference, and the KL-penalised rewards.
+struct RlooBatch {
+    pool: Vec<Candidate>,
+    seqs: Vec<EncodedPair>,
+    logp: Vec<f32>,
+    logp_ref: Vec<f32>,
+    rewards: Vec<f64>,
+}
+
+/// Samples and scores the prompts of step `step` (prompts `step·P .. (step+1)·P`, cyclically).
+fn rloo_batch(
+    policy: &Policy,
+    reference: &Policy,
+    scorer: &dyn Scorer,
+    prompts: &[String],
+    cfg: &RlooSampling,
+    steps: &Steps,
+    step: u64,
+) -> Result<RlooBatch> {
+    let pad = policy.tokenizer.pad_id();
+    let chunk: Vec<String> = (0..cfg.prompts_per_step)
+        .map(|j| prompts[(step as usize * cfg.prompts_per_step + j) % prompts.len()].clone())
+        .collect();
+    let index = steps.stream_index(step);
+    let seed = rng::stream(steps.seed, "finetune-rloo-sample", index).random::<u64>();
+    let sampling = SampleConfig {
+        seed,
+        ..cfg.sampling.clone()
+    };
+    let pool = draw(policy, scorer, &chunk, &sampling, cfg.score_batch)?;
+    let seqs: Vec<EncodedPair> = pool
+        .iter()
+        .map(|c| sampled_sequence(policy, &c.prompt, &c.answer_ids))
+        .collect();
+    let logp = sequence_logprobs(&policy.model, &seqs, pad, policy.device, cfg.score_batch);
+    let logp_ref = sequence_logprobs(
+        &reference.model,
+        &seqs,
+        pad,
+        reference.device,
+        cfg.score_batch,
+    );
+    let rewards: Vec<f64> = pool
+        .iter()
+        .zip(logp.iter().zip(&logp_ref))
+        .map(|(c, (&lp, &lr))| {
+            kl_penalized(
+                scorer.reward(c.energy as f64),
+                lp as f64,
+                lr as f64,
+                cfg.beta,
+            )
+        })
+        .collect();
+    Ok(RlooBatch {
+        pool,
+        seqs,
+        logp,
+        logp_ref,
+        rewards,
+    })
+}
+
 /// RLOO steps `start..steps.total`: step s uses prompts `s·P .. (s+1)·P` (cyclically).
 #[allow(clippy::too_many_arguments)]
 pub fn rloo_steps(
     policy: &mut Policy,
     reference: &Policy,
-    scorer: &EnergyScorer,
+    scorer: &dyn Scorer,
     opt: &mut AdamW,
     prompts: &[String],
     cfg: &RlooSampling,
@@ -164,66 +232,34 @@ pub fn rloo_steps(
     let k = cfg.sampling.n;
     let pad = policy.tokenizer.pad_id();
     for step in start..steps.total {
-        let index = steps.stream_index(step);
-        let chunk: Vec<String> = (0..cfg.prompts_per_step)
-            .map(|j| prompts[(step as usize * cfg.prompts_per_step + j) % prompts.len()].clone())
-            .collect();
-        let seed = rng::stream(steps.seed, "finetune-rloo-sample", index).random::<u64>();
-        let sampling = SampleConfig {
-            seed,
-            ..cfg.sampling.clone()
-        };
-        let pool = draw(policy, scorer, &chunk, &sampling, cfg.score_batch)?;
-        let seqs: Vec<EncodedPair> = pool
-            .iter()
-            .map(|c| sampled_sequence(policy, &c.prompt, &c.answer_ids))
-            .collect();
-        let logp = sequence_logprobs(&policy.model, &seqs, pad, policy.device, cfg.score_batch);
-        let logp_ref = sequence_logprobs(
-            &reference.model,
-            &seqs,
-            pad,
-            reference.device,
-            cfg.score_batch,
-        );
-        let rewards: Vec<f64> = pool
-            .iter()
-            .zip(logp.iter().zip(&logp_ref))
-            .map(|(c, (&lp, &lr))| {
-                kl_penalized(
-                    reward_from_energy(c.energy as f64),
-                    lp as f64,
-                    lr as f64,
-                    cfg.beta,
-                )
-            })
-            .collect();
-        let adv: Vec<f32> = grouped_advantages(&rewards, k)
+        let b = rloo_batch(policy, reference, scorer, prompts, cfg, steps, step)?;
+        let adv: Vec<f32> = grouped_advantages(&b.rewards, k)
             .iter()
             .map(|&a| a as f32)
             .collect();
-        let b = TokenBatch::new(&seqs, pad, policy.device);
+        let batch = TokenBatch::new(&b.seqs, pad, policy.device);
         let loss = policy_gradient_loss(
             &policy.model,
-            &b,
+            &batch,
             &Tensor::from_slice(&adv).to_device(policy.device),
         );
         let value = loss.double_value(&[]);
         loss.backward();
         steps.apply(opt, step);
-        let n = pool.len() as f64;
+        let n = b.pool.len() as f64;
         sums.steps += 1;
         sums.loss += value;
         tracing::trace!(target: "progress", task = "finetune", step = step + 1, total = steps.total, loss = value);
-        sums.kl += logp
+        sums.kl += b
+            .logp
             .iter()
-            .zip(&logp_ref)
+            .zip(&b.logp_ref)
             .map(|(a, b)| (a - b) as f64)
             .sum::<f64>()
             / n;
-        sums.reward += rewards.iter().sum::<f64>() / n;
-        sums.energy += pool.iter().map(|c| c.energy as f64).sum::<f64>() / n;
-        sums.samples += pool.len() as u64;
+        sums.reward += b.rewards.iter().sum::<f64>() / n;
+        sums.energy += b.pool.iter().map(|c| c.energy as f64).sum::<f64>() / n;
+        sums.samples += b.pool.len() as u64;
         debug!(step, loss = value, "finetune rloo");
         if steps.checkpoint_due(step + 1) {
             checkpoint(step + 1, policy, opt, sums)?;

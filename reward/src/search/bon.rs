@@ -8,12 +8,7 @@
 //! usually quoted as equal, and win rate ≤ n/(n+1).
 use std::collections::HashMap;
 
-/// Indices of the samples sorted by energy, lowest first; equal energies keep index order.
-pub fn ranking(energies: &[f32]) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..energies.len()).collect();
-    order.sort_by(|&a, &b| energies[a].total_cmp(&energies[b]).then(a.cmp(&b)));
-    order
-}
+use policy::pool::ranking;
 
 /// `w[i-1]` = C(N−i, n−1) / C(N, n) for i = 1..=N: the probability that the i-th lowest of N
 /// samples is the lowest of a random n-subset. Computed with the ratio recurrence

@@ -1,6 +1,7 @@
 //! Rank vs refine at equal compute: how each method spends a budget of energy-model forward
-//! equivalents, the per-(prompt, method, budget, seed) rows, and their aggregation into means
-//! with bootstrap 95 % CIs over prompts.
+//! equivalents, the per-(prompt, method, budget, seed) rows, their aggregation into means with
+//! bootstrap 95 % CIs over prompts, and the Gao et al. (2022) fit of best-of-N's gold gain
+//! against √KL. [`super::methods`] produces the rows.
 //!
 //! - best-of-N: N = budget samples, each scored once; KL from the bound log N − (N − 1)/N.
 //! - refine: one sample (1 score), then refinement steps while the budget lasts; KL estimated
@@ -10,10 +11,10 @@
 //!   best-of-m bound + the refinement's log-prob drop.
 use std::collections::BTreeMap;
 
+use datasets::stats::{bootstrap_ci, fit_gao, mean, Ci, GaoFit};
 use serde::{Deserialize, Serialize};
 
-use super::optim::RefineOutcome;
-use super::stats::{bootstrap_ci, mean, Ci};
+use super::refine::RefineOutcome;
 
 /// A named per-cell metric, its accessor and its sign (+1: lower is better).
 type Metric = (&'static str, fn(&Cell) -> Option<Ci>, f64);
@@ -97,7 +98,9 @@ fn per_prompt(rows: &[&Row], f: impl Fn(&Row) -> Option<f64>) -> Vec<f64> {
             by.entry(r.prompt_id).or_default().push(v);
         }
     }
-    by.values().map(|v| mean(v)).collect()
+    by.values()
+        .map(|v| mean(v).expect("a prompt has a value"))
+        .collect()
 }
 
 /// Aggregates rows into one cell per (method, budget), methods in [`METHODS`] order.
@@ -117,7 +120,9 @@ pub fn aggregate(rows: &[Row], resamples: usize, seed: u64) -> Vec<Cell> {
             }
             let energy = per_prompt(&sel, |r| Some(r.energy as f64));
             let gold = per_prompt(&sel, |r| r.gold.map(f64::from));
-            let avg = |f: fn(&Row) -> f64| mean(&sel.iter().map(|r| f(r)).collect::<Vec<_>>());
+            let avg = |f: fn(&Row) -> f64| {
+                mean(&sel.iter().map(|r| f(r)).collect::<Vec<_>>()).expect("non-empty")
+            };
             cells.push(Cell {
                 method: method.to_string(),
                 budget,
@@ -179,9 +184,36 @@ pub fn verdicts(cells: &[Cell]) -> Vec<Verdict> {
     out
 }
 
+/// The Gao fit of best-of-N's gold gain over N = 1 against d = √KL(bound).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GaoSummary {
+    pub fit: GaoFit,
+    /// Gold of best-of-1, the origin of the fitted gains.
+    pub gold_at_1: f64,
+    /// (d, gold gain) points the fit used.
+    pub points: Vec<(f64, f64)>,
+}
+
+/// Fits the Gao curve to the best-of-N cells with gold; `None` without gold or with fewer than
+/// two budgets above 1.
+pub fn gao_summary(cells: &[Cell]) -> Option<GaoSummary> {
+    let bon: Vec<&Cell> = cells.iter().filter(|c| c.method == "best-of-n").collect();
+    let gold_at_1 = bon.iter().find(|c| c.budget == 1)?.gold?.mean;
+    let points: Vec<(f64, f64)> = bon
+        .iter()
+        .filter_map(|c| c.gold.map(|g| (c.kl.max(0.0).sqrt(), g.mean - gold_at_1)))
+        .collect();
+    let (d, r): (Vec<f64>, Vec<f64>) = points.iter().copied().unzip();
+    Some(GaoSummary {
+        fit: fit_gao(&d, &r)?,
+        gold_at_1,
+        points,
+    })
+}
+
 #[cfg(test)]
 mod tests {
-    use super::super::optim::StepTrace;
+    use super::super::refine::StepTrace;
     use super::*;
 
     fn step(step: usize, best_energy: f32, energy_fwd: f64) -> StepTrace {

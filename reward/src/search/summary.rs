@@ -1,14 +1,14 @@
-//! The best-of-n table of `ember rank`: for n = 1, 2, 4, …, N, per-prompt unbiased estimates
-//! ([`super::bon`]) aggregated over prompts with Polars (mean and standard error), with the
-//! Beirami et al. 2024 bounds beside the empirical values.
-use anyhow::{Context as _, Result};
+//! The best-of-n table: for n = 1, 2, 4, …, N, per-prompt unbiased estimates ([`super::bon`])
+//! aggregated over prompts with Polars (mean and standard error), with the Beirami et al. 2024
+//! bounds beside the empirical values.
 use polars::prelude::{
-    col, len, Column, DataFrame, DataType, IntoLazy, LazyFrame, SortMultipleOptions,
+    col, len, Column, DataFrame, DataType, IntoLazy, LazyFrame, PolarsResult, SortMultipleOptions,
 };
+use policy::pool::{by_prompt, Candidate};
 use serde::{Deserialize, Serialize};
 
 use super::bon;
-use super::pool::{by_prompt, Candidate};
+use crate::error::{Result, RewardError};
 
 /// One line of the table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -34,7 +34,7 @@ pub struct SummaryRow {
 
 /// Per-prompt estimates for every n of [`bon::table_ns`], as a long table
 /// (`n`, `prompt_id`, `energy`, `gold`, `win_rate`, `kl_empirical`).
-pub fn per_prompt(cands: &[Candidate], big_n: usize) -> Result<DataFrame> {
+pub fn per_prompt(cands: &[Candidate], big_n: usize) -> PolarsResult<DataFrame> {
     let (mut ns, mut ids, mut energy, mut gold, mut win, mut kl) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
     for group in by_prompt(cands) {
@@ -62,7 +62,7 @@ pub fn per_prompt(cands: &[Candidate], big_n: usize) -> Result<DataFrame> {
         Column::new("kl_empirical".into(), kl),
     ];
     let height = cols[0].len();
-    DataFrame::new(height, cols).context("building the per-prompt best-of-n table")
+    DataFrame::new(height, cols)
 }
 
 /// Mean, standard deviation and non-null count per n.
@@ -84,12 +84,16 @@ fn aggregate(per_prompt: LazyFrame) -> LazyFrame {
 
 /// The best-of-n table from a pool with N samples per prompt.
 pub fn summarize(cands: &[Candidate], big_n: usize) -> Result<Vec<SummaryRow>> {
-    let df = aggregate(per_prompt(cands, big_n)?.lazy())
-        .collect()
-        .context("aggregating best-of-n")?;
+    let table = |source| RewardError::Polars {
+        context: "aggregating best-of-n",
+        source,
+    };
+    let df = per_prompt(cands, big_n)
+        .and_then(|df| aggregate(df.lazy()).collect())
+        .map_err(table)?;
     let f64s = |name: &str| -> Result<Vec<Option<f64>>> {
-        let col = df.column(name)?.cast(&DataType::Float64)?;
-        Ok(col.f64()?.iter().collect())
+        let col = df.column(name).and_then(|c| c.cast(&DataType::Float64));
+        Ok(col.map_err(table)?.f64().map_err(table)?.iter().collect())
     };
     let (ns, prompts) = (f64s("n")?, f64s("prompts")?);
     let (energy, energy_sd) = (f64s("energy")?, f64s("energy_sd")?);
@@ -115,33 +119,6 @@ pub fn summarize(cands: &[Candidate], big_n: usize) -> Result<Vec<SummaryRow>> {
             }
         })
         .collect())
-}
-
-/// The table as aligned text.
-pub fn render(rows: &[SummaryRow]) -> String {
-    let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
-    let mut out = format!(
-        "{:>5} {:>7} {:>16} {:>16} {:>8} {:>8} {:>8} {:>8}\n",
-        "n", "prompts", "energy ± se", "gold ± se", "win", "win≤", "KL emp", "KL≤"
-    );
-    for r in rows {
-        let gold = match (r.gold, r.gold_se) {
-            (Some(g), Some(se)) => format!("{g:.4} ± {se:.4}"),
-            _ => "-".to_string(),
-        };
-        out += &format!(
-            "{:>5} {:>7} {:>16} {:>16} {:>8} {:>8.4} {:>8.4} {:>8.4}\n",
-            r.n,
-            r.prompts,
-            format!("{:.4} ± {:.4}", r.energy, r.energy_se),
-            gold,
-            opt(r.win_rate),
-            r.win_rate_bound,
-            r.kl_empirical,
-            r.kl_bound
-        );
-    }
-    out
 }
 
 #[cfg(test)]
@@ -197,8 +174,6 @@ mod tests {
         assert!(rows
             .windows(2)
             .all(|w| w[1].energy < w[0].energy && w[1].gold > w[0].gold));
-        let text = render(&rows);
-        assert!(text.lines().count() == 4 && text.contains("KL≤"), "{text}");
     }
 
     #[test]

@@ -1,9 +1,36 @@
-//! Statistics for the rank-vs-refine comparison: percentile bootstrap confidence intervals over
-//! prompts (Efron & Tibshirani 1993) and the Gao et al. (2022, "Scaling Laws for Reward Model
+//! Small statistics shared by the search and fine-tuning logs: the mean, bootstrap standard
+//! errors and percentile confidence intervals over prompts (Efron & Tibshirani 1993), the share
+//! of distinct answers, and the Gao et al. (2022, "Scaling Laws for Reward Model
 //! Overoptimization") best-of-N curve R(d) = d(α − β·d), d = √KL, fitted by least squares.
+//! Pure functions, no tensors.
+use std::collections::HashSet;
+
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
+
+/// Arithmetic mean; `None` when empty.
+pub fn mean(values: &[f64]) -> Option<f64> {
+    (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+}
+
+/// The mean of `n` values drawn from `values` with replacement (one bootstrap resample).
+fn resample_mean(values: &[f64], rng: &mut impl Rng) -> f64 {
+    let n = values.len();
+    (0..n).map(|_| values[rng.random_range(0..n)]).sum::<f64>() / n as f64
+}
+
+/// Bootstrap standard error of the mean: the standard deviation of the means of `resamples`
+/// resamples with replacement. `None` with fewer than 2 values or no resamples.
+pub fn bootstrap_se(values: &[f64], resamples: usize, rng: &mut impl Rng) -> Option<f64> {
+    if values.len() < 2 || resamples < 2 {
+        return None;
+    }
+    let means: Vec<f64> = (0..resamples).map(|_| resample_mean(values, rng)).collect();
+    let m = mean(&means)?;
+    let var = means.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (resamples - 1) as f64;
+    Some(var.sqrt())
+}
 
 /// A mean with its bootstrap confidence interval.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -20,11 +47,6 @@ impl Ci {
     }
 }
 
-/// Mean of a slice (NaN when empty).
-pub fn mean(xs: &[f64]) -> f64 {
-    xs.iter().sum::<f64>() / xs.len() as f64
-}
-
 /// The `q`-quantile (0 ≤ q ≤ 1) of sorted values, linearly interpolated.
 pub fn quantile_sorted(sorted: &[f64], q: f64) -> f64 {
     let pos = q * (sorted.len() - 1) as f64;
@@ -39,14 +61,10 @@ pub fn quantile_sorted(sorted: &[f64], q: f64) -> f64 {
 /// prompts with replacement `resamples` times with a ChaCha8 RNG seeded by `seed`.
 /// Returns `None` for an empty slice; a single value gives a zero-width interval.
 pub fn bootstrap_ci(values: &[f64], resamples: usize, level: f64, seed: u64) -> Option<Ci> {
-    if values.is_empty() {
-        return None;
-    }
-    let m = mean(values);
+    let m = mean(values)?;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let n = values.len();
     let mut means: Vec<f64> = (0..resamples.max(1))
-        .map(|_| (0..n).map(|_| values[rng.random_range(0..n)]).sum::<f64>() / n as f64)
+        .map(|_| resample_mean(values, &mut rng))
         .collect();
     means.sort_by(f64::total_cmp);
     let alpha = (1.0 - level) / 2.0;
@@ -55,6 +73,25 @@ pub fn bootstrap_ci(values: &[f64], resamples: usize, level: f64, seed: u64) -> 
         lo: quantile_sorted(&means, alpha),
         hi: quantile_sorted(&means, 1.0 - alpha),
     })
+}
+
+/// Share of distinct strings among `answers` (1 = all different, 1/len = collapsed onto one).
+/// `None` when empty.
+pub fn distinct_share<S: AsRef<str>>(answers: &[S]) -> Option<f64> {
+    if answers.is_empty() {
+        return None;
+    }
+    let distinct: HashSet<&str> = answers.iter().map(AsRef::as_ref).collect();
+    Some(distinct.len() as f64 / answers.len() as f64)
+}
+
+/// Mean over groups of `group` consecutive answers (one prompt's samples) of their distinct share.
+pub fn mean_distinct_share<S: AsRef<str>>(answers: &[S], group: usize) -> Option<f64> {
+    if group == 0 {
+        return None;
+    }
+    let shares: Vec<f64> = answers.chunks(group).filter_map(distinct_share).collect();
+    mean(&shares)
 }
 
 /// The fitted Gao et al. (2022) best-of-N curve R(d) = d(α − β·d).
@@ -96,6 +133,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn mean_of_nothing_is_none() {
+        assert_eq!(mean(&[1.0, 2.0]), Some(1.5));
+        assert_eq!(mean(&[]), None);
+    }
+
+    #[test]
+    fn distinct_share_by_hand() {
+        assert_eq!(distinct_share(&["a", "b", "a", "c"]), Some(0.75));
+        assert_eq!(distinct_share(&["x"; 4]), Some(0.25));
+        assert_eq!(distinct_share::<&str>(&[]), None);
+        // Two prompts of 2 samples: {a, a} → ½, {b, c} → 1.
+        assert_eq!(mean_distinct_share(&["a", "a", "b", "c"], 2), Some(0.75));
+    }
+
+    #[test]
+    fn bootstrap_se_is_close_to_the_analytical_standard_error() {
+        // Values 0..100: population sd = sqrt((100²−1)/12) ≈ 28.866; se of the mean ≈ 2.887.
+        let values: Vec<f64> = (0..100).map(f64::from).collect();
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let se = bootstrap_se(&values, 2000, &mut rng).unwrap();
+        let want = ((100.0f64 * 100.0 - 1.0) / 12.0).sqrt() / 10.0;
+        assert!((se - want).abs() < 0.15, "{se} vs {want}");
+        assert_eq!(bootstrap_se(&[1.0, 1.0, 1.0], 100, &mut rng), Some(0.0));
+        assert_eq!(bootstrap_se(&[1.0], 100, &mut rng), None);
+    }
+
+    #[test]
     fn quantiles_interpolate() {
         let s = [1.0, 2.0, 3.0, 4.0, 5.0];
         assert_eq!(quantile_sorted(&s, 0.0), 1.0);
@@ -110,7 +174,7 @@ mod tests {
         let a = bootstrap_ci(&v, 2000, 0.95, 3).unwrap();
         let b = bootstrap_ci(&v, 2000, 0.95, 3).unwrap();
         assert_eq!(a, b);
-        assert!((a.mean - mean(&v)).abs() < 1e-12);
+        assert!((a.mean - mean(&v).unwrap()).abs() < 1e-12);
         assert!(a.lo < a.mean && a.mean < a.hi);
         // Standard error of the mean is sd/√n ≈ 2.0/√40 ≈ 0.32: the 95 % width is ≈ 4 × that.
         let width = a.hi - a.lo;
@@ -122,21 +186,8 @@ mod tests {
 
     #[test]
     fn overlap_is_symmetric() {
-        let a = Ci {
-            mean: 1.0,
-            lo: 0.5,
-            hi: 1.5,
-        };
-        let b = Ci {
-            mean: 2.0,
-            lo: 1.4,
-            hi: 2.6,
-        };
-        let c = Ci {
-            mean: 3.0,
-            lo: 2.7,
-            hi: 3.3,
-        };
+        let ci = |mean: f64, lo: f64, hi: f64| Ci { mean, lo, hi };
+        let (a, b, c) = (ci(1.0, 0.5, 1.5), ci(2.0, 1.4, 2.6), ci(3.0, 2.7, 3.3));
         assert!(a.overlaps(&b) && b.overlaps(&a));
         assert!(!a.overlaps(&c) && !c.overlaps(&a));
     }

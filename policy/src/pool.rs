@@ -1,17 +1,18 @@
 //! A pool of candidates: N answers per prompt sampled from the policy, each scored once by the
-//! energy model (`reward::EnergyScorer::score`, the one discrete scorer) and, for synth prompts,
-//! by the gold reward. Shared by `ember rank` and every `ember finetune` round.
-use std::fs::File;
+//! energy model (through [`Scorer`], the one discrete scorer) and, for synth prompts, by the
+//! gold reward. Shared by best-of-N search, the rank-vs-refine comparison and every
+//! fine-tuning round; written to and read from Parquet through `datasets::table`.
 use std::path::Path;
 
-use anyhow::{Context as _, Result};
-use polars::prelude::{Column, DataFrame, DataType, ParquetReader, ParquetWriter, SerReader};
-use policy::sample::{sample, SampleConfig};
-use policy::Policy;
-use reward::EnergyScorer;
+use datasets::table::{read_parquet, strings, write_parquet};
+use datasets::DatasetError;
+use polars::prelude::{Column, DataFrame, DataType, PolarsError};
 use tracing::instrument;
 
-use super::bon::ranking;
+use crate::error::Result;
+use crate::sample::{sample, SampleConfig};
+use crate::score::Scorer;
+use crate::Policy;
 
 /// One sampled answer with its scores.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,20 +41,18 @@ pub fn gold_of(prompt: &str, answer: &str) -> Option<f32> {
 #[instrument(skip_all, fields(prompts = prompts.len(), n = cfg.n))]
 pub fn draw(
     policy: &Policy,
-    scorer: &EnergyScorer,
+    scorer: &dyn Scorer,
     prompts: &[String],
     cfg: &SampleConfig,
     score_batch: usize,
 ) -> Result<Vec<Candidate>> {
-    let samples = sample(policy, prompts, cfg).context("sampling answers")?;
+    let samples = sample(policy, prompts, cfg)?;
     let texts: Vec<String> = samples
         .iter()
         .map(|s| prompts[s.prompt_id].clone())
         .collect();
     let answers: Vec<String> = samples.iter().map(|s| s.answer.clone()).collect();
-    let energies = scorer
-        .score(&texts, &answers, score_batch)
-        .context("scoring energies")?;
+    let energies = scorer.energies(&texts, &answers, score_batch)?;
     Ok(samples
         .into_iter()
         .zip(energies)
@@ -71,6 +70,13 @@ pub fn draw(
             }
         })
         .collect())
+}
+
+/// Indices of the samples sorted by energy, lowest first; equal energies keep index order.
+pub fn ranking(energies: &[f32]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..energies.len()).collect();
+    order.sort_by(|&a, &b| energies[a].total_cmp(&energies[b]).then(a.cmp(&b)));
+    order
 }
 
 /// Consecutive runs of candidates with the same prompt.
@@ -124,19 +130,34 @@ pub fn write_candidates(path: &Path, cands: &[Candidate]) -> Result<()> {
             cands.iter().map(|c| c.gold).collect::<Vec<_>>(),
         ));
     }
-    let mut df = DataFrame::new(cands.len(), cols).context("building the candidates table")?;
-    write_parquet(path, &mut df)
+    let mut df = DataFrame::new(cands.len(), cols).map_err(|e| DatasetError::table(path, e))?;
+    Ok(write_parquet(path, &mut df)?)
+}
+
+/// Column `name` of `df` (read from `path`) cast to `dtype`.
+fn column(
+    df: &DataFrame,
+    path: &Path,
+    name: &str,
+    dtype: DataType,
+) -> Result<Column, DatasetError> {
+    let col = df.column(name).map_err(|_| DatasetError::MissingColumn {
+        path: path.to_path_buf(),
+        column: name.into(),
+    })?;
+    col.cast(&dtype).map_err(|_| DatasetError::ColumnType {
+        path: path.to_path_buf(),
+        column: name.into(),
+        found: col.dtype().to_string(),
+        expected: dtype.to_string(),
+    })
 }
 
 /// Reads a table written by [`write_candidates`] (without the token ids).
 pub fn read_candidates(path: &Path) -> Result<Vec<Candidate>> {
     let df = read_parquet(path)?;
-    let col = |name: &str, dtype: DataType| -> Result<Column> {
-        df.column(name)
-            .with_context(|| format!("{}: no column `{name}`", path.display()))?
-            .cast(&dtype)
-            .with_context(|| format!("{}: column `{name}` is not {dtype}", path.display()))
-    };
+    let col = |name: &str, dtype: DataType| column(&df, path, name, dtype);
+    let bad = |e: PolarsError| DatasetError::table(path, e);
     let (ids, ks) = (
         col("prompt_id", DataType::UInt32)?,
         col("k", DataType::UInt32)?,
@@ -149,22 +170,23 @@ pub fn read_candidates(path: &Path) -> Result<Vec<Candidate>> {
         col("energy", DataType::Float32)?,
         col("logprob_sum", DataType::Float32)?,
     );
-    let gold = df
-        .column("gold")
-        .ok()
-        .map(|c| c.cast(&DataType::Float32))
-        .transpose()?;
-    let gold: Vec<Option<f32>> = match &gold {
-        Some(g) => g.f32()?.iter().collect(),
-        None => vec![None; df.height()],
+    let gold: Vec<Option<f32>> = match df.column("gold") {
+        Ok(_) => col("gold", DataType::Float32)?
+            .f32()
+            .map_err(bad)?
+            .iter()
+            .collect(),
+        Err(_) => vec![None; df.height()],
     };
     let iter = ids
-        .u32()?
+        .u32()
+        .map_err(bad)?
         .iter()
-        .zip(ks.u32()?.iter())
-        .zip(prompts.str()?.iter().zip(answers.str()?.iter()));
+        .zip(ks.u32().map_err(bad)?.iter())
+        .zip((prompts.str().map_err(bad)?.iter()).zip(answers.str().map_err(bad)?.iter()));
+    let scores = (energy.f32().map_err(bad)?.iter()).zip(logprob.f32().map_err(bad)?.iter());
     Ok(iter
-        .zip(energy.f32()?.iter().zip(logprob.f32()?.iter()))
+        .zip(scores)
         .zip(gold)
         .map(|((((id, k), (p, a)), (e, lp)), gold)| Candidate {
             prompt_id: id.unwrap_or(0) as usize,
@@ -179,44 +201,17 @@ pub fn read_candidates(path: &Path) -> Result<Vec<Candidate>> {
         .collect())
 }
 
-fn read_parquet(path: &Path) -> Result<DataFrame> {
-    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    ParquetReader::new(file)
-        .finish()
-        .with_context(|| format!("reading {}", path.display()))
-}
-
-/// Writes a DataFrame to a Parquet file.
-pub fn write_parquet(path: &Path, df: &mut DataFrame) -> Result<()> {
-    let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    ParquetWriter::new(file)
-        .finish(df)
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
-}
-
-/// Reads (prompt, answer) pairs from the Parquet columns `prompt_col` and `answer_col`.
-pub fn read_pairs(
+/// Reads (prompt, answer) pairs from the text columns `prompt_col` and `answer_col`.
+pub fn read_answers(
     path: &Path,
     prompt_col: &str,
     answer_col: &str,
 ) -> Result<Vec<(String, String)>> {
     let df = read_parquet(path)?;
-    let strings = |name: &str| -> Result<Vec<String>> {
-        let col = df
-            .column(name)
-            .with_context(|| format!("{}: no column `{name}`", path.display()))?;
-        let ca = col
-            .str()
-            .with_context(|| format!("{}: column `{name}` is not text", path.display()))?;
-        Ok(ca
-            .iter()
-            .map(|v| v.unwrap_or_default().to_string())
-            .collect())
-    };
-    Ok(strings(prompt_col)?
+    let prompts = strings(&df, path, prompt_col)?;
+    Ok(prompts
         .into_iter()
-        .zip(strings(answer_col)?)
+        .zip(strings(&df, path, answer_col)?)
         .collect())
 }
 
@@ -258,6 +253,7 @@ mod tests {
                 .collect::<Vec<_>>(),
             [3, 2]
         );
+        assert_eq!(ranking(&[0.5, 0.2, 0.2, 0.1]), vec![3, 1, 2, 0]);
     }
 
     #[test]
@@ -274,15 +270,15 @@ mod tests {
         cands[1].gold = Some(1.0);
         write_candidates(&path, &cands).unwrap();
         assert_eq!(read_candidates(&path).unwrap(), cands);
-        let pairs = read_pairs(&path, "prompt", "answer").unwrap();
+        let pairs = read_answers(&path, "prompt", "answer").unwrap();
         assert_eq!(
             pairs,
             vec![("p0".into(), "a".into()), ("p0".into(), "b".into())]
         );
-        let err = read_pairs(&path, "prompt", "final_answer").unwrap_err();
+        let err = read_answers(&path, "prompt", "final_answer").unwrap_err();
         assert!(
-            format!("{err:#}").contains("no column `final_answer`"),
-            "{err:#}"
+            err.to_string().contains("missing column `final_answer`"),
+            "{err}"
         );
     }
 }

@@ -15,6 +15,12 @@ use crate::error::{usage, UsageError};
 use crate::stage::Common;
 use crate::stages;
 
+mod invalid;
+mod keys;
+
+pub use invalid::{reject, reject_sections, Invalid};
+pub use keys::{check_keys, closest, edit_distance, KeyError};
+
 /// A whole run: shared settings and one section per stage.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -22,7 +28,7 @@ pub struct RunConfig {
     /// The one seed: every RNG of every stage derives from it with a named stream.
     pub seed: u64,
     /// `cpu`, `cuda` or `auto`, for the stages that run a model.
-    pub device: String,
+    pub device: policy::device::DeviceArg,
     /// `fp32`, or `bf16`: bf16 autocast on CUDA (weights and optimizer state stay fp32).
     pub precision: policy::device::Precision,
     /// Where the run's stage directories go (relative to the working directory);
@@ -77,14 +83,19 @@ impl RunConfig {
     pub fn common(&self) -> Common {
         Common {
             seed: self.seed,
-            device: self.device.clone(),
+            device: self.device,
             precision: self.precision,
         }
     }
 
     /// The effective config as TOML, every default written out (`ember config print`).
     pub fn to_toml(&self) -> Result<String> {
-        toml::to_string_pretty(self).context("writing the config as TOML")
+        let mut table = toml::Table::try_from(self).context("writing the config as TOML")?;
+        // Not a key of [reward]: the run's seed (see `parse`).
+        if let Some(toml::Value::Table(reward)) = table.get_mut("reward") {
+            reward.remove("seed");
+        }
+        toml::to_string_pretty(&table).context("writing the config as TOML")
     }
 }
 
@@ -199,6 +210,11 @@ impl<'de> Deserialize<'de> for DataConfig {
     }
 }
 
+/// `--split 0.9,0.05,0.05`: train, validation and test fractions.
+pub fn parse_split(s: &str) -> std::result::Result<[f64; 3], String> {
+    datasets::split::parse_fractions(s).map_err(|e| e.to_string())
+}
+
 /// Reads, overrides, checks and builds a run config from a file.
 pub fn load(path: &Path, overrides: &[String]) -> Result<RunConfig> {
     let text = std::fs::read_to_string(path)
@@ -226,12 +242,34 @@ pub fn parse(text: &str, source: &str, overrides: &[String]) -> Result<RunConfig
     if let Some(data) = DataConfig::schema(kind) {
         schema["data"] = data;
     }
+    // The run's `seed` is the one seed: the reward trainer's own `seed` field is set from it,
+    // so a `seed` under [reward] would be silently overwritten. It is not a key of the section.
+    if let Some(reward) = schema["reward"].as_object_mut() {
+        reward.remove("seed");
+    }
     if let Some(err) = check_keys(&table, &schema, "") {
         return Err(UsageError::with_hint(format!("{source}: {}", err.message), err.hint).into());
     }
-    toml::Value::Table(table)
-        .try_into::<RunConfig>()
-        .map_err(|e| usage(format!("{source}: {}", e.message().trim())))
+    build(table, text, source, overrides.is_empty())
+}
+
+/// The typed config of a checked table. A value of the wrong type is a usage error naming its
+/// key path and, when the value is the file's own (not a `--set`), its line.
+fn build(table: toml::Table, text: &str, source: &str, from_text: bool) -> Result<RunConfig> {
+    let err = match serde_path_to_error::deserialize(toml::Value::Table(table)) {
+        Ok(cfg) => return Ok(cfg),
+        Err(err) => err,
+    };
+    let line = from_text
+        .then(|| toml::from_str::<RunConfig>(text).err()?.span())
+        .flatten()
+        .map(|span| format!(" line {}", text[..span.start].matches('\n').count() + 1));
+    let message = err.inner().message().trim().to_string();
+    Err(usage(format!(
+        "{source}{}: `{}`: {message}",
+        line.unwrap_or_default(),
+        err.path()
+    )))
 }
 
 /// Applies one `--set a.b.c=value` to the TOML table.
@@ -269,101 +307,6 @@ fn parse_value(raw: &str) -> toml::Value {
         .ok()
         .and_then(|mut t| t.remove("v"))
         .unwrap_or_else(|| toml::Value::String(raw.to_string()))
-}
-
-/// An unknown key: the message names its path, the hint the closest known key.
-#[derive(Debug, PartialEq)]
-pub struct KeyError {
-    pub message: String,
-    pub hint: String,
-}
-
-/// The first key of `value` (walked in order) absent from `schema`, the JSON form of the
-/// default config. Objects recurse; a null in the schema (an unset `Option`) accepts anything.
-pub fn check_keys(
-    value: &toml::Table,
-    schema: &serde_json::Value,
-    prefix: &str,
-) -> Option<KeyError> {
-    let serde_json::Value::Object(known) = schema else {
-        return None;
-    };
-    for (key, v) in value {
-        let path = if prefix.is_empty() {
-            key.clone()
-        } else {
-            format!("{prefix}.{key}")
-        };
-        match known.get(key) {
-            None => {
-                let hint = match closest(key, known.keys().map(String::as_str)) {
-                    Some(best) if prefix.is_empty() => format!("did you mean `{best}`?"),
-                    Some(best) => format!("did you mean `{prefix}.{best}`?"),
-                    None => {
-                        "`ember config print CONFIG` lists every key with its default".to_string()
-                    }
-                };
-                let place = if prefix.is_empty() {
-                    "at the top level".to_string()
-                } else {
-                    format!("in [{prefix}]")
-                };
-                let mut names: Vec<&str> = known.keys().map(String::as_str).collect();
-                names.sort_unstable();
-                return Some(KeyError {
-                    message: format!("unknown key `{path}` {place} (known: {})", names.join(", ")),
-                    hint,
-                });
-            }
-            Some(sub @ serde_json::Value::Object(_)) => {
-                if let toml::Value::Table(t) = v {
-                    if let Some(err) = check_keys(t, sub, &path) {
-                        return Some(err);
-                    }
-                }
-            }
-            Some(_) => {}
-        }
-    }
-    None
-}
-
-/// The candidate nearest to `key` by edit distance, if it is near enough to be a likely typo
-/// (at most a third of the longer name, and at least 1 edit allowed).
-pub fn closest<'a>(key: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
-    candidates
-        .map(|c| (edit_distance(key, c), c))
-        .filter(|(d, c)| {
-            *d <= (key.len().max(c.len()) / 3).max(1) || c.contains(key) || key.contains(c)
-        })
-        .min_by_key(|(d, c)| (*d, *c))
-        .map(|(_, c)| c)
-}
-
-/// Optimal-string-alignment distance over chars: Levenshtein plus adjacent transpositions
-/// (`stpes` → `steps` is one edit), the usual typo.
-pub fn edit_distance(a: &str, b: &str) -> usize {
-    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
-    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
-    for (i, row) in d.iter_mut().enumerate() {
-        row[0] = i;
-    }
-    for (j, cell) in d[0].iter_mut().enumerate() {
-        *cell = j;
-    }
-    for i in 1..=a.len() {
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut v = (d[i - 1][j] + 1)
-                .min(d[i][j - 1] + 1)
-                .min(d[i - 1][j - 1] + cost);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                v = v.min(d[i - 2][j - 2] + 1);
-            }
-            d[i][j] = v;
-        }
-    }
-    d[a.len()][b.len()]
 }
 
 #[cfg(test)]

@@ -2,38 +2,35 @@
 //! both models (J. Schulman, "Approximating KL divergence", 2020). With log r = log π_ref − log π:
 //! k1 = mean(−log r) is unbiased but can come out negative on few samples (reported as is);
 //! k3 = mean((r − 1) − log r) is unbiased too (E_π[r] = 1) and never negative, term by term.
+use datasets::stats::mean;
 
-/// k1 = mean(log π − log π_ref) over samples drawn from π. `None` without samples.
-pub fn k1(logp: &[f32], logp_ref: &[f32]) -> Option<f64> {
+/// The mean over samples of `term(log π, log π_ref)`, in f64. `None` without samples.
+fn mean_of(logp: &[f32], logp_ref: &[f32], term: impl Fn(f64, f64) -> f64) -> Option<f64> {
     assert_eq!(
         logp.len(),
         logp_ref.len(),
         "one reference log-prob per sample"
     );
-    mean(
-        logp.iter()
-            .zip(logp_ref)
-            .map(|(&p, &q)| p as f64 - q as f64),
-    )
+    let terms: Vec<f64> = logp
+        .iter()
+        .zip(logp_ref)
+        .map(|(&p, &q)| term(p as f64, q as f64))
+        .collect();
+    mean(&terms)
+}
+
+/// k1 = mean(log π − log π_ref) over samples drawn from π. `None` without samples.
+pub fn k1(logp: &[f32], logp_ref: &[f32]) -> Option<f64> {
+    mean_of(logp, logp_ref, |p, q| p - q)
 }
 
 /// k3 = mean((r − 1) − log r) with r = π_ref/π over samples drawn from π. `None` without samples.
 /// Each term is ≥ 0 (since x − 1 ≥ log x); computed in f64 from the log ratio.
 pub fn k3(logp: &[f32], logp_ref: &[f32]) -> Option<f64> {
-    assert_eq!(
-        logp.len(),
-        logp_ref.len(),
-        "one reference log-prob per sample"
-    );
-    mean(logp.iter().zip(logp_ref).map(|(&p, &q)| {
-        let log_r = q as f64 - p as f64;
+    mean_of(logp, logp_ref, |p, q| {
+        let log_r = q - p;
         log_r.exp_m1() - log_r
-    }))
-}
-
-fn mean(values: impl Iterator<Item = f64>) -> Option<f64> {
-    let (sum, count) = values.fold((0.0, 0usize), |(s, c), v| (s + v, c + 1));
-    (count > 0).then(|| sum / count as f64)
+    })
 }
 
 #[cfg(test)]

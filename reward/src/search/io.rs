@@ -1,22 +1,48 @@
-//! Starting answers from the policy and the Parquet tables of `ember refine`.
+//! Starting answers from the policy, and the Parquet tables of refinement and of the
+//! comparison (written through `datasets::table`).
 use std::path::Path;
 
-use anyhow::{Context as _, Result};
-use polars::prelude::{Column, DataFrame, NamedFrom, ParquetWriter, Series};
+use datasets::table::write_parquet;
+use datasets::DatasetError;
+use polars::prelude::{Column, DataFrame, NamedFrom, Series};
 use policy::sample::{greedy, sample, SampleConfig};
 use policy::Policy;
 use serde::{Deserialize, Serialize};
 
-use super::optim::StepTrace;
+use super::compare::Row;
+use super::refine::StepTrace;
+use crate::error::Result;
 
 /// How the answer refinement starts from is drawn.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Init {
     /// The policy's greedy answer.
     Greedy,
     /// One sample from the policy.
     Sample,
+}
+
+/// `greedy` or `sample`.
+impl std::str::FromStr for Init {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "greedy" => Ok(Self::Greedy),
+            "sample" => Ok(Self::Sample),
+            other => Err(format!("unknown init {other:?}: expected greedy or sample")),
+        }
+    }
+}
+
+impl std::fmt::Display for Init {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Greedy => "greedy",
+            Self::Sample => "sample",
+        })
+    }
 }
 
 /// A start answer: its text and its ids (end-of-answer removed).
@@ -44,8 +70,7 @@ pub fn starts(
                 ..sampling.clone()
             },
         ),
-    }
-    .context("drawing start answers")?;
+    }?;
     let eos = policy.tokenizer.eos_id();
     Ok(samples
         .into_iter()
@@ -83,13 +108,10 @@ pub struct RefinedRow {
     pub wall_s: f64,
 }
 
-fn write(path: &Path, mut df: DataFrame) -> Result<()> {
-    let file =
-        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    ParquetWriter::new(file)
-        .finish(&mut df)
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+/// Writes `cols` (of `height` rows) as a Parquet table.
+fn write(path: &Path, height: usize, cols: Vec<Column>) -> Result<()> {
+    let mut df = DataFrame::new(height, cols).map_err(|e| DatasetError::table(path, e))?;
+    Ok(write_parquet(path, &mut df)?)
 }
 
 fn col<T, I>(name: &str, values: I) -> Column
@@ -117,10 +139,7 @@ pub fn write_refined(path: &Path, rows: &[RefinedRow]) -> Result<()> {
         col("policy_fwd", rows.iter().map(|r| r.policy_fwd)),
         col("wall_s", rows.iter().map(|r| r.wall_s)),
     ];
-    write(
-        path,
-        DataFrame::new(rows.len(), cols).context("building refined.parquet")?,
-    )
+    write(path, rows.len(), cols)
 }
 
 /// Writes `traces.parquet`: one row per (prompt, step); relaxed values are diagnostics only.
@@ -142,14 +161,11 @@ pub fn write_traces(path: &Path, traces: &[(usize, Vec<StepTrace>)]) -> Result<(
         col("energy_fwd", flat.iter().map(|f| f.1.energy_fwd)),
         col("wall_s", flat.iter().map(|f| f.1.wall_s)),
     ];
-    write(
-        path,
-        DataFrame::new(flat.len(), cols).context("building traces.parquet")?,
-    )
+    write(path, flat.len(), cols)
 }
 
 /// Writes `compare.parquet`: one row per (prompt, method, budget, seed).
-pub fn write_rows(path: &Path, rows: &[super::compare::Row]) -> Result<()> {
+pub fn write_rows(path: &Path, rows: &[Row]) -> Result<()> {
     let cols = vec![
         col("prompt_id", rows.iter().map(|r| r.prompt_id as u32)),
         col("prompt", rows.iter().map(|r| r.prompt.as_str())),
@@ -165,71 +181,5 @@ pub fn write_rows(path: &Path, rows: &[super::compare::Row]) -> Result<()> {
         col("wall_s", rows.iter().map(|r| r.wall_s)),
         col("steps", rows.iter().map(|r| r.steps as u32)),
     ];
-    write(
-        path,
-        DataFrame::new(rows.len(), cols).context("building compare.parquet")?,
-    )
-}
-
-/// Reads the prompts (at most `max`, 0 = all); an empty file is a usage error.
-pub fn load_prompts(path: &Path, max: usize) -> Result<Vec<String>> {
-    let mut prompts = datasets::read_prompts(path)
-        .with_context(|| format!("reading prompts from {}", path.display()))?;
-    if max > 0 {
-        prompts.truncate(max);
-    }
-    if prompts.is_empty() {
-        return Err(crate::error::usage(format!(
-            "{}: no prompts",
-            path.display()
-        )));
-    }
-    Ok(prompts)
-}
-
-/// The gold reward of an answer when `prompt` is a synth prompt, `None` otherwise.
-pub fn gold_of(prompt: &str, answer: &str) -> Option<f32> {
-    datasets::synth::Problem::parse(prompt).map(|_| datasets::synth::gold(prompt, answer))
-}
-
-/// A policy sample scored by the energy model (`EnergyScorer::score`, the one discrete scorer).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Candidate {
-    pub prompt_id: usize,
-    pub prompt: String,
-    pub answer: String,
-    /// Generated ids, EOS included when generated.
-    pub answer_ids: Vec<i64>,
-    pub energy: f32,
-    pub gold: Option<f32>,
-}
-
-/// `cfg.n` samples per prompt, each scored once; ordered by (prompt_id, k).
-pub fn draw(
-    policy: &Policy,
-    scorer: &reward::EnergyScorer,
-    prompts: &[String],
-    cfg: &SampleConfig,
-) -> Result<Vec<Candidate>> {
-    let samples = sample(policy, prompts, cfg).context("sampling answers")?;
-    let texts: Vec<String> = samples
-        .iter()
-        .map(|s| prompts[s.prompt_id].clone())
-        .collect();
-    let answers: Vec<String> = samples.iter().map(|s| s.answer.clone()).collect();
-    let energies = scorer
-        .score(&texts, &answers, cfg.batch)
-        .context("scoring samples")?;
-    Ok(samples
-        .into_iter()
-        .zip(energies)
-        .map(|(s, energy)| Candidate {
-            prompt_id: s.prompt_id,
-            prompt: prompts[s.prompt_id].clone(),
-            gold: gold_of(&prompts[s.prompt_id], &s.answer),
-            answer: s.answer,
-            answer_ids: s.answer_ids,
-            energy,
-        })
-        .collect())
+    write(path, rows.len(), cols)
 }

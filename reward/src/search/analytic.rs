@@ -4,10 +4,10 @@
 //! counts every call so tests can check the compute ledger against what was really run.
 use std::cell::Cell;
 
-use anyhow::Result;
 use tch::{Device, Kind, Tensor};
 
-use super::optim::Energy;
+use super::energy::Energy;
+use crate::error::Result;
 
 /// Distance to `target` (padded with end-of-answer), with call counters.
 pub struct TargetEnergy {

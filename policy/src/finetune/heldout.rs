@@ -1,17 +1,17 @@
 //! Held-out evaluation of a policy during fine-tuning, logged once per round: mean energy and
 //! gold of fresh samples and of greedy answers, Monte-Carlo KL(π‖π_ref) of the fresh samples
 //! (k1 and k3 on the same tokens under both models), and the share of distinct answers.
-use anyhow::{Context as _, Result};
-use policy::sample::{greedy, SampleConfig};
-use policy::Policy;
-use reward::EnergyScorer;
+use datasets::stats::{mean, mean_distinct_share};
 use serde::{Deserialize, Serialize};
 use tracing::instrument;
 
 use super::kl::{k1, k3};
-use super::pool::{by_prompt, draw, gold_of, Candidate};
-use super::stats::{mean, mean_distinct_share};
 use super::update::{sampled_sequence, sequence_logprobs};
+use crate::error::Result;
+use crate::pool::{by_prompt, draw, gold_of, Candidate};
+use crate::sample::{greedy, SampleConfig};
+use crate::score::Scorer;
+use crate::Policy;
 
 /// The held-out numbers of one round.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -34,18 +34,15 @@ pub struct HeldOut {
 pub fn evaluate(
     policy: &Policy,
     reference: &Policy,
-    scorer: &EnergyScorer,
+    scorer: &dyn Scorer,
     prompts: &[String],
     sampling: &SampleConfig,
     score_batch: usize,
 ) -> Result<(HeldOut, Vec<Candidate>)> {
     let fresh = draw(policy, scorer, prompts, sampling, score_batch)?;
-    let greedy = greedy(policy, prompts, sampling.max_new_tokens, sampling.batch)
-        .context("greedy answers")?;
+    let greedy = greedy(policy, prompts, sampling.max_new_tokens, sampling.batch)?;
     let greedy_answers: Vec<String> = greedy.iter().map(|s| s.answer.clone()).collect();
-    let greedy_energy = scorer
-        .score(prompts, &greedy_answers, score_batch)
-        .context("scoring greedy answers")?;
+    let greedy_energy = scorer.energies(prompts, &greedy_answers, score_batch)?;
     let greedy_gold: Option<Vec<f64>> = prompts
         .iter()
         .zip(&greedy_answers)

@@ -1,42 +1,18 @@
-//! The comparison's `report.md` and its plots: energy vs compute, gold vs compute, and gold vs
-//! √KL with the Gao et al. (2022) fit R(d) = d(α − β·d) for best-of-N.
+//! The outputs of `ember compare`: `compare.parquet`, `compare.json`, `report.md` and its plots
+//! (energy vs compute, gold vs compute, and gold vs √KL with the Gao et al. (2022) fit
+//! R(d) = d(α − β·d) for best-of-N). The numbers come from `reward::search::compare`.
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
-use serde::{Deserialize, Serialize};
+use datasets::stats::Ci;
+use reward::search::compare::{
+    aggregate, gao_summary, verdicts, Cell, GaoSummary, Row, Verdict, METHODS,
+};
+use reward::search::io::write_rows;
+use serde::Serialize;
 
-use super::compare::{aggregate, verdicts, Cell, Row, Verdict, METHODS};
-use super::io::write_rows;
-use super::stats::{fit_gao, GaoFit};
 use crate::plot::{draw_line_plot, LinePlot, Series};
-
-/// The Gao fit of best-of-N's gold gain over N = 1 against d = √KL(bound).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct GaoSummary {
-    pub fit: GaoFit,
-    /// Gold of best-of-1, the origin of the fitted gains.
-    pub gold_at_1: f64,
-    /// (d, gold gain) points the fit used.
-    pub points: Vec<(f64, f64)>,
-}
-
-/// Fits the Gao curve to the best-of-N cells with gold; `None` without gold or with fewer than
-/// two budgets above 1.
-pub fn gao_summary(cells: &[Cell]) -> Option<GaoSummary> {
-    let bon: Vec<&Cell> = cells.iter().filter(|c| c.method == "best-of-n").collect();
-    let gold_at_1 = bon.iter().find(|c| c.budget == 1)?.gold?.mean;
-    let points: Vec<(f64, f64)> = bon
-        .iter()
-        .filter_map(|c| c.gold.map(|g| (c.kl.max(0.0).sqrt(), g.mean - gold_at_1)))
-        .collect();
-    let (d, r): (Vec<f64>, Vec<f64>) = points.iter().copied().unzip();
-    Some(GaoSummary {
-        fit: fit_gao(&d, &r)?,
-        gold_at_1,
-        points,
-    })
-}
 
 fn series(
     cells: &[Cell],
@@ -130,7 +106,7 @@ pub fn draw_plots(dir: &Path, cells: &[Cell], gao: Option<&GaoSummary>) -> Resul
     Ok(files)
 }
 
-fn fmt_ci(ci: &super::stats::Ci) -> String {
+fn fmt_ci(ci: &Ci) -> String {
     format!("{:.3} [{:.3}, {:.3}]", ci.mean, ci.lo, ci.hi)
 }
 

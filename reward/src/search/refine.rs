@@ -11,30 +11,13 @@
 //! energies are diagnostics only.
 use std::collections::HashMap;
 
-use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 use tracing::{debug, instrument};
 
 use super::compute::{refine_step_cost, Compute};
-
-/// What refinement needs from an energy: a differentiable relaxed energy of a soft answer, the
-/// policy's next-token distributions along it, and the one discrete scoring function.
-pub trait Energy {
-    fn vocab_size(&self) -> i64;
-    /// The end-of-answer token: decoding cuts the answer at its first occurrence.
-    fn eos_id(&self) -> i64;
-    fn device(&self) -> Device;
-    /// Relaxed energy E(x, p) of a soft answer `p` [L, V] (rows on the simplex): a scalar tensor,
-    /// differentiable with respect to `p`. Costs one energy forward.
-    fn soft_energy(&self, p: &Tensor) -> Result<Tensor>;
-    /// log q [L, V]: the policy's next-token log-distributions at each answer position given the
-    /// prompt and the soft answer before it; no gradient. Costs one policy forward.
-    fn prior_log_probs(&self, p: &Tensor) -> Result<Tensor>;
-    /// Energies of discrete answers (token ids without the end-of-answer token). Costs one energy
-    /// forward per answer.
-    fn score(&self, answers: &[Vec<i64>]) -> Result<Vec<f32>>;
-}
+use super::energy::Energy;
+use crate::error::Result;
 
 /// Optimiser settings of one refinement.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -217,6 +200,22 @@ fn objective_and_grad(
     ))
 }
 
+/// The discrete energy of `answer`, scored (and recorded in the ledger) only the first time.
+fn score_cached(
+    energy: &impl Energy,
+    answer: &[i64],
+    cache: &mut HashMap<Vec<i64>, f32>,
+    ledger: &mut Compute,
+) -> Result<f32> {
+    if let Some(&e) = cache.get(answer) {
+        return Ok(e);
+    }
+    ledger.energy_rescore(1);
+    let e = energy.score(&[answer.to_vec()])?[0];
+    cache.insert(answer.to_vec(), e);
+    Ok(e)
+}
+
 /// Refines `start` (token ids, no end-of-answer) against `energy`. `start_energy` is its discrete
 /// energy when the caller already has it (otherwise it is scored here). Stops after
 /// `cfg.steps` steps or before a step would take the ledger's energy cost past `budget`.
@@ -262,15 +261,7 @@ pub fn refine(
             next
         });
         let answer = decode(&z, eos);
-        let e = match cache.get(&answer) {
-            Some(&e) => e,
-            None => {
-                ledger.energy_rescore(1);
-                let e = energy.score(std::slice::from_ref(&answer))?[0];
-                cache.insert(answer.clone(), e);
-                e
-            }
-        };
+        let e = score_cached(energy, &answer, &mut cache, ledger)?;
         let accepted = !(cfg.accept_if_lower && e > current_energy);
         if accepted {
             (current, current_energy) = (answer, e);

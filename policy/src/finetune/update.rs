@@ -1,4 +1,4 @@
-//! The two policy updates of `ember finetune`, as losses over token batches:
+//! The two policy updates of fine-tuning, as losses over token batches:
 //! - rejection-sampling fine-tuning (expert iteration; Anthony et al. 2017, Dong et al. 2023
 //!   "RAFT"): mean negative log-likelihood of the kept answers plus `kl_coef` times the exact
 //!   per-position KL(π(·|context) ‖ π_ref(·|context)) on the same answer tokens;
@@ -6,12 +6,13 @@
 //!
 //! Also the no-gradient log-probs of exact token sequences under any model, so that a sample's
 //! log π and log π_ref are computed the same way on the same tokens.
-use anyhow::Result;
-use policy::batch::pad_right;
-use policy::score::{answer_mask, encode_pair_fitting, sequence_logprob, token_logprobs};
-use policy::tokenizer::EncodedPair;
-use policy::{Gpt, Policy};
 use tch::{Device, Kind, Tensor};
+
+use crate::batch::pad_right;
+use crate::error::{PolicyError, Result};
+use crate::score::{answer_mask, encode_pair_fitting, sequence_logprob, token_logprobs};
+use crate::tokenizer::EncodedPair;
+use crate::{Gpt, Policy};
 
 /// Right-padded sequences with their answer spans.
 pub struct TokenBatch {
@@ -43,8 +44,12 @@ pub fn encode_pairs(policy: &Policy, pairs: &[(String, String)]) -> Result<Vec<E
         .iter()
         .enumerate()
         .map(|(i, (p, a))| {
-            encode_pair_fitting(&policy.tokenizer, p, a, n_ctx)
-                .map_err(|e| anyhow::anyhow!("training pair {i}: {e}"))
+            encode_pair_fitting(&policy.tokenizer, p, a, n_ctx).map_err(|e| {
+                PolicyError::TrainingPair {
+                    index: i,
+                    source: Box::new(e),
+                }
+            })
         })
         .collect()
 }
@@ -151,7 +156,7 @@ pub fn mean_token_logprob(model: &Gpt, batch: &TokenBatch) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use policy::{GptConfig, Tokenizer};
+    use crate::{GptConfig, Tokenizer};
     use tch::nn::OptimizerConfig;
 
     fn tiny(seed: i64) -> Policy {

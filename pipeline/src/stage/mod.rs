@@ -1,0 +1,208 @@
+//! The stage contract. A stage is its config type implementing [`Stage`] (the config is a run
+//! config's section and the subcommand's flags): its name, the inputs it reads, how it checks
+//! its values and how it fills its directory. One executor, [`run`], does the rest for every stage, and
+//! `ember run` asks the same trait for the fingerprint a stage would get ([`fingerprint`]), so
+//! the recipe of a fingerprint is written once.
+//!
+//! [`run`] writes into a staging directory next to the output (`OUT.partial`, see [`staging`]),
+//! then `manifest.json` last with every artifact's sha256 (see [`manifest`]), then renames the
+//! staging directory into place. A killed stage therefore never looks done; a resumable stage
+//! (training) finds its checkpoints in `OUT.partial` when re-run, and a failed one that does not
+//! resume leaves nothing behind.
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result};
+use serde::Serialize;
+use tracing::info_span;
+
+pub mod common;
+pub mod manifest;
+pub mod staging;
+
+pub use common::{Common, LrArg, RuntimeArgs, SeedArg};
+pub use manifest::{
+    input_fingerprint, input_refs, list_files, read_manifest, sha256_file, verify, Artifact,
+    InputRef, Manifest, MANIFEST, VERSION,
+};
+pub use staging::{staging_path, StageRun};
+
+use crate::config::Invalid;
+
+/// One stage of the pipeline, implemented by its config: the config builds the stage's output
+/// from its inputs.
+pub trait Stage: Serialize {
+    /// The name the stage hashes and records in its manifest.
+    const NAME: &'static str;
+    /// A killed run re-run with the same fingerprint resumes from what it left in `OUT.partial`.
+    const RESUMABLE: bool = false;
+    /// Entries of the staging directory that are scratch (checkpoints), not artifacts.
+    const SCRATCH: &'static [&'static str] = &[];
+    /// The upstream files and stage directories it reads.
+    type Inputs;
+
+    /// The inputs' paths, in the order their fingerprints are hashed.
+    fn input_paths(inputs: &Self::Inputs) -> Vec<PathBuf>;
+
+    /// The config values that are wrong, with their keys: checked before anything runs (by
+    /// `ember run` for every section before the first stage starts).
+    fn check(&self) -> Vec<Invalid> {
+        Vec::new()
+    }
+
+    /// What the fingerprint hashes of the config: `(config, common)` as JSON.
+    fn hashed(&self, common: &Common) -> serde_json::Value {
+        serde_json::to_value((self, common)).expect("stage configs serialise")
+    }
+
+    /// Does the work, writing into `dir`; returns the manifest's headline metrics.
+    fn execute(
+        &self,
+        common: &Common,
+        inputs: &Self::Inputs,
+        dir: &Path,
+    ) -> Result<serde_json::Value>;
+}
+
+/// The fingerprint stage `cfg` gets with these inputs: what `ember run` compares with a
+/// finished stage's manifest to decide whether to skip it.
+pub fn fingerprint<S: Stage>(cfg: &S, common: &Common, inputs: &S::Inputs) -> Result<String> {
+    let paths = S::input_paths(inputs);
+    let refs = input_refs(&paths.iter().map(PathBuf::as_path).collect::<Vec<_>>())?;
+    Ok(manifest::fingerprint(S::NAME, &cfg.hashed(common), &refs))
+}
+
+/// Runs stage `cfg` into `out`: checks the config, stages, executes, writes the manifest last.
+pub fn run<S: Stage>(cfg: &S, common: &Common, inputs: &S::Inputs, out: &Path) -> Result<Manifest> {
+    let _span = info_span!("stage", name = S::NAME, out = %out.display()).entered();
+    crate::config::reject(cfg.check(), S::NAME)?;
+    let paths = S::input_paths(inputs);
+    let refs = input_refs(&paths.iter().map(PathBuf::as_path).collect::<Vec<_>>())?;
+    let run = StageRun::begin(S::NAME, cfg.hashed(common), refs, out, S::RESUMABLE)?;
+    match cfg.execute(common, inputs, run.dir()) {
+        Ok(metrics) => run.finish(metrics, S::SCRATCH),
+        Err(err) => {
+            run.abandon(S::RESUMABLE);
+            Err(err)
+        }
+    }
+}
+
+/// Runs stage `S` for a command whose `--out` is either a stage directory or, when it ends in
+/// `artifact`'s extension, the one file `artifact` itself (no manifest). The file is written
+/// beside `out` and renamed into place, so a failed run leaves nothing. Returns the metrics.
+pub fn run_to<S: Stage>(
+    cfg: &S,
+    common: &Common,
+    inputs: &S::Inputs,
+    out: &Path,
+    artifact: &str,
+) -> Result<serde_json::Value> {
+    let ext = Path::new(artifact).extension();
+    if ext.is_none() || out.extension() != ext {
+        return Ok(run::<S>(cfg, common, inputs, out)?.metrics);
+    }
+    crate::config::reject(cfg.check(), S::NAME)?;
+    let tmp = staging_path(out);
+    let result = fs::create_dir_all(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))
+        .and_then(|()| cfg.execute(common, inputs, &tmp))
+        .and_then(|metrics| {
+            fs::rename(tmp.join(artifact), out)
+                .with_context(|| format!("writing {}", out.display()))?;
+            Ok(metrics)
+        });
+    let _ = fs::remove_dir_all(&tmp);
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    /// Writes `text` to `echo.txt`; `fail` fails after writing, an empty `text` is invalid.
+    #[derive(serde::Serialize)]
+    struct Echo(Value);
+
+    impl Stage for Echo {
+        const NAME: &'static str = "echo";
+        type Inputs = Vec<PathBuf>;
+
+        fn input_paths(inputs: &Vec<PathBuf>) -> Vec<PathBuf> {
+            inputs.clone()
+        }
+
+        fn check(&self) -> Vec<Invalid> {
+            let empty = self.0["text"] == "";
+            empty
+                .then(|| Invalid::new("text", "must not be empty"))
+                .into_iter()
+                .collect()
+        }
+
+        fn execute(&self, _: &Common, _: &Vec<PathBuf>, dir: &Path) -> Result<Value> {
+            let text = self.0["text"].as_str().unwrap();
+            fs::write(dir.join("echo.txt"), text)?;
+            if self.0["fail"] == true {
+                anyhow::bail!("asked to fail");
+            }
+            Ok(json!({ "chars": text.len() }))
+        }
+    }
+
+    #[test]
+    fn run_records_the_fingerprint_that_ember_run_expects() {
+        let tmp = tempfile::tempdir().unwrap();
+        let input = tmp.path().join("in.txt");
+        fs::write(&input, "x").unwrap();
+        let (cfg, common, inputs) = (Echo(json!({"text": "hi"})), Common::default(), vec![input]);
+        let m = run(&cfg, &common, &inputs, &tmp.path().join("out")).unwrap();
+        assert_eq!(m.fingerprint, fingerprint(&cfg, &common, &inputs).unwrap());
+        assert_eq!(m.metrics["chars"], 2);
+        assert_eq!(
+            fs::read_to_string(tmp.path().join("out/echo.txt")).unwrap(),
+            "hi"
+        );
+        let other = Echo(json!({"text": "ho"}));
+        assert_ne!(
+            m.fingerprint,
+            fingerprint(&other, &common, &inputs).unwrap()
+        );
+        fs::write(&inputs[0], "y").unwrap();
+        assert_ne!(m.fingerprint, fingerprint(&cfg, &common, &inputs).unwrap());
+    }
+
+    #[test]
+    fn a_failed_or_invalid_stage_leaves_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("out");
+        let common = Common::default();
+        let err = run(
+            &Echo(json!({"text": "a", "fail": true})),
+            &common,
+            &vec![],
+            &out,
+        );
+        assert_eq!(crate::error::exit_code(&err.unwrap_err()), 1);
+        let err = run(&Echo(json!({"text": ""})), &common, &vec![], &out).unwrap_err();
+        assert_eq!(crate::error::exit_code(&err), 2);
+        assert!(format!("{err:#}").contains("echo.text: must not be empty"));
+        assert!(!out.exists() && !staging_path(&out).exists());
+    }
+
+    #[test]
+    fn run_to_a_file_writes_only_that_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("answer.txt");
+        let cfg = Echo(json!({"text": "42"}));
+        let metrics = run_to(&cfg, &Common::default(), &vec![], &file, "echo.txt").unwrap();
+        assert_eq!(metrics["chars"], 2);
+        assert_eq!(fs::read_to_string(&file).unwrap(), "42");
+        let entries = fs::read_dir(tmp.path()).unwrap().count();
+        assert_eq!(entries, 1, "no staging directory left beside the file");
+        let dir = tmp.path().join("stage");
+        run_to(&cfg, &Common::default(), &vec![], &dir, "echo.txt").unwrap();
+        assert!(dir.join(MANIFEST).exists());
+    }
+}

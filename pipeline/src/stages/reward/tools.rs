@@ -1,0 +1,332 @@
+//! `ember reward eval|score|doctor`: a trained energy model put to use on tables — pairwise
+//! evaluation (against the gold order on synth), an `energy` column for any rows, and the
+//! preflight checks of the classic reward-model bugs.
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result};
+use polars::prelude::{Column, DataFrame, ParquetWriter};
+use policy::device::Autocast;
+use reward::loss::TieMode;
+use reward::metrics::{EvalReport, Thresholds};
+use reward::EnergyScorer;
+use serde_json::{json, Value};
+
+use crate::error::usage;
+use crate::stage::RuntimeArgs;
+
+/// `ember reward eval`.
+#[derive(Debug, clap::Args)]
+pub struct EvalArgs {
+    /// Model directory from `ember reward train`.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Preference tables (a directory means its val.parquet and test.parquet).
+    #[arg(long, required = true, num_args = 1..)]
+    pub data: Vec<PathBuf>,
+    /// Write the reports as JSON here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+/// `ember reward score`.
+#[derive(Debug, clap::Args)]
+pub struct ScoreArgs {
+    /// Model directory from `ember reward train`.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Rows with string fields `prompt` and `answer` (.parquet or .jsonl).
+    #[arg(long)]
+    pub input: PathBuf,
+    /// The same rows plus `energy` (.parquet or .jsonl, by extension).
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+/// `ember reward doctor`.
+#[derive(Debug, clap::Args)]
+pub struct DoctorArgs {
+    /// Model directory from `ember reward train`.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// A preference table to run the checks on.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Pairs used.
+    #[arg(long, default_value_t = 256)]
+    pub pairs: usize,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+/// The energy model on the flags' device, and the autocast scope of their precision (keep it
+/// alive while scoring).
+fn load_scorer(dir: &Path, runtime: &RuntimeArgs) -> Result<(EnergyScorer, Option<Autocast>)> {
+    let (device, amp) = runtime.device()?;
+    let scorer = EnergyScorer::load(dir, device)
+        .with_context(|| format!("loading the energy model {}", dir.display()))?;
+    Ok((scorer, amp))
+}
+
+/// The tables named by `--data`: files as given, directories as their val/test splits.
+fn expand_tables(data: &[PathBuf]) -> Vec<PathBuf> {
+    data.iter()
+        .flat_map(|p| {
+            if p.is_dir() {
+                ["val.parquet", "test.parquet"]
+                    .iter()
+                    .map(|f| p.join(f))
+                    .filter(|f| f.exists())
+                    .collect()
+            } else {
+                vec![p.clone()]
+            }
+        })
+        .collect()
+}
+
+/// Evaluates one table; for tables with gold columns, also against the noise-free gold order.
+pub fn eval_table(scorer: &EnergyScorer, path: &Path, batch: usize) -> Result<Value> {
+    let rows = reward::data::load_pairs(path)?;
+    let th = Thresholds {
+        eps: 0.1,
+        margin: 1.0,
+    };
+    let report = |rows: &[datasets::table::PairRow]| -> EvalReport {
+        let (pairs, _) = reward::data::encode_rows(
+            &scorer.tokenizer,
+            rows,
+            scorer.config.max_len,
+            TieMode::Skip,
+        );
+        reward::eval::evaluate(
+            &scorer.model,
+            rows,
+            &pairs,
+            batch,
+            scorer.tokenizer.pad_id(),
+            scorer.device,
+            th,
+        )
+    };
+    let (_, fit) = reward::data::encode_rows(
+        &scorer.tokenizer,
+        &rows,
+        scorer.config.max_len,
+        TieMode::Skip,
+    );
+    let mut out =
+        json!({ "file": path.display().to_string(), "fit": fit, "labels": report(&rows) });
+    if let Some(gold) = reward::data::gold_ordered(&rows) {
+        out["gold"] = serde_json::to_value(report(&gold))?;
+    }
+    Ok(out)
+}
+
+fn print_report(name: &str, r: &Value) {
+    let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+    println!(
+        "{name:<36} {:>6} {:>8.4} {:>8.3} {:>7.3} {:>8.4} {:>8.4}",
+        r["pairs"],
+        f("accuracy"),
+        f("mean_gap"),
+        f("ece"),
+        f("length_heuristic_accuracy"),
+        r["length_agreement"].as_f64().unwrap_or(f64::NAN)
+    );
+}
+
+/// Accuracy per `source` of a report, one indented line each, when it has at least `min` sources.
+fn print_by_source(report: &Value, min: usize) {
+    if let Some(src) = report["by_source"].as_object().filter(|s| s.len() >= min) {
+        for (s, v) in src {
+            println!(
+                "    {s:<32} {:>6} {:>8.4}",
+                v["pairs"],
+                v["accuracy"].as_f64().unwrap_or(f64::NAN)
+            );
+        }
+    }
+}
+
+pub(super) fn eval_cli(a: EvalArgs) -> Result<ExitCode> {
+    let (scorer, _amp) = load_scorer(&a.model, &a.runtime)?;
+    let tables = expand_tables(&a.data);
+    if tables.is_empty() {
+        return Err(usage("no preference tables found in --data"));
+    }
+    println!(
+        "{:<36} {:>6} {:>8} {:>8} {:>7} {:>8} {:>8}",
+        "table", "pairs", "acc", "gap", "ece", "len-acc", "len-agr"
+    );
+    let mut all = Vec::new();
+    for t in &tables {
+        let r = eval_table(&scorer, t, a.batch)
+            .with_context(|| format!("evaluating {}", t.display()))?;
+        let name: Vec<char> = t.display().to_string().chars().collect();
+        let short: String = name[name.len().saturating_sub(36)..].iter().collect();
+        print_report(&short, &r["labels"]);
+        print_by_source(&r["labels"], 2);
+        if r.get("gold").is_some() {
+            print_report("  (vs gold order)", &r["gold"]);
+            // Gold rows are grouped by what they ask (right vs wrong, near misses, …).
+            print_by_source(&r["gold"], 1);
+        }
+        all.push(r);
+    }
+    if let Some(out) = &a.out {
+        std::fs::write(out, serde_json::to_string_pretty(&all)?)
+            .with_context(|| format!("writing {}", out.display()))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Rows of a Parquet or JSON Lines file as JSON objects.
+pub fn read_rows(path: &Path) -> Result<Vec<Value>> {
+    let name = path.to_string_lossy().to_lowercase();
+    if name.ends_with(".jsonl") || name.ends_with(".jsonl.gz") {
+        let recs = datasets::read::read_file(path)?;
+        recs.iter()
+            .map(|r| {
+                r.parse()
+                    .map_err(|e| usage(format!("{} line {}: {e}", path.display(), r.line)))
+            })
+            .collect()
+    } else {
+        Ok(datasets::table::read_parquet_rows(path)?)
+    }
+}
+
+/// (prompt, answer) of each row, or the row numbers (1-based) and reasons of the bad ones.
+pub fn prompts_answers(
+    rows: &[Value],
+) -> std::result::Result<(Vec<String>, Vec<String>), Vec<String>> {
+    let (mut p, mut a, mut bad) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, r) in rows.iter().enumerate() {
+        match (
+            r.get("prompt").and_then(Value::as_str),
+            r.get("answer").and_then(Value::as_str),
+        ) {
+            (Some(x), Some(y)) => {
+                p.push(x.to_string());
+                a.push(y.to_string());
+            }
+            (None, _) => bad.push(format!("row {}: no string field `prompt`", i + 1)),
+            (_, None) => bad.push(format!("row {}: no string field `answer`", i + 1)),
+        }
+    }
+    if bad.is_empty() {
+        Ok((p, a))
+    } else {
+        Err(bad)
+    }
+}
+
+pub(super) fn score_cli(a: ScoreArgs) -> Result<ExitCode> {
+    let rows = read_rows(&a.input).with_context(|| format!("reading {}", a.input.display()))?;
+    let (prompts, answers) = prompts_answers(&rows).map_err(|bad| {
+        let shown = bad.iter().take(10).cloned().collect::<Vec<_>>().join("; ");
+        usage(format!(
+            "{}: {} bad rows: {shown}",
+            a.input.display(),
+            bad.len()
+        ))
+    })?;
+    let (scorer, _amp) = load_scorer(&a.model, &a.runtime)?;
+    let energies = scorer.score(&prompts, &answers, a.batch)?;
+    let rows: Vec<Value> = rows
+        .into_iter()
+        .zip(&energies)
+        .map(|(mut r, e)| {
+            r["energy"] = json!(e);
+            r
+        })
+        .collect();
+    let tmp = a.out.with_extension("partial");
+    if a.out.to_string_lossy().to_lowercase().ends_with(".jsonl") {
+        let mut w = BufWriter::new(
+            File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?,
+        );
+        for r in &rows {
+            writeln!(w, "{r}")?;
+        }
+        w.flush()?;
+    } else {
+        write_parquet_rows(&tmp, &rows)?;
+    }
+    std::fs::rename(&tmp, &a.out).with_context(|| format!("writing {}", a.out.display()))?;
+    eprintln!("scored {} rows into {}", rows.len(), a.out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// JSON rows → Parquet, one column per key of the first row: numbers as f64, booleans,
+/// strings; anything else as its JSON text.
+fn write_parquet_rows(path: &Path, rows: &[Value]) -> Result<()> {
+    let keys: Vec<String> = rows
+        .first()
+        .and_then(Value::as_object)
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default();
+    let mut cols = Vec::new();
+    for k in &keys {
+        let vals: Vec<&Value> = rows
+            .iter()
+            .map(|r| r.get(k).unwrap_or(&Value::Null))
+            .collect();
+        let col = if vals.iter().all(|v| v.is_number() || v.is_null()) {
+            Column::new(
+                k.as_str().into(),
+                vals.iter().map(|v| v.as_f64()).collect::<Vec<_>>(),
+            )
+        } else if vals.iter().all(|v| v.is_boolean() || v.is_null()) {
+            Column::new(
+                k.as_str().into(),
+                vals.iter().map(|v| v.as_bool()).collect::<Vec<_>>(),
+            )
+        } else {
+            let s: Vec<Option<String>> = vals
+                .iter()
+                .map(|v| match v {
+                    Value::Null => None,
+                    Value::String(s) => Some(s.clone()),
+                    other => Some(other.to_string()),
+                })
+                .collect();
+            Column::new(k.as_str().into(), s)
+        };
+        cols.push(col);
+    }
+    let mut df =
+        DataFrame::new(rows.len(), cols).with_context(|| format!("building {}", path.display()))?;
+    let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    ParquetWriter::new(file)
+        .finish(&mut df)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+pub(super) fn doctor_cli(a: DoctorArgs) -> Result<ExitCode> {
+    let (scorer, _amp) = load_scorer(&a.model, &a.runtime)?;
+    let rows = reward::data::load_pairs(&a.data)?;
+    let checks = reward::doctor::run(&scorer, &rows, a.pairs)?;
+    for c in &checks {
+        println!("{c}");
+    }
+    let failed = checks.iter().filter(|c| !c.pass).count();
+    println!("{} checks, {failed} failed", checks.len());
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
