@@ -32,8 +32,8 @@ pub enum PolicyError {
     Checkpoint { path: PathBuf, message: String },
     #[error("{path}: {message}")]
     Data { path: PathBuf, message: String },
-    #[error("non-finite loss {loss} at step {step}; the last good checkpoint is kept")]
-    NonFinite { step: u64, loss: f64 },
+    #[error(transparent)]
+    NonFinite(#[from] crate::train::NonFinite),
     #[error("device: {0}")]
     Device(String),
     #[error("{0}")]

@@ -1,8 +1,8 @@
 //! The policy: a GPT-2-architecture decoder in tch ([`model`]), tokenizers ([`tokenizer`]),
 //! batched KV-cached sampling ([`sample`]), log-prob scoring ([`score`]), supervised
-//! fine-tuning ([`sft`], [`train_util`]), Hugging Face export/import ([`hf`]), pools of sampled
-//! answers scored by an energy model ([`pool`]) and fine-tuning on them ([`finetune`]:
-//! rejection sampling and RLOO).
+//! fine-tuning ([`sft`] on the training-loop toolkit [`train`]), Hugging Face export/import
+//! ([`hf`]), pools of sampled answers scored by an energy model ([`pool`]) and fine-tuning on
+//! them ([`finetune`]: rejection sampling and RLOO).
 //!
 //! A policy checkpoint is a directory with `config.json` ([`GptConfig`]), `model.safetensors`
 //! (HF GPT-2 parameter names) and `tokenizer.json`.
@@ -23,7 +23,7 @@ pub mod sample;
 pub mod score;
 pub mod sft;
 pub mod tokenizer;
-pub mod train_util;
+pub mod train;
 
 pub use error::{PolicyError, Result};
 pub use model::{Gpt, GptConfig, KvCache};

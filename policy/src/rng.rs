@@ -10,9 +10,14 @@ fn name_hash(name: &str) -> u64 {
     })
 }
 
+/// The ChaCha8 seed of stream `name` under `seed` (each index is a stream of that generator).
+pub fn key(seed: u64, name: &str) -> u64 {
+    seed ^ name_hash(name)
+}
+
 /// The generator of stream `name`, index `index`, under `seed`.
 pub fn stream(seed: u64, name: &str, index: u64) -> ChaCha8Rng {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ name_hash(name));
+    let mut rng = ChaCha8Rng::seed_from_u64(key(seed, name));
     rng.set_stream(index);
     rng
 }

@@ -1,17 +1,15 @@
 //! Supervised fine-tuning (InstructGPT's SFT step, Ouyang et al. 2022): next-token
 //! cross-entropy on answer tokens (and the EOS) only, AdamW + warmup/cosine, global-norm
 //! clipping, gradient accumulation, validation loss every N steps, metrics JSONL and atomic
-//! checkpoints.
+//! checkpoints, all from the training-loop toolkit [`crate::train`] (which also says what
+//! happens to a non-finite loss).
 //!
 //! Resume is bit-exact on CPU: the batch order of every step is a pure function of
 //! `(seed, step)`, dropout is reseeded from `(seed, step)`, and the checkpoint holds the
 //! weights and the optimizer moments.
-use std::collections::HashMap;
-use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
 
-use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 use tracing::{info, instrument};
@@ -21,8 +19,9 @@ use crate::error::{PolicyError, Result};
 use crate::model::{Gpt, GptConfig};
 use crate::score::encode_pair_fitting;
 use crate::tokenizer::{EncodedPair, Tokenizer};
-use crate::train_util::{
-    clip_grad_norm, load_checkpoint, lr_at, save_checkpoint, AdamW, OptimConfig,
+use crate::train::{
+    checkpoint_due, clip_grad_norm, eval_due, load_checkpoint, lr_at, save_checkpoint, AdamW,
+    EpochSampler, MetricsLog, NonFiniteGuard, OptimConfig, NONFINITE_LIMIT,
 };
 use crate::{rng, Policy};
 
@@ -146,28 +145,6 @@ impl SftBatch {
     }
 }
 
-/// The pair indices of micro-batch `micro`: consecutive slices of per-epoch shuffles.
-fn batch_indices(
-    seed: u64,
-    n: usize,
-    micro: u64,
-    batch: usize,
-    perms: &mut HashMap<u64, Vec<usize>>,
-) -> Vec<usize> {
-    (0..batch as u64)
-        .map(|j| {
-            let g = micro * batch as u64 + j;
-            let epoch = g / n as u64;
-            let perm = perms.entry(epoch).or_insert_with(|| {
-                let mut p: Vec<usize> = (0..n).collect();
-                p.shuffle(&mut rng::stream(seed, "sft-shuffle", epoch));
-                p
-            });
-            perm[(g % n as u64) as usize]
-        })
-        .collect()
-}
-
 fn encode_all(
     tok: &Tokenizer,
     rows: &[(String, String)],
@@ -209,6 +186,24 @@ pub fn eval_loss(
     }
 }
 
+/// The starting policy: the one in `init`, else a fresh model seeded from `cfg.seed`.
+fn initial_policy(
+    cfg: &SftConfig,
+    tokenizer: Tokenizer,
+    init: Option<&Path>,
+    device: Device,
+) -> Result<Policy> {
+    tch::manual_seed(rng::torch_seed(cfg.seed, "sft-init", 0));
+    match init {
+        Some(dir) => Policy::load(dir, device),
+        None => {
+            let mut model = cfg.model.clone();
+            model.vocab_size = model.vocab_size.max(tokenizer.vocab_size());
+            Policy::new(model, tokenizer, device)
+        }
+    }
+}
+
 /// Trains a policy on (prompt, answer) rows and writes it into `out` (`config.json`,
 /// `model.safetensors`, `tokenizer.json`), with `metrics.jsonl` and `checkpoint/`. Starts from
 /// `init` (a policy directory) when given, else from a fresh model; resumes from
@@ -228,16 +223,8 @@ pub fn train(
             "steps, batch and grad_accum must be > 0".into(),
         ));
     }
-    tch::manual_seed(rng::torch_seed(cfg.seed, "sft-init", 0));
-    let mut policy = match init {
-        Some(dir) => Policy::load(dir, device)?,
-        None => {
-            let mut model = cfg.model.clone();
-            model.vocab_size = model.vocab_size.max(tokenizer.vocab_size());
-            Policy::new(model, tokenizer, device)?
-        }
-    };
-    let (pad, n_ctx) = (policy.tokenizer.pad_id(), policy.config.n_ctx as usize);
+    let mut policy = initial_policy(cfg, tokenizer, init, device)?;
+    let n_ctx = policy.config.n_ctx as usize;
     let (train_pairs, d1) = encode_all(&policy.tokenizer, train_rows, n_ctx);
     let (mut val_pairs, d2) = encode_all(&policy.tokenizer, val_rows, n_ctx);
     val_pairs.truncate(cfg.eval_max);
@@ -251,54 +238,25 @@ pub fn train(
     let ckpt = out.join("checkpoint");
     let start =
         load_checkpoint::<ResumeState>(&ckpt, &mut policy.vs, &mut opt)?.map_or(0, |s| s.step);
-    let metrics_path = out.join("metrics.jsonl");
-    let mut metrics = Metrics::open(&metrics_path, start)?;
+    let mut metrics = MetricsLog::open(&out.join("metrics.jsonl"), "step", Some(start))?;
     if start > 0 {
         info!(step = start, "resuming from checkpoint");
     }
-    let mut perms = HashMap::new();
-    let (mut train_loss, mut val_loss) = (f64::NAN, f64::NAN);
-    let (mut tokens, clock) = (0i64, Instant::now());
-    for step in start..cfg.steps {
-        tch::manual_seed(rng::torch_seed(cfg.seed, "sft-dropout", step));
-        let mut loss_sum = 0.0;
-        for m in 0..cfg.grad_accum {
-            let micro = step * cfg.grad_accum as u64 + m as u64;
-            let idx = batch_indices(cfg.seed, train_pairs.len(), micro, cfg.batch, &mut perms);
-            let refs: Vec<&EncodedPair> = idx.iter().map(|&i| &train_pairs[i]).collect();
-            let batch = SftBatch::new(&refs, pad, device);
-            let loss = batch.loss(&policy.model, true);
-            let value = loss.double_value(&[]);
-            if !value.is_finite() {
-                return Err(PolicyError::NonFinite { step, loss: value });
-            }
-            (loss / cfg.grad_accum as f64).backward();
-            loss_sum += value;
-            tokens += batch.n_tokens();
-        }
-        let grad_norm = clip_grad_norm(opt.params(), cfg.optim.grad_clip);
-        let lr = lr_at(step, cfg.steps, &cfg.optim);
-        opt.step(lr);
-        opt.zero_grad();
-        train_loss = loss_sum / cfg.grad_accum as f64;
-        let done = step + 1;
-        // For progress bars (`ember`'s `progress` tracing layer); off unless a bar listens.
-        tracing::trace!(target: "progress", task = "sft", step = done, total = cfg.steps, loss = train_loss);
-        let mut line =
-            serde_json::json!({"step": done, "loss": train_loss, "lr": lr, "grad_norm": grad_norm});
-        if done % cfg.eval_every.max(1) == 0 || done == cfg.steps {
-            val_loss = eval_loss(&policy.model, &val_pairs, cfg.batch, pad, device);
-            line["val_loss"] = val_loss.into();
-            line["val_ppl"] = val_loss.exp().into();
-            info!(step = done, train_loss, val_loss, "sft");
-        }
-        metrics.write(&line)?;
-        if cfg.checkpoint_every > 0 && done % cfg.checkpoint_every == 0 && done < cfg.steps {
-            save_checkpoint(&ckpt, &policy.vs, &opt, &ResumeState { step: done })?;
-        }
-    }
+    let key = rng::key(cfg.seed, "sft-shuffle");
+    let mut steps = Steps {
+        cfg,
+        policy: &policy,
+        opt,
+        pairs: &train_pairs,
+        val: &val_pairs,
+        sampler: EpochSampler::wrapping(key, train_pairs.len(), cfg.batch),
+        tokens: 0,
+    };
+    let clock = Instant::now();
+    let (train_loss, mut val_loss) = steps.run(start, &ckpt, &mut metrics)?;
+    let tokens_per_s = steps.tokens as f64 / clock.elapsed().as_secs_f64().max(1e-9);
     if start >= cfg.steps {
-        val_loss = eval_loss(&policy.model, &val_pairs, cfg.batch, pad, device);
+        val_loss = steps.val_loss();
     }
     policy.save(out)?;
     Ok(SftReport {
@@ -310,61 +268,112 @@ pub fn train(
         train_pairs: train_pairs.len(),
         val_pairs: val_pairs.len(),
         dropped_pairs: d1 + d2,
-        tokens_per_s: tokens as f64 / clock.elapsed().as_secs_f64().max(1e-9),
+        tokens_per_s,
     })
 }
 
-/// `metrics.jsonl`, cut back to the resumed step so a resumed run has no duplicate lines.
-struct Metrics {
-    file: std::fs::File,
-    path: std::path::PathBuf,
+/// The step loop of one SFT run.
+struct Steps<'a> {
+    cfg: &'a SftConfig,
+    policy: &'a Policy,
+    opt: AdamW,
+    pairs: &'a [EncodedPair],
+    val: &'a [EncodedPair],
+    sampler: EpochSampler,
+    /// Tokens in the micro-batches trained on so far.
+    tokens: i64,
 }
 
-impl Metrics {
-    fn open(path: &Path, start: u64) -> Result<Self> {
-        let kept: Vec<String> = std::fs::read_to_string(path)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| {
-                serde_json::from_str::<serde_json::Value>(l)
-                    .ok()
-                    .and_then(|v| v["step"].as_u64())
-                    .is_some_and(|s| s <= start)
-            })
-            .map(|l| format!("{l}\n"))
-            .collect();
-        std::fs::write(path, kept.concat()).map_err(|e| PolicyError::io("writing", path, e))?;
-        let file = std::fs::OpenOptions::new()
-            .append(true)
-            .open(path)
-            .map_err(|e| PolicyError::io("opening", path, e))?;
-        Ok(Self {
-            file,
-            path: path.to_path_buf(),
-        })
+impl Steps<'_> {
+    /// Steps `start..cfg.steps`, logging each to `metrics` and checkpointing into `ckpt` when
+    /// due; returns the last training loss and the last validation loss (NaN when none).
+    fn run(&mut self, start: u64, ckpt: &Path, metrics: &mut MetricsLog) -> Result<(f64, f64)> {
+        let cfg = self.cfg;
+        let mut guard = NonFiniteGuard::new(NONFINITE_LIMIT, (start > 0).then_some(start));
+        let (mut train_loss, mut val_loss) = (f64::NAN, f64::NAN);
+        for step in start..cfg.steps {
+            let done = step + 1;
+            let trained = self.step(step);
+            guard.record(done, trained.is_some())?;
+            let mut line = serde_json::json!({ "step": done });
+            if let Some((loss, lr, grad_norm)) = trained {
+                train_loss = loss;
+                // For progress bars (`ember`'s `progress` tracing layer); off unless a bar listens.
+                tracing::trace!(target: "progress", task = "sft", step = done, total = cfg.steps, loss);
+                line["loss"] = loss.into();
+                line["lr"] = lr.into();
+                line["grad_norm"] = grad_norm.into();
+            }
+            let evaluated = eval_due(done, cfg.eval_every.max(1), cfg.steps);
+            if evaluated {
+                val_loss = self.val_loss();
+                line["val_loss"] = val_loss.into();
+                line["val_ppl"] = val_loss.exp().into();
+                info!(step = done, train_loss, val_loss, "sft");
+            }
+            if trained.is_some() || evaluated {
+                metrics.write(&line)?;
+            }
+            if checkpoint_due(done, cfg.checkpoint_every, cfg.steps) {
+                save_checkpoint(
+                    ckpt,
+                    &self.policy.vs,
+                    &self.opt,
+                    &ResumeState { step: done },
+                )?;
+                guard.saved(done);
+            }
+        }
+        Ok((train_loss, val_loss))
     }
 
-    fn write(&mut self, line: &serde_json::Value) -> Result<()> {
-        writeln!(self.file, "{line}").map_err(|e| PolicyError::io("writing", &self.path, e))
+    /// One optimizer step over `grad_accum` micro-batches: (mean loss, lr, gradient norm), or
+    /// `None` when a loss or the gradient norm is not finite (gradients cleared, no update).
+    fn step(&mut self, step: u64) -> Option<(f64, f64, f64)> {
+        let (cfg, policy) = (self.cfg, self.policy);
+        let accum = cfg.grad_accum as u64;
+        tch::manual_seed(rng::torch_seed(cfg.seed, "sft-dropout", step));
+        let mut loss_sum = 0.0;
+        for m in 0..accum {
+            let idx = self.sampler.indices(step * accum + m);
+            let refs: Vec<&EncodedPair> = idx.iter().map(|&i| &self.pairs[i]).collect();
+            let batch = SftBatch::new(&refs, policy.tokenizer.pad_id(), policy.device);
+            let loss = batch.loss(&policy.model, true);
+            let value = loss.double_value(&[]);
+            if !value.is_finite() {
+                self.opt.zero_grad();
+                return None;
+            }
+            (loss / cfg.grad_accum as f64).backward();
+            loss_sum += value;
+            self.tokens += batch.n_tokens();
+        }
+        let grad_norm = clip_grad_norm(self.opt.params(), cfg.optim.grad_clip);
+        if !grad_norm.is_finite() {
+            self.opt.zero_grad();
+            return None;
+        }
+        let lr = lr_at(step, cfg.steps, &cfg.optim);
+        self.opt.step(lr);
+        self.opt.zero_grad();
+        Some((loss_sum / cfg.grad_accum as f64, lr, grad_norm))
+    }
+
+    fn val_loss(&self) -> f64 {
+        let p = self.policy;
+        eval_loss(
+            &p.model,
+            self.val,
+            self.cfg.batch,
+            p.tokenizer.pad_id(),
+            p.device,
+        )
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn batch_order_is_a_pure_function_of_seed_and_step() {
-        let mut a = HashMap::new();
-        let mut b = HashMap::new();
-        let first: Vec<Vec<usize>> = (0..5).map(|m| batch_indices(3, 10, m, 4, &mut a)).collect();
-        // a fresh cache starting mid-way gives the same batches
-        assert_eq!(batch_indices(3, 10, 4, 4, &mut b), first[4]);
-        // every epoch is a permutation
-        let mut epoch0: Vec<usize> = first.concat()[..10].to_vec();
-        epoch0.sort();
-        assert_eq!(epoch0, (0..10).collect::<Vec<_>>());
-    }
 
     #[test]
     fn sft_batch_selects_answer_targets() {

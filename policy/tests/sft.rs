@@ -1,9 +1,9 @@
 //! SFT on synthetic addition: validation loss falls below a threshold within a small budget,
 //! a resumed run ends bit-identical to an uninterrupted one, and a diverging run stops with a
-//! clear error.
+//! clear error that says whether a checkpoint exists.
 use policy::model::GptConfig;
 use policy::sft::{train, SftConfig};
-use policy::train_util::OptimConfig;
+use policy::train::OptimConfig;
 use policy::{Policy, PolicyError, Tokenizer};
 use tch::Device;
 
@@ -153,8 +153,18 @@ fn diverging_loss_stops_with_a_clear_error() {
         Device::Cpu,
     )
     .unwrap_err();
-    assert!(matches!(err, PolicyError::NonFinite { .. }), "{err}");
-    assert!(err.to_string().contains("non-finite loss"));
+    let PolicyError::NonFinite(stop) = &err else {
+        panic!("expected a non-finite stop, got {err}");
+    };
+    assert_eq!(stop.count, policy::train::NONFINITE_LIMIT);
+    // checkpoint_every = 0: no checkpoint exists, and the error must not claim one
+    assert_eq!(stop.checkpoint, None);
+    assert!(!dir.path().join("checkpoint").exists());
+    assert!(err.to_string().contains("non-finite loss"), "{err}");
+    assert!(
+        err.to_string().contains("no checkpoint was written"),
+        "{err}"
+    );
 }
 
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {

@@ -117,6 +117,16 @@ impl PairBatch {
     }
 }
 
+/// `prompt` + SEP + `answer` + EOS as an extra negative: the prompt truncated from the left to
+/// fit `max_len`, and an answer too long even so clipped by [`clip_answer`].
+pub fn encode_negative(tok: &Tokenizer, prompt: &str, answer: &str, max_len: usize) -> Vec<i64> {
+    let enc = tok.encode_pair(prompt, answer);
+    match fit_left(enc.ids, enc.answer_start, max_len) {
+        (ids, Fit::AnswerTooLong) => clip_answer(&ids, enc.answer_start, max_len),
+        (ids, _) => ids,
+    }
+}
+
 /// The in-batch negatives of pair `i`: its prompt with the chosen answers of the next `k` pairs
 /// of the batch (cyclically), re-encoded and fitted. `prompts[i]` and `answers[i]` are the
 /// texts of the batch's pairs.
@@ -131,14 +141,7 @@ pub fn in_batch_negatives(
     (0..b)
         .map(|i| {
             (1..=k)
-                .map(|s| {
-                    let j = (i + s) % b;
-                    let enc = tok.encode_pair(prompts[i], answers[j]);
-                    match fit_left(enc.ids.clone(), enc.answer_start, max_len) {
-                        (ids, Fit::AnswerTooLong) => clip_answer(&ids, enc.answer_start, max_len),
-                        (ids, _) => ids,
-                    }
-                })
+                .map(|s| encode_negative(tok, prompts[i], answers[(i + s) % b], max_len))
                 .collect()
         })
         .collect()

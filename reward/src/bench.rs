@@ -10,7 +10,7 @@ use tch::{nn, Device, Kind, Tensor};
 
 use crate::loss::{batch_loss, LossConfig};
 use crate::model::{EnergyConfig, EnergyModel, Pooling};
-use policy::train_util::{clip_grad_norm, AdamW, OptimConfig};
+use policy::train::{clip_grad_norm, AdamW, OptimConfig};
 
 /// Throughput of the energy model on the reference config; `ember bench reward` adds the MFU
 /// against the matmul peak it measures.

@@ -27,8 +27,8 @@ pub enum RewardError {
     Input { path: PathBuf, message: String },
     #[error("invalid reward config: {0}")]
     Config(String),
-    #[error("non-finite loss at step {step} ({count} in a row); the last good checkpoint is kept")]
-    NonFinite { step: u64, count: u64 },
+    #[error(transparent)]
+    NonFinite(#[from] policy::train::NonFinite),
     #[error("{context}: {source}")]
     Polars {
         context: &'static str,

@@ -1,6 +1,6 @@
 //! On-disk formats: the model directory (`config.json` [`EnergyConfig`], `model.safetensors`,
 //! `tokenizer.json`, `train_config.json`, `energy_stats.json`), the scalar state of a training
-//! checkpoint (written with `policy::train_util::save_checkpoint`, atomic) and the best weights
+//! checkpoint (written with `policy::train::save_checkpoint`, atomic) and the best weights
 //! beside it (`best/STEP.safetensors`, written to a temporary name and renamed).
 use std::fs;
 use std::path::Path;

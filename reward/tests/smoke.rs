@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use datasets::table::{write_pairs, PairRow};
-use policy::train_util::{AdamW, OptimConfig};
+use policy::train::{AdamW, OptimConfig};
 use policy::{GptConfig, Tokenizer};
 use reward::batch::{EncodedPairRow, PairBatch};
 use reward::doctor::{self, Side};

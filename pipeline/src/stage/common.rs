@@ -101,7 +101,7 @@ pub struct LrArg {
 
 impl LrArg {
     /// Sets `optim`'s peak and final learning rates when the flag was given.
-    pub fn apply(&self, optim: &mut policy::train_util::OptimConfig) {
+    pub fn apply(&self, optim: &mut policy::train::OptimConfig) {
         if let Some(lr) = self.lr {
             optim.lr = lr;
             optim.min_lr = lr / 10.0;

@@ -9,7 +9,7 @@ use policy::model::GptConfig;
 use policy::sample::SampleConfig;
 use policy::sft::SftBatch;
 use policy::tokenizer::EncodedPair;
-use policy::train_util::{clip_grad_norm, AdamW, OptimConfig};
+use policy::train::{clip_grad_norm, AdamW, OptimConfig};
 use policy::{Policy, Tokenizer};
 use rand::Rng;
 use serde_json::json;

@@ -13,7 +13,7 @@ use policy::finetune::{
 use policy::pool::read_answers;
 use policy::rng;
 use policy::sample::SampleConfig;
-use policy::train_util::OptimConfig;
+use policy::train::OptimConfig;
 use policy::Policy;
 use reward::EnergyScorer;
 use serde::{Deserialize, Serialize};

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context as _, Result};
 use policy::model::GptConfig;
 use policy::sft::SftConfig;
-use policy::train_util::OptimConfig;
+use policy::train::OptimConfig;
 use policy::Tokenizer;
 use serde::{Deserialize, Serialize};
 

@@ -16,7 +16,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::sample::SampleConfig;
-use crate::train_util::OptimConfig;
+use crate::train::OptimConfig;
 
 pub mod heldout;
 pub mod keep;

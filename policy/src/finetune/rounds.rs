@@ -25,7 +25,7 @@ use crate::rng;
 use crate::sample::SampleConfig;
 use crate::score::Scorer;
 use crate::tokenizer::EncodedPair;
-use crate::train_util::{clip_grad_norm, lr_at, AdamW, OptimConfig};
+use crate::train::{clip_grad_norm, lr_at, AdamW, OptimConfig};
 use crate::Policy;
 
 /// Running sums of a round's training, saved in checkpoints so a resumed round reports the

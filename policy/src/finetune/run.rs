@@ -21,7 +21,7 @@ use crate::error::{PolicyError, Result};
 use crate::pool::Candidate;
 use crate::rng;
 use crate::score::Scorer;
-use crate::train_util::{load_checkpoint, save_checkpoint, AdamW};
+use crate::train::{load_checkpoint, save_checkpoint, AdamW};
 use crate::Policy;
 
 /// The per-round log, one JSON object per line.

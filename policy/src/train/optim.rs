@@ -1,12 +1,12 @@
-//! Training pieces shared by SFT and the reward trainer: the warmup + cosine schedule as a pure
-//! function, AdamW written over the VarStore tensors (Loshchilov & Hutter 2019, "Decoupled
-//! Weight Decay Regularization"; weight decay only on ≥ 2-D weights), global-norm gradient
-//! clipping, and atomic checkpoints holding weights, optimizer moments and a JSON state.
+//! The optimiser: the warmup + cosine schedule as a pure function, AdamW written over the
+//! VarStore tensors (Loshchilov & Hutter 2019, "Decoupled Weight Decay Regularization"; weight
+//! decay only on ≥ 2-D weights) and global-norm gradient clipping.
 //!
-//! AdamW is our own so that its moments are plain tensors saved beside the weights: a resumed
-//! run continues bit-exactly (tch's `COptimizer` state cannot be exported).
+//! AdamW is our own so that its moments are plain tensors saved beside the weights
+//! ([`super::checkpoint`]): a resumed run continues bit-exactly (tch's `COptimizer` state cannot
+//! be exported).
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use tch::{nn, Tensor};
@@ -156,7 +156,8 @@ impl AdamW {
         });
     }
 
-    fn state(&self) -> Vec<(String, Tensor)> {
+    /// The moments as named tensors (`m.NAME`, `v.NAME`), for a checkpoint.
+    pub(super) fn state(&self) -> Vec<(String, Tensor)> {
         let mut out = Vec::new();
         for (i, name) in self.names.iter().enumerate() {
             out.push((format!("m.{name}"), self.m[i].shallow_clone()));
@@ -165,7 +166,12 @@ impl AdamW {
         out
     }
 
-    fn load_state(&mut self, mut tensors: HashMap<String, Tensor>, path: &Path) -> Result<()> {
+    /// Restores the moments written by [`Self::state`]; `path` names the file in errors.
+    pub(super) fn load_state(
+        &mut self,
+        mut tensors: HashMap<String, Tensor>,
+        path: &Path,
+    ) -> Result<()> {
         for (i, name) in self.names.iter().enumerate() {
             for (prefix, buf) in [("m", &mut self.m[i]), ("v", &mut self.v[i])] {
                 let key = format!("{prefix}.{name}");
@@ -180,94 +186,6 @@ impl AdamW {
         }
         Ok(())
     }
-}
-
-const MODEL: &str = "model.safetensors";
-const OPTIM: &str = "optim.safetensors";
-const STATE: &str = "state.json";
-
-fn sibling(dir: &Path, suffix: &str) -> PathBuf {
-    let name = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    dir.with_file_name(format!("{name}.{suffix}"))
-}
-
-/// Writes weights, optimizer moments and `state` into `dir` atomically: everything goes into
-/// `dir.tmp`, which then replaces `dir` by renames (the previous checkpoint survives as
-/// `dir.old` until the new one is in place).
-pub fn save_checkpoint(
-    dir: &Path,
-    vs: &nn::VarStore,
-    opt: &AdamW,
-    state: &impl Serialize,
-) -> Result<()> {
-    let tmp = sibling(dir, "tmp");
-    let old = sibling(dir, "old");
-    let io = |op, p: &Path| {
-        let p = p.to_path_buf();
-        move |e| PolicyError::io(op, p, e)
-    };
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(io("clearing", &tmp))?;
-    }
-    std::fs::create_dir_all(&tmp).map_err(io("creating", &tmp))?;
-    vs.save(tmp.join(MODEL))
-        .map_err(|e| PolicyError::torch(format!("writing {}", tmp.display()), e))?;
-    Tensor::write_safetensors(&opt.state(), tmp.join(OPTIM))
-        .map_err(|e| PolicyError::torch(format!("writing {}", tmp.display()), e))?;
-    let mut state = serde_json::to_value(state).expect("serialisable state");
-    state["optimizer_t"] = opt.t.into();
-    crate::write_json(&tmp.join(STATE), &state)?;
-    if dir.exists() {
-        if old.exists() {
-            std::fs::remove_dir_all(&old).map_err(io("clearing", &old))?;
-        }
-        std::fs::rename(dir, &old).map_err(io("moving", dir))?;
-    }
-    std::fs::rename(&tmp, dir).map_err(io("moving", &tmp))?;
-    if old.exists() {
-        std::fs::remove_dir_all(&old).map_err(io("removing", &old))?;
-    }
-    Ok(())
-}
-
-/// Restores a checkpoint written by [`save_checkpoint`] into `vs` and `opt`; returns its state
-/// (`None` when there is none). Falls back to `dir.old` if a save was interrupted mid-swap.
-pub fn load_checkpoint<S: for<'de> Deserialize<'de>>(
-    dir: &Path,
-    vs: &mut nn::VarStore,
-    opt: &mut AdamW,
-) -> Result<Option<S>> {
-    let old = sibling(dir, "old");
-    let dir = if dir.join(STATE).exists() {
-        dir.to_path_buf()
-    } else if old.join(STATE).exists() {
-        old
-    } else {
-        return Ok(None);
-    };
-    let state_path = dir.join(STATE);
-    let text = std::fs::read_to_string(&state_path)
-        .map_err(|e| PolicyError::io("reading", &state_path, e))?;
-    let value: serde_json::Value =
-        serde_json::from_str(&text).map_err(|source| PolicyError::Json {
-            path: state_path.clone(),
-            source,
-        })?;
-    vs.load(dir.join(MODEL))
-        .map_err(|e| PolicyError::torch(format!("loading {}", dir.display()), e))?;
-    let optim = dir.join(OPTIM);
-    let tensors = Tensor::read_safetensors(&optim)
-        .map_err(|e| PolicyError::torch(format!("loading {}", optim.display()), e))?;
-    opt.load_state(tensors.into_iter().collect(), &optim)?;
-    opt.t = value["optimizer_t"].as_u64().unwrap_or(0);
-    let state = serde_json::from_value(value).map_err(|source| PolicyError::Json {
-        path: state_path,
-        source,
-    })?;
-    Ok(Some(state))
 }
 
 #[cfg(test)]

@@ -1,0 +1,130 @@
+//! The settings of a reward training run ([`TrainConfig`], saved beside the model as
+//! `train_config.json`) and where its data and starting point come from ([`TrainInputs`]).
+use std::path::PathBuf;
+
+use policy::train::OptimConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, RewardError};
+use crate::loss::{LossConfig, TieMode};
+use crate::metrics::Thresholds;
+use crate::model::Score;
+
+/// Everything `ember reward train` needs besides its inputs; saved as `train_config.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    pub loss: LossConfig,
+    /// What the score reads: `head` (a linear head at the EOS) or `head+nll` (plus the
+    /// answer's negative log-likelihood under the trunk; best started from an SFT trunk).
+    pub score: Score,
+    /// Tie rows: `skip` or `equal` (trained towards equal energy).
+    pub ties: TieMode,
+    pub optim: OptimConfig,
+    /// Optimiser steps.
+    pub steps: u64,
+    /// Pairs per step (each pair is two sequences, one forward pass for all).
+    pub batch: usize,
+    /// Longest sequence; prompts are truncated from the left to fit.
+    pub max_len: usize,
+    /// Validate every N steps (and at the end).
+    pub eval_every: u64,
+    /// Validation pairs used at each evaluation (0 = all).
+    pub eval_pairs: usize,
+    /// Stop after this many evaluations without a better validation accuracy (0 = never).
+    pub patience: u64,
+    /// `nll` only: the chosen answers of this many other prompts of the batch are extra
+    /// negatives of each prompt.
+    pub in_batch_negatives: usize,
+    /// `nll` only: answers sampled (temperature 1) from the `negatives_from` policy for each
+    /// training prompt, all used as extra negatives of that prompt: the model's own contrastive
+    /// samples (LeCun et al. 2006, §2.2), drawn once before training. 0 = none.
+    pub sampled_negatives: usize,
+    /// Write a resumable checkpoint every N steps (0 = only at evaluations).
+    pub checkpoint_every: u64,
+    /// Trunk shape when training from scratch (ignored with an init checkpoint).
+    pub d_model: i64,
+    pub n_layer: i64,
+    pub n_head: i64,
+    pub dropout: f64,
+    /// ε of the "chosen energy below ε" metric.
+    pub eps: f32,
+    pub seed: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            loss: LossConfig::default(),
+            score: Score::Head,
+            ties: TieMode::Skip,
+            optim: OptimConfig {
+                lr: 1e-3,
+                min_lr: 1e-4,
+                warmup_steps: 20,
+                weight_decay: 0.01,
+                ..OptimConfig::default()
+            },
+            steps: 300,
+            batch: 16,
+            max_len: 64,
+            eval_every: 50,
+            eval_pairs: 512,
+            patience: 0,
+            in_batch_negatives: 2,
+            sampled_negatives: 0,
+            checkpoint_every: 50,
+            d_model: 64,
+            n_layer: 2,
+            n_head: 4,
+            dropout: 0.0,
+            eps: 0.1,
+            seed: 0,
+        }
+    }
+}
+
+impl TrainConfig {
+    pub fn check(&self) -> Result<()> {
+        let bad = |m: &str| Err(RewardError::Config(m.to_string()));
+        if self.steps == 0 {
+            return bad("steps must be > 0");
+        }
+        if self.batch == 0 {
+            return bad("batch must be > 0");
+        }
+        if !(self.optim.lr > 0.0 && self.optim.lr.is_finite()) {
+            return bad("lr must be a positive number");
+        }
+        if self.eval_every == 0 {
+            return bad("eval_every must be > 0");
+        }
+        if self.loss.beta <= 0.0 {
+            return bad("beta must be > 0");
+        }
+        if self.sampled_negatives > 0 && self.loss.kind != crate::loss::LossKind::Nll {
+            return bad("sampled negatives need the nll loss (--loss nll)");
+        }
+        Ok(())
+    }
+
+    pub(super) fn thresholds(&self) -> Thresholds {
+        Thresholds {
+            eps: self.eps,
+            margin: self.loss.margin as f32,
+        }
+    }
+}
+
+/// Where the data and the starting point come from.
+#[derive(Debug, Clone)]
+pub struct TrainInputs {
+    /// Directory with `train.parquet` and `val.parquet`.
+    pub data: PathBuf,
+    /// `tokenizer.json`; defaults to the init checkpoint's.
+    pub tokenizer: Option<PathBuf>,
+    /// A policy (SFT) checkpoint directory whose trunk initialises the model.
+    pub init: Option<PathBuf>,
+    /// The policy that `sampled_negatives` are drawn from (it must share the tokenizer).
+    pub negatives_from: Option<PathBuf>,
+}

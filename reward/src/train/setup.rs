@@ -1,0 +1,129 @@
+//! What a run trains on, before the first step: the tokenizer, the model shape (the init
+//! checkpoint's trunk or a fresh one), the encoded and fitted pairs, and the trunk weights.
+use std::path::{Path, PathBuf};
+
+use datasets::table::PairRow;
+use policy::{GptConfig, Tokenizer};
+use tch::nn;
+use tracing::info;
+
+use super::{TrainConfig, TrainInputs};
+use crate::batch::EncodedPairRow;
+use crate::data::{encode_rows, load_pairs, FitCounts};
+use crate::error::{Result, RewardError};
+use crate::loss::TieMode;
+use crate::model::{EnergyConfig, Pooling, HEAD_PREFIXES};
+
+/// The tokenizer, model shape and pairs of a run.
+pub(super) struct Prepared {
+    pub tok: Tokenizer,
+    pub ecfg: EnergyConfig,
+    pub train_rows: Vec<PairRow>,
+    pub val_rows: Vec<PairRow>,
+    pub train_pairs: Vec<EncodedPairRow>,
+    /// The validation pairs scored at each evaluation (at most `eval_pairs`).
+    pub val_pairs: Vec<EncodedPairRow>,
+    pub train_fit: FitCounts,
+    pub val_fit: FitCounts,
+}
+
+impl Prepared {
+    /// Loads the tokenizer and both splits of `inputs.data`, and encodes them; an error when
+    /// no training pair fits `max_len`.
+    pub fn load(cfg: &TrainConfig, inputs: &TrainInputs) -> Result<Self> {
+        let tok = Tokenizer::load(tokenizer_path(inputs)?)?;
+        let ecfg = energy_config(cfg, inputs.init.as_deref(), &tok)?;
+        let train_rows = load_pairs(&inputs.data.join("train.parquet"))?;
+        let val_rows = load_pairs(&inputs.data.join("val.parquet"))?;
+        let (train_pairs, train_fit) = encode_rows(&tok, &train_rows, ecfg.max_len, cfg.ties);
+        let (mut val_pairs, val_fit) = encode_rows(&tok, &val_rows, ecfg.max_len, TieMode::Skip);
+        info!(?train_fit, ?val_fit, "encoded pairs");
+        if train_pairs.is_empty() {
+            return Err(RewardError::Input {
+                path: inputs.data.join("train.parquet"),
+                message: format!(
+                    "no usable pairs after fitting to max_len {}: {train_fit:?}",
+                    ecfg.max_len
+                ),
+            });
+        }
+        if cfg.eval_pairs > 0 {
+            val_pairs.truncate(cfg.eval_pairs);
+        }
+        Ok(Self {
+            tok,
+            ecfg,
+            train_rows,
+            val_rows,
+            train_pairs,
+            val_pairs,
+            train_fit,
+            val_fit,
+        })
+    }
+}
+
+/// The model shape: the init checkpoint's trunk, or a fresh one from the config.
+fn energy_config(cfg: &TrainConfig, init: Option<&Path>, tok: &Tokenizer) -> Result<EnergyConfig> {
+    let trunk = match init {
+        Some(dir) => policy::read_config(&dir.join(policy::CONFIG_FILE))?,
+        None => GptConfig {
+            vocab_size: tok.vocab_size(),
+            n_ctx: cfg.max_len as i64,
+            d_model: cfg.d_model,
+            n_layer: cfg.n_layer,
+            n_head: cfg.n_head,
+            dropout: cfg.dropout,
+            layer_norm_eps: 1e-5,
+        },
+    };
+    if trunk.vocab_size < tok.vocab_size() {
+        return Err(RewardError::Config(format!(
+            "the tokenizer has {} tokens but the trunk only {}",
+            tok.vocab_size(),
+            trunk.vocab_size
+        )));
+    }
+    let max_len = cfg.max_len.min(trunk.n_ctx as usize);
+    let ecfg = EnergyConfig {
+        trunk,
+        max_len,
+        pooling: Pooling::Eos,
+        score: cfg.score,
+        sep_id: tok.sep_id(),
+    };
+    ecfg.check().map_err(RewardError::Config)?;
+    Ok(ecfg)
+}
+
+/// Loads the trunk of a policy checkpoint; every variable but the head's ([`HEAD_PREFIXES`])
+/// must be found.
+pub(super) fn load_trunk(vs: &mut nn::VarStore, init: &Path) -> Result<()> {
+    let w = init.join(policy::WEIGHTS_FILE);
+    let missing = vs
+        .load_partial(&w)
+        .map_err(|e| RewardError::torch(format!("loading {}", w.display()), e))?;
+    let trunk_missing: Vec<&String> = missing
+        .iter()
+        .filter(|n| !HEAD_PREFIXES.iter().any(|p| n.starts_with(p)))
+        .collect();
+    if !trunk_missing.is_empty() {
+        return Err(RewardError::Input {
+            path: w,
+            message: format!("not a policy checkpoint of this shape: missing {trunk_missing:?}"),
+        });
+    }
+    Ok(())
+}
+
+fn tokenizer_path(inputs: &TrainInputs) -> Result<PathBuf> {
+    match (&inputs.tokenizer, &inputs.init) {
+        // A directory (what `ember tokenizer train --out` writes) means its tokenizer.json.
+        (Some(t), _) if t.is_dir() => Ok(t.join(policy::TOKENIZER_FILE)),
+        (Some(t), _) => Ok(t.clone()),
+        (None, Some(init)) => Ok(init.join(policy::TOKENIZER_FILE)),
+        (None, None) => Err(RewardError::Config(
+            "give --tokenizer FILE|DIR or --init SFT_DIR".into(),
+        )),
+    }
+}

@@ -1,0 +1,250 @@
+//! The step loop of reward training, on the toolkit of [`policy::train`]: batches from the
+//! seeded [`EpochSampler`], one contrastive update per step, validation with early stopping on
+//! pairwise accuracy, checkpoints (with the best weights beside them) at every validation and
+//! every `checkpoint_every` steps, and the non-finite policy of [`NonFiniteGuard`].
+use std::path::Path;
+
+use policy::train::{
+    checkpoint_due, clip_grad_norm, eval_due, load_checkpoint, lr_at, save_checkpoint, AdamW,
+    EpochSampler, MetricsLog, NonFiniteGuard, NONFINITE_LIMIT,
+};
+use tch::{nn, Device, Tensor};
+use tracing::info;
+
+use super::negatives::batch_negatives;
+use super::setup::Prepared;
+use super::TrainConfig;
+use crate::batch::{EncodedPairRow, PairBatch};
+use crate::error::Result;
+use crate::eval::{evaluate, to_vec};
+use crate::loss::batch_loss;
+use crate::metrics::pairwise_accuracy;
+use crate::model::EnergyModel;
+use crate::store::{self, TrainState};
+
+/// Mixed into the seed for the batch order's generator ("reward" in ASCII).
+const SHUFFLE_KEY: u64 = 0x7265_7761_7264;
+
+/// Where a run stands: its checkpoint state and the best weights validation has seen.
+pub(super) struct Progress {
+    pub state: TrainState,
+    pub best: Option<Vec<(String, Tensor)>>,
+    /// The step of the checkpoint this run resumed from.
+    pub resumed_from: Option<u64>,
+}
+
+impl Progress {
+    /// Restores `out/ckpt` (and its best weights) into `vs` and `opt` when present.
+    pub fn load(out: &Path, vs: &mut nn::VarStore, opt: &mut AdamW) -> Result<Self> {
+        let Some(state) = load_checkpoint::<TrainState>(&out.join(store::CKPT_DIR), vs, opt)?
+        else {
+            return Ok(Self {
+                state: TrainState::default(),
+                best: None,
+                resumed_from: None,
+            });
+        };
+        let best = match state.best_accuracy {
+            Some(_) => Some(store::load_best(out, state.best_step)?),
+            None => None,
+        };
+        info!(step = state.step, "resuming from checkpoint");
+        Ok(Self {
+            resumed_from: Some(state.step),
+            state,
+            best,
+        })
+    }
+}
+
+/// What one finite step measured.
+struct StepStats {
+    loss: f64,
+    accuracy: f64,
+    e_chosen: f64,
+    e_rejected: f64,
+    grad_norm: f64,
+}
+
+/// Everything the steps of a run read, and the optimizer they update.
+pub(super) struct Trainer<'a> {
+    pub cfg: &'a TrainConfig,
+    pub data: &'a Prepared,
+    /// Sampled negatives of each training row (empty when off).
+    pub sampled: &'a [Vec<Vec<i64>>],
+    pub model: &'a EnergyModel,
+    pub vs: &'a nn::VarStore,
+    pub opt: AdamW,
+    pub out: &'a Path,
+    pub device: Device,
+}
+
+impl Trainer<'_> {
+    /// Steps from `p.state.step` to `cfg.steps` (or an early stop), logging to
+    /// `out/metrics.jsonl`; returns the tokens trained on.
+    pub fn run(&mut self, p: &mut Progress) -> Result<i64> {
+        let cfg = self.cfg;
+        let metrics_path = self.out.join("metrics.jsonl");
+        let mut metrics = MetricsLog::open(&metrics_path, "step", Some(p.state.step))?;
+        let mut guard = NonFiniteGuard::new(NONFINITE_LIMIT, p.resumed_from);
+        let n = self.data.train_pairs.len();
+        let mut sampler = EpochSampler::clamped(cfg.seed ^ SHUFFLE_KEY, n, cfg.batch);
+        let mut tokens = 0i64;
+        while p.state.step < cfg.steps && !p.state.stopped_early {
+            let step = p.state.step;
+            tch::manual_seed((cfg.seed as i64).wrapping_add(step as i64 + 1)); // dropout stream
+            let batch = self.batch(&sampler.indices(step));
+            tokens += batch.tokens;
+            let lr = lr_at(step, cfg.steps, &cfg.optim);
+            let trained = train_step(self.model, &mut self.opt, &batch, cfg, lr);
+            if trained.is_none() {
+                p.state.nonfinite += 1;
+            }
+            guard.record(step + 1, trained.is_some())?;
+            if let Some(s) = trained {
+                // For progress bars (`ember`'s `progress` tracing layer).
+                tracing::trace!(target: "progress", task = "reward", step = step + 1, total = cfg.steps, loss = s.loss);
+                metrics.write(&serde_json::json!({
+                    "step": step + 1, "split": "train", "loss": s.loss, "accuracy": s.accuracy,
+                    "e_chosen": s.e_chosen, "e_rejected": s.e_rejected, "grad_norm": s.grad_norm,
+                    "lr": lr,
+                }))?;
+            }
+            p.state.step += 1;
+            let done = p.state.step;
+            if eval_due(done, cfg.eval_every, cfg.steps) {
+                self.validate(p, &mut metrics)?;
+            }
+            if checkpoint_due(done, cfg.checkpoint_every, cfg.steps)
+                || checkpoint_due(done, cfg.eval_every, cfg.steps)
+            {
+                self.checkpoint(p)?;
+                guard.saved(done);
+            }
+        }
+        Ok(tokens)
+    }
+
+    /// The batch of training pairs `idx` with their extra negatives.
+    fn batch(&self, idx: &[usize]) -> PairBatch {
+        let d = self.data;
+        let refs: Vec<&EncodedPairRow> = idx.iter().map(|&i| &d.train_pairs[i]).collect();
+        let max_len = d.ecfg.max_len;
+        let negatives = batch_negatives(
+            self.cfg,
+            &d.tok,
+            &d.train_rows,
+            &refs,
+            self.sampled,
+            max_len,
+        );
+        PairBatch::new(&refs, &negatives, d.tok.pad_id(), self.device)
+    }
+
+    /// Scores the validation pairs, logs them, and keeps the best weights (or counts towards
+    /// early stopping).
+    fn validate(&self, p: &mut Progress, metrics: &mut MetricsLog) -> Result<()> {
+        let (cfg, d, st) = (self.cfg, self.data, &mut p.state);
+        let batch = cfg.batch.max(16);
+        let (pad, th) = (d.tok.pad_id(), cfg.thresholds());
+        let r = evaluate(
+            self.model,
+            &d.val_rows,
+            &d.val_pairs,
+            batch,
+            pad,
+            self.device,
+            th,
+        );
+        info!(
+            step = st.step,
+            accuracy = r.accuracy,
+            gap = r.mean_gap,
+            "validation"
+        );
+        metrics.write(&serde_json::json!({
+            "step": st.step, "split": "val", "accuracy": r.accuracy, "mean_gap": r.mean_gap,
+            "ece": r.ece, "e_chosen": r.mean_e_chosen, "e_rejected": r.mean_e_rejected,
+        }))?;
+        if st.best_accuracy.is_none_or(|b| r.accuracy > b) {
+            st.best_accuracy = Some(r.accuracy);
+            st.best_step = st.step;
+            st.evals_since_best = 0;
+            p.best = Some(store::snapshot(self.vs));
+        } else {
+            st.evals_since_best += 1;
+            if cfg.patience > 0 && st.evals_since_best >= cfg.patience {
+                info!(step = st.step, "early stopping");
+                st.stopped_early = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the best weights (when not on disk yet), then the checkpoint, then drops older
+    /// best weights.
+    fn checkpoint(&self, p: &Progress) -> Result<()> {
+        let best_step = p.state.best_step;
+        if let Some(b) = p
+            .best
+            .as_ref()
+            .filter(|_| !store::best_path(self.out, best_step).exists())
+        {
+            store::save_best(self.out, best_step, b)?;
+        }
+        save_checkpoint(
+            &self.out.join(store::CKPT_DIR),
+            self.vs,
+            &self.opt,
+            &p.state,
+        )?;
+        store::prune_best(self.out, best_step);
+        Ok(())
+    }
+}
+
+/// One optimisation step on `batch`, or `None` when the loss or the gradient norm is not
+/// finite (the gradients are cleared and nothing is updated).
+fn train_step(
+    model: &EnergyModel,
+    opt: &mut AdamW,
+    batch: &PairBatch,
+    cfg: &TrainConfig,
+    lr: f64,
+) -> Option<StepStats> {
+    let e = model.energy(&batch.ids, &batch.mask, true); // [R]
+    let (pos, neg, extra) = batch.split(&e);
+    let negs = extra.map(|x| Tensor::cat(&[neg.unsqueeze(1), x], 1)); // [B, 1+k]
+    let loss = batch_loss(
+        &cfg.loss,
+        &pos,
+        &neg,
+        &batch.margin,
+        &batch.tie,
+        negs.as_ref(),
+    );
+    let loss_v = loss.double_value(&[]);
+    opt.zero_grad();
+    if !loss_v.is_finite() {
+        return None;
+    }
+    loss.backward();
+    let grad_norm = clip_grad_norm(opt.params(), cfg.optim.grad_clip);
+    if !grad_norm.is_finite() {
+        opt.zero_grad();
+        return None;
+    }
+    opt.step(lr);
+    let (p, n) = (to_vec(&pos), to_vec(&neg));
+    Some(StepStats {
+        loss: loss_v,
+        accuracy: pairwise_accuracy(&p, &n),
+        e_chosen: mean(&p),
+        e_rejected: mean(&n),
+        grad_norm,
+    })
+}
+
+fn mean(x: &[f32]) -> f64 {
+    x.iter().map(|v| *v as f64).sum::<f64>() / x.len().max(1) as f64
+}
