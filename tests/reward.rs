@@ -256,7 +256,8 @@ fn bad_input_gives_clear_errors() {
         "reward", "train", "--data", m, "--loss", "magic", "--out", m,
     ]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("--loss magic"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("'magic'") && err.contains("--loss"), "{err}");
     let o = ember(&["reward", "eval", "--model", m, "--data", m]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("not an energy model directory"));

@@ -75,7 +75,7 @@ pub struct Config {
     #[arg(long, default_value_t = Config::default().score_batch)]
     pub score_batch: usize,
     /// Held-out prompts evaluated each round (0 = all given).
-    #[arg(long = "eval-n", default_value_t = Config::default().eval_prompts)]
+    #[arg(id = "eval_n", long = "eval-n", default_value_t = Config::default().eval_prompts)]
     pub eval_prompts: usize,
     /// Fresh samples per held-out prompt.
     #[arg(long, default_value_t = Config::default().eval_samples)]
