@@ -258,8 +258,9 @@ fn bad_input_gives_clear_errors() {
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("'magic'") && err.contains("--loss"), "{err}");
+    // a model path that is not an energy model is the user's to fix
     let o = ember(&["reward", "eval", "--model", m, "--data", m]);
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("not an energy model directory"));
     // a scoring input with a bad row names the row
     let input = tmp.path().join("rows.jsonl");

@@ -88,3 +88,15 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Compare(a) => crate::stages::compare::cli(a),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// clap checks flag ids, names and defaults only in debug builds; the flattened stage
+    /// configs and shared groups must not collide (an `eval_prompts` field did) in any build.
+    #[test]
+    fn every_subcommand_is_well_formed() {
+        super::Cli::command().debug_assert();
+    }
+}
