@@ -1,6 +1,7 @@
 //! Every Polars call of the crate, behind small functions (Polars' API moves between
 //! releases): table rows as JSON for the adapters, and the Parquet tables Ember writes and
-//! reads (preference pairs, quarantine, SFT demonstrations, prompts).
+//! reads (preference pairs, quarantine, SFT demonstrations, prompts), and the two generic
+//! `read_parquet` / `write_parquet` every other crate uses for its own tables.
 use std::fs::File;
 use std::path::Path;
 
@@ -34,14 +35,20 @@ pub struct QuarantineRow {
     pub raw: String,
 }
 
-fn read_df(path: &Path) -> Result<DataFrame> {
+/// A whole Parquet file as a `DataFrame`. Every Parquet read in Ember goes through here.
+pub fn read_parquet(path: impl AsRef<Path>) -> Result<DataFrame> {
+    let path = path.as_ref();
     let file = File::open(path).map_err(|e| DatasetError::io(path, e))?;
     ParquetReader::new(file)
         .finish()
         .map_err(|e| DatasetError::table(path, e))
 }
 
-fn write_df(path: &Path, df: &mut DataFrame) -> Result<()> {
+/// Writes `df` to `path` (created or truncated) with Polars' default Parquet options
+/// (zstd, statistics). Every Parquet write in Ember goes through here, so files stay
+/// byte-identical across writers.
+pub fn write_parquet(path: impl AsRef<Path>, df: &mut DataFrame) -> Result<()> {
+    let path = path.as_ref();
     let file = File::create(path).map_err(|e| DatasetError::io(path, e))?;
     ParquetWriter::new(file)
         .finish(df)
@@ -51,7 +58,7 @@ fn write_df(path: &Path, df: &mut DataFrame) -> Result<()> {
 
 /// The rows of a Parquet file as JSON objects.
 pub fn read_parquet_rows(path: &Path) -> Result<Vec<Value>> {
-    let df = read_df(path).map_err(|e| DatasetError::FormatMismatch {
+    let df = read_parquet(path).map_err(|e| DatasetError::FormatMismatch {
         path: path.to_path_buf(),
         expected: "a Parquet file".into(),
         reason: e.to_string(),
@@ -162,7 +169,7 @@ pub fn write_pairs(
         cols.push(turns_column(turns).map_err(|e| DatasetError::table(path, e))?);
     }
     let mut df = DataFrame::new(rows.len(), cols).map_err(|e| DatasetError::table(path, e))?;
-    write_df(path, &mut df)
+    write_parquet(path, &mut df)
 }
 
 /// `List(Struct{role, text})`, one list per row.
@@ -204,7 +211,7 @@ pub fn write_quarantine(path: &Path, rows: &[QuarantineRow]) -> Result<()> {
         str_col("raw", rows.iter().map(|r| r.raw.clone())),
     ];
     let mut df = DataFrame::new(rows.len(), cols).map_err(|e| DatasetError::table(path, e))?;
-    write_df(path, &mut df)
+    write_parquet(path, &mut df)
 }
 
 /// Writes `sft.parquet`: `prompt`, `answer`, `correct`.
@@ -218,14 +225,14 @@ pub fn write_sft(path: &Path, rows: &[(String, String, bool)]) -> Result<()> {
         ),
     ];
     let mut df = DataFrame::new(rows.len(), cols).map_err(|e| DatasetError::table(path, e))?;
-    write_df(path, &mut df)
+    write_parquet(path, &mut df)
 }
 
 /// Writes a one-column `prompt` table.
 pub fn write_prompts(path: &Path, prompts: &[String]) -> Result<()> {
     let cols = vec![str_col("prompt", prompts.iter().cloned())];
     let mut df = DataFrame::new(prompts.len(), cols).map_err(|e| DatasetError::table(path, e))?;
-    write_df(path, &mut df)
+    write_parquet(path, &mut df)
 }
 
 fn column<'a>(df: &'a DataFrame, path: &Path, name: &str) -> Result<&'a Column> {
@@ -280,7 +287,7 @@ fn bools(df: &DataFrame, path: &Path, name: &str) -> Result<Vec<bool>> {
 /// Reads a preference table written by `ingest` or `synth`.
 pub fn read_pairs(path: impl AsRef<Path>) -> Result<Vec<PairRow>> {
     let path = path.as_ref();
-    let df = read_df(path)?;
+    let df = read_parquet(path)?;
     let [id, source, prompt, chosen, rejected] =
         ["id", "source", "prompt", "chosen", "rejected"].map(|c| strings(&df, path, c));
     let (margin, tie) = (opt_f32s(&df, path, "margin")?, bools(&df, path, "tie")?);
@@ -349,13 +356,13 @@ pub fn read_prompts(path: impl AsRef<Path>) -> Result<Vec<String>> {
             })
             .collect();
     }
-    strings(&read_df(path)?, path, "prompt")
+    strings(&read_parquet(path)?, path, "prompt")
 }
 
 /// Reads `quarantine.parquet`.
 pub fn read_quarantine(path: impl AsRef<Path>) -> Result<Vec<QuarantineRow>> {
     let path = path.as_ref();
-    let df = read_df(path)?;
+    let df = read_parquet(path)?;
     let lines = column(&df, path, "line")?
         .cast(&DataType::UInt64)
         .map_err(|e| DatasetError::table(path, e))?;
@@ -384,7 +391,7 @@ pub fn read_quarantine(path: impl AsRef<Path>) -> Result<Vec<QuarantineRow>> {
 /// `(prompt, answer, correct)` of `sft.parquet`.
 pub fn read_sft_rows(path: impl AsRef<Path>) -> Result<Vec<(String, String, bool)>> {
     let path = path.as_ref();
-    let df = read_df(path)?;
+    let df = read_parquet(path)?;
     let (p, a, c) = (
         strings(&df, path, "prompt")?,
         strings(&df, path, "answer")?,
@@ -400,7 +407,7 @@ pub fn read_sft_rows(path: impl AsRef<Path>) -> Result<Vec<(String, String, bool
 /// `(prompt, answer)` of an SFT table (`sft.parquet`).
 pub fn read_sft(path: impl AsRef<Path>) -> Result<Vec<(String, String)>> {
     let path = path.as_ref();
-    let df = read_df(path)?;
+    let df = read_parquet(path)?;
     let prompts = strings(&df, path, "prompt")?;
     let answers = strings(&df, path, "answer")?;
     Ok(prompts.into_iter().zip(answers).collect())
