@@ -247,17 +247,17 @@ fn refine_and_compare_end_to_end() {
     ] {
         assert!(report.contains(s), "report lacks {s}:\n{report}");
     }
-    // Plots need a TrueType font; without one the stage says so and writes the tables only.
-    let plots = ["energy_vs_compute", "gold_vs_compute", "gold_vs_sqrt_kl"];
-    let plots = if ember::plot::ensure_font().is_ok() {
-        &plots[..]
-    } else {
-        eprintln!("no TrueType font on this machine: not checking the compare plots");
-        &[]
-    };
-    for plot in plots {
+    // Plots need a TrueType font; without one the report says so and the tables are written.
+    let font = ember::plot::ensure_font().is_ok();
+    assert_eq!(!font, report.contains("_Plots skipped:"), "{report}");
+    for plot in ["energy_vs_compute", "gold_vs_compute", "gold_vs_sqrt_kl"] {
         for ext in ["png", "svg"] {
-            assert!(cmp.join(format!("{plot}.{ext}")).exists(), "{plot}.{ext}");
+            let file = format!("{plot}.{ext}");
+            assert_eq!(
+                cmp.join(&file).exists(),
+                font,
+                "{file} (font found: {font})"
+            );
         }
     }
 

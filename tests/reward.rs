@@ -73,6 +73,56 @@ fn train_args<'a>(data: &'a str, tok: &'a str, out: &'a str, steps: &'a str) -> 
     ]
 }
 
+/// The validation pairs and the energies `reward train` wrote for them (`val_energies.parquet`,
+/// one row per pair in table order: the synth pairs are never ties and all fit).
+struct ValEnergies {
+    pairs: Vec<datasets::PairRow>,
+    e_chosen: Vec<f64>,
+    e_rejected: Vec<f64>,
+}
+
+impl ValEnergies {
+    fn read(data: &Path, model: &Path) -> Self {
+        let pairs = datasets::read_pairs(data.join("val.parquet")).unwrap();
+        let rows = datasets::table::read_parquet_rows(&model.join("val_energies.parquet")).unwrap();
+        let prompts: Vec<&str> = rows.iter().map(|r| r["prompt"].as_str().unwrap()).collect();
+        let want: Vec<&str> = pairs.iter().map(|p| p.prompt.as_str()).collect();
+        assert_eq!(
+            prompts, want,
+            "one energy row per validation pair, in order"
+        );
+        let col =
+            |name: &str| -> Vec<f64> { rows.iter().map(|r| r[name].as_f64().unwrap()).collect() };
+        Self {
+            e_chosen: col("e_chosen"),
+            e_rejected: col("e_rejected"),
+            pairs,
+        }
+    }
+
+    /// Bounds on the share of gold-ordered pairs (gold scores differ) whose better answer has
+    /// the lower energy, where a pair closer than `tol` may go either way (batches padded
+    /// differently move energies in the last digits), and the number of such pairs.
+    fn gold_accuracy_bounds(&self, tol: f64) -> (f64, f64, u64) {
+        let (mut sure, mut maybe, mut n) = (0u64, 0u64, 0u64);
+        for (i, p) in self.pairs.iter().enumerate() {
+            let (gc, gr) = (p.gold_chosen.unwrap(), p.gold_rejected.unwrap());
+            if gc == gr {
+                continue;
+            }
+            let (better, worse) = if gc > gr {
+                (self.e_chosen[i], self.e_rejected[i])
+            } else {
+                (self.e_rejected[i], self.e_chosen[i])
+            };
+            n += 1;
+            sure += u64::from(worse - better > tol);
+            maybe += u64::from(worse - better > -tol);
+        }
+        (sure as f64 / n as f64, maybe as f64 / n as f64, n)
+    }
+}
+
 /// Runs `ember reward doctor` and asserts that its model checks pass; returns its stdout.
 fn doctor_passes(model: &str, data: &Path) -> String {
     let o = ember(&[
@@ -144,11 +194,35 @@ fn synth_train_eval_score_doctor() {
     let ev: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&eval_json).unwrap()).unwrap();
     assert_eq!(ev.as_array().unwrap().len(), 2, "val and test");
-    assert!(ev[0]["gold"]["accuracy"].as_f64().unwrap() >= 0.0);
+    // Gold accuracy is the share of gold-ordered pairs whose better answer has the lower energy:
+    // recomputed from the energies training wrote for the same model and validation pairs.
+    let val = ValEnergies::read(&data, &rm);
+    let (lo, hi, pairs) = val.gold_accuracy_bounds(1e-4);
+    let gold = &ev[0]["gold"];
+    assert_eq!(gold["pairs"].as_u64(), Some(pairs), "{gold}");
+    let accuracy = gold["accuracy"].as_f64().unwrap();
+    assert!(
+        (lo..=hi).contains(&accuracy),
+        "eval's gold accuracy {accuracy} vs {lo}..={hi} from val_energies.parquet"
+    );
 
     // score: JSONL in, JSONL out, order and fields kept
+    // The rows are two validation answers, so training's energies say what each must score.
     let input = tmp.path().join("rows.jsonl");
-    std::fs::write(&input, "{\"prompt\":\"12+5=\",\"answer\":\"17\",\"k\":1}\n{\"prompt\":\"3+4=\",\"answer\":\"9\",\"k\":2}\n").unwrap();
+    let rows = [
+        (&val.pairs[0].prompt, &val.pairs[0].chosen, 1),
+        (&val.pairs[1].prompt, &val.pairs[1].rejected, 2),
+    ];
+    let jsonl: String = rows
+        .iter()
+        .map(|(p, a, k)| {
+            format!(
+                "{}\n",
+                serde_json::json!({"prompt": p, "answer": a, "k": k})
+            )
+        })
+        .collect();
+    std::fs::write(&input, jsonl).unwrap();
     let scored = tmp.path().join("scored.jsonl");
     ok(&ember(&[
         "reward",
@@ -167,7 +241,14 @@ fn synth_train_eval_score_doctor() {
         .collect();
     assert_eq!(lines.len(), 2);
     assert_eq!(lines[1]["k"], 2);
-    assert!(lines.iter().all(|l| l["energy"].as_f64().unwrap() >= 0.0));
+    let energies: Vec<f64> = lines
+        .iter()
+        .map(|l| l["energy"].as_f64().unwrap())
+        .collect();
+    let want = [val.e_chosen[0], val.e_rejected[1]];
+    for (e, w) in energies.iter().zip(want) {
+        assert!((e - w).abs() < 1e-4, "reward score {e} vs training's {w}");
+    }
     // parquet out
     let scored_pq = tmp.path().join("scored.parquet");
     ok(&ember(&[
@@ -180,12 +261,14 @@ fn synth_train_eval_score_doctor() {
         "--out",
         scored_pq.to_str().unwrap(),
     ]));
-    assert_eq!(
-        datasets::table::read_parquet_rows(&scored_pq)
-            .unwrap()
-            .len(),
-        2
-    );
+    // The same f32 energies in either format (JSON writes the shortest decimal that rounds back).
+    let pq_energies: Vec<f32> = datasets::table::read_parquet_rows(&scored_pq)
+        .unwrap()
+        .iter()
+        .map(|r| r["energy"].as_f64().unwrap() as f32)
+        .collect();
+    let jsonl_energies: Vec<f32> = energies.iter().map(|&e| e as f32).collect();
+    assert_eq!(pq_energies, jsonl_energies);
 
     let stdout = doctor_passes(r, &data.join("val.parquet"));
     assert!(
