@@ -2,7 +2,6 @@
 //! untrained policy and a briefly trained energy model: the outputs exist with their columns,
 //! discrete re-scoring agrees with `ember reward score`, budgets are respected, and bad flags
 //! are usage errors.
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use polars::prelude::*;
@@ -11,9 +10,7 @@ mod common;
 use common::{ember_abs as ember, ok};
 
 fn read(path: &Path) -> DataFrame {
-    ParquetReader::new(File::open(path).unwrap())
-        .finish()
-        .unwrap()
+    datasets::table::read_parquet(path).unwrap()
 }
 
 fn f64s(df: &DataFrame, name: &str) -> Vec<f64> {

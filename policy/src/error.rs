@@ -32,6 +32,9 @@ pub enum PolicyError {
     Checkpoint { path: PathBuf, message: String },
     #[error("{path}: {message}")]
     Data { path: PathBuf, message: String },
+    /// A table read or written through `datasets::table` (its error names the file).
+    #[error(transparent)]
+    Dataset(#[from] datasets::DatasetError),
     #[error("non-finite loss {loss} at step {step}; the last good checkpoint is kept")]
     NonFinite { step: u64, loss: f64 },
     #[error("device: {0}")]

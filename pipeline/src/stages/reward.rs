@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
 use clap::Subcommand;
-use polars::prelude::{Column, DataFrame, ParquetWriter};
+use polars::prelude::{Column, DataFrame};
 use reward::loss::{LossKind, TieMode};
 use reward::metrics::{EvalReport, Thresholds};
 use reward::EnergyScorer;
@@ -104,9 +104,7 @@ fn write_val_energies(
     }
     let path = model_dir.join(VAL_ENERGIES);
     let mut df = DataFrame::new(rows.len(), cols)?;
-    let file = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
-    ParquetWriter::new(file)
-        .finish(&mut df)
+    datasets::table::write_parquet(&path, &mut df)
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
@@ -573,9 +571,7 @@ fn write_parquet_rows(path: &Path, rows: &[Value]) -> Result<()> {
     }
     let mut df =
         DataFrame::new(rows.len(), cols).with_context(|| format!("building {}", path.display()))?;
-    let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    ParquetWriter::new(file)
-        .finish(&mut df)
+    datasets::table::write_parquet(path, &mut df)
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
