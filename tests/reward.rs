@@ -121,6 +121,80 @@ impl ValEnergies {
         }
         (sure as f64 / n as f64, maybe as f64 / n as f64, n)
     }
+
+    /// Gold accuracy is the share of gold-ordered pairs whose better answer has the lower
+    /// energy: `gold` (eval's report of the validation table) must agree with the energies
+    /// training wrote for the same model and pairs.
+    fn assert_gold_accuracy(&self, gold: &serde_json::Value) {
+        let (lo, hi, pairs) = self.gold_accuracy_bounds(1e-4);
+        assert_eq!(gold["pairs"].as_u64(), Some(pairs), "{gold}");
+        let accuracy = gold["accuracy"].as_f64().unwrap();
+        assert!(
+            (lo..=hi).contains(&accuracy),
+            "eval's gold accuracy {accuracy} vs {lo}..={hi} from val_energies.parquet"
+        );
+    }
+}
+
+/// `ember reward score --model MODEL --input INPUT --out OUT`.
+fn score(model: &str, input: &Path, out: &Path) {
+    ok(&ember(&[
+        "reward",
+        "score",
+        "--model",
+        model,
+        "--input",
+        input.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+}
+
+/// `reward score` on two validation answers, JSONL in, JSONL and Parquet out: order and extra
+/// fields kept, and each energy the one training wrote for that answer.
+fn score_matches_training(model: &str, dir: &Path, val: &ValEnergies) {
+    let input = dir.join("rows.jsonl");
+    let rows = [
+        (&val.pairs[0].prompt, &val.pairs[0].chosen, 1),
+        (&val.pairs[1].prompt, &val.pairs[1].rejected, 2),
+    ];
+    let jsonl: String = rows
+        .iter()
+        .map(|(p, a, k)| {
+            format!(
+                "{}\n",
+                serde_json::json!({"prompt": p, "answer": a, "k": k})
+            )
+        })
+        .collect();
+    std::fs::write(&input, jsonl).unwrap();
+    let scored = dir.join("scored.jsonl");
+    score(model, &input, &scored);
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&scored)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[1]["k"], 2);
+    let energies: Vec<f64> = lines
+        .iter()
+        .map(|l| l["energy"].as_f64().unwrap())
+        .collect();
+    let want = [val.e_chosen[0], val.e_rejected[1]];
+    for (e, w) in energies.iter().zip(want) {
+        assert!((e - w).abs() < 1e-4, "reward score {e} vs training's {w}");
+    }
+    // The same f32 energies in Parquet (JSON writes the shortest decimal that rounds back).
+    let scored_pq = dir.join("scored.parquet");
+    score(model, &input, &scored_pq);
+    let pq_energies: Vec<f32> = datasets::table::read_parquet_rows(&scored_pq)
+        .unwrap()
+        .iter()
+        .map(|r| r["energy"].as_f64().unwrap() as f32)
+        .collect();
+    let jsonl_energies: Vec<f32> = energies.iter().map(|&e| e as f32).collect();
+    assert_eq!(pq_energies, jsonl_energies);
 }
 
 /// Runs `ember reward doctor` and asserts that its model checks pass; returns its stdout.
@@ -194,81 +268,9 @@ fn synth_train_eval_score_doctor() {
     let ev: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&eval_json).unwrap()).unwrap();
     assert_eq!(ev.as_array().unwrap().len(), 2, "val and test");
-    // Gold accuracy is the share of gold-ordered pairs whose better answer has the lower energy:
-    // recomputed from the energies training wrote for the same model and validation pairs.
     let val = ValEnergies::read(&data, &rm);
-    let (lo, hi, pairs) = val.gold_accuracy_bounds(1e-4);
-    let gold = &ev[0]["gold"];
-    assert_eq!(gold["pairs"].as_u64(), Some(pairs), "{gold}");
-    let accuracy = gold["accuracy"].as_f64().unwrap();
-    assert!(
-        (lo..=hi).contains(&accuracy),
-        "eval's gold accuracy {accuracy} vs {lo}..={hi} from val_energies.parquet"
-    );
-
-    // score: JSONL in, JSONL out, order and fields kept
-    // The rows are two validation answers, so training's energies say what each must score.
-    let input = tmp.path().join("rows.jsonl");
-    let rows = [
-        (&val.pairs[0].prompt, &val.pairs[0].chosen, 1),
-        (&val.pairs[1].prompt, &val.pairs[1].rejected, 2),
-    ];
-    let jsonl: String = rows
-        .iter()
-        .map(|(p, a, k)| {
-            format!(
-                "{}\n",
-                serde_json::json!({"prompt": p, "answer": a, "k": k})
-            )
-        })
-        .collect();
-    std::fs::write(&input, jsonl).unwrap();
-    let scored = tmp.path().join("scored.jsonl");
-    ok(&ember(&[
-        "reward",
-        "score",
-        "--model",
-        r,
-        "--input",
-        input.to_str().unwrap(),
-        "--out",
-        scored.to_str().unwrap(),
-    ]));
-    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&scored)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(lines.len(), 2);
-    assert_eq!(lines[1]["k"], 2);
-    let energies: Vec<f64> = lines
-        .iter()
-        .map(|l| l["energy"].as_f64().unwrap())
-        .collect();
-    let want = [val.e_chosen[0], val.e_rejected[1]];
-    for (e, w) in energies.iter().zip(want) {
-        assert!((e - w).abs() < 1e-4, "reward score {e} vs training's {w}");
-    }
-    // parquet out
-    let scored_pq = tmp.path().join("scored.parquet");
-    ok(&ember(&[
-        "reward",
-        "score",
-        "--model",
-        r,
-        "--input",
-        input.to_str().unwrap(),
-        "--out",
-        scored_pq.to_str().unwrap(),
-    ]));
-    // The same f32 energies in either format (JSON writes the shortest decimal that rounds back).
-    let pq_energies: Vec<f32> = datasets::table::read_parquet_rows(&scored_pq)
-        .unwrap()
-        .iter()
-        .map(|r| r["energy"].as_f64().unwrap() as f32)
-        .collect();
-    let jsonl_energies: Vec<f32> = energies.iter().map(|&e| e as f32).collect();
-    assert_eq!(pq_energies, jsonl_energies);
+    val.assert_gold_accuracy(&ev[0]["gold"]);
+    score_matches_training(r, tmp.path(), &val);
 
     let stdout = doctor_passes(r, &data.join("val.parquet"));
     assert!(
