@@ -2,7 +2,6 @@
 //! untrained policy and a briefly trained energy model: the outputs exist with their columns,
 //! discrete re-scoring agrees with `ember reward score`, budgets are respected, and bad flags
 //! are usage errors.
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use polars::prelude::*;
@@ -11,9 +10,7 @@ mod common;
 use common::{ember_abs as ember, ok};
 
 fn read(path: &Path) -> DataFrame {
-    ParquetReader::new(File::open(path).unwrap())
-        .finish()
-        .unwrap()
+    datasets::table::read_parquet(path).unwrap()
 }
 
 fn f64s(df: &DataFrame, name: &str) -> Vec<f64> {
@@ -247,17 +244,17 @@ fn refine_and_compare_end_to_end() {
     ] {
         assert!(report.contains(s), "report lacks {s}:\n{report}");
     }
-    // Plots need a TrueType font; without one the stage says so and writes the tables only.
-    let plots = ["energy_vs_compute", "gold_vs_compute", "gold_vs_sqrt_kl"];
-    let plots = if ember::plot::ensure_font().is_ok() {
-        &plots[..]
-    } else {
-        eprintln!("no TrueType font on this machine: not checking the compare plots");
-        &[]
-    };
-    for plot in plots {
+    // Plots need a TrueType font; without one the report says so and the tables are written.
+    let font = ember::plot::ensure_font().is_ok();
+    assert_eq!(!font, report.contains("_Plots skipped:"), "{report}");
+    for plot in ["energy_vs_compute", "gold_vs_compute", "gold_vs_sqrt_kl"] {
         for ext in ["png", "svg"] {
-            assert!(cmp.join(format!("{plot}.{ext}")).exists(), "{plot}.{ext}");
+            let file = format!("{plot}.{ext}");
+            assert_eq!(
+                cmp.join(&file).exists(),
+                font,
+                "{file} (font found: {font})"
+            );
         }
     }
 

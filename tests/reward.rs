@@ -73,6 +73,130 @@ fn train_args<'a>(data: &'a str, tok: &'a str, out: &'a str, steps: &'a str) -> 
     ]
 }
 
+/// The validation pairs and the energies `reward train` wrote for them (`val_energies.parquet`,
+/// one row per pair in table order: the synth pairs are never ties and all fit).
+struct ValEnergies {
+    pairs: Vec<datasets::PairRow>,
+    e_chosen: Vec<f64>,
+    e_rejected: Vec<f64>,
+}
+
+impl ValEnergies {
+    fn read(data: &Path, model: &Path) -> Self {
+        let pairs = datasets::read_pairs(data.join("val.parquet")).unwrap();
+        let rows = datasets::table::read_parquet_rows(&model.join("val_energies.parquet")).unwrap();
+        let prompts: Vec<&str> = rows.iter().map(|r| r["prompt"].as_str().unwrap()).collect();
+        let want: Vec<&str> = pairs.iter().map(|p| p.prompt.as_str()).collect();
+        assert_eq!(
+            prompts, want,
+            "one energy row per validation pair, in order"
+        );
+        let col =
+            |name: &str| -> Vec<f64> { rows.iter().map(|r| r[name].as_f64().unwrap()).collect() };
+        Self {
+            e_chosen: col("e_chosen"),
+            e_rejected: col("e_rejected"),
+            pairs,
+        }
+    }
+
+    /// Bounds on the share of gold-ordered pairs (gold scores differ) whose better answer has
+    /// the lower energy, where a pair closer than `tol` may go either way (batches padded
+    /// differently move energies in the last digits), and the number of such pairs.
+    fn gold_accuracy_bounds(&self, tol: f64) -> (f64, f64, u64) {
+        let (mut sure, mut maybe, mut n) = (0u64, 0u64, 0u64);
+        for (i, p) in self.pairs.iter().enumerate() {
+            let (gc, gr) = (p.gold_chosen.unwrap(), p.gold_rejected.unwrap());
+            if gc == gr {
+                continue;
+            }
+            let (better, worse) = if gc > gr {
+                (self.e_chosen[i], self.e_rejected[i])
+            } else {
+                (self.e_rejected[i], self.e_chosen[i])
+            };
+            n += 1;
+            sure += u64::from(worse - better > tol);
+            maybe += u64::from(worse - better > -tol);
+        }
+        (sure as f64 / n as f64, maybe as f64 / n as f64, n)
+    }
+
+    /// Gold accuracy is the share of gold-ordered pairs whose better answer has the lower
+    /// energy: `gold` (eval's report of the validation table) must agree with the energies
+    /// training wrote for the same model and pairs.
+    fn assert_gold_accuracy(&self, gold: &serde_json::Value) {
+        let (lo, hi, pairs) = self.gold_accuracy_bounds(1e-4);
+        assert_eq!(gold["pairs"].as_u64(), Some(pairs), "{gold}");
+        let accuracy = gold["accuracy"].as_f64().unwrap();
+        assert!(
+            (lo..=hi).contains(&accuracy),
+            "eval's gold accuracy {accuracy} vs {lo}..={hi} from val_energies.parquet"
+        );
+    }
+}
+
+/// `ember reward score --model MODEL --input INPUT --out OUT`.
+fn score(model: &str, input: &Path, out: &Path) {
+    ok(&ember(&[
+        "reward",
+        "score",
+        "--model",
+        model,
+        "--input",
+        input.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+}
+
+/// `reward score` on two validation answers, JSONL in, JSONL and Parquet out: order and extra
+/// fields kept, and each energy the one training wrote for that answer.
+fn score_matches_training(model: &str, dir: &Path, val: &ValEnergies) {
+    let input = dir.join("rows.jsonl");
+    let rows = [
+        (&val.pairs[0].prompt, &val.pairs[0].chosen, 1),
+        (&val.pairs[1].prompt, &val.pairs[1].rejected, 2),
+    ];
+    let jsonl: String = rows
+        .iter()
+        .map(|(p, a, k)| {
+            format!(
+                "{}\n",
+                serde_json::json!({"prompt": p, "answer": a, "k": k})
+            )
+        })
+        .collect();
+    std::fs::write(&input, jsonl).unwrap();
+    let scored = dir.join("scored.jsonl");
+    score(model, &input, &scored);
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&scored)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[1]["k"], 2);
+    let energies: Vec<f64> = lines
+        .iter()
+        .map(|l| l["energy"].as_f64().unwrap())
+        .collect();
+    let want = [val.e_chosen[0], val.e_rejected[1]];
+    for (e, w) in energies.iter().zip(want) {
+        assert!((e - w).abs() < 1e-4, "reward score {e} vs training's {w}");
+    }
+    // The same f32 energies in Parquet (JSON writes the shortest decimal that rounds back).
+    let scored_pq = dir.join("scored.parquet");
+    score(model, &input, &scored_pq);
+    let pq_energies: Vec<f32> = datasets::table::read_parquet_rows(&scored_pq)
+        .unwrap()
+        .iter()
+        .map(|r| r["energy"].as_f64().unwrap() as f32)
+        .collect();
+    let jsonl_energies: Vec<f32> = energies.iter().map(|&e| e as f32).collect();
+    assert_eq!(pq_energies, jsonl_energies);
+}
+
 /// Runs `ember reward doctor` and asserts that its model checks pass; returns its stdout.
 fn doctor_passes(model: &str, data: &Path) -> String {
     let o = ember(&[
@@ -144,48 +268,9 @@ fn synth_train_eval_score_doctor() {
     let ev: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&eval_json).unwrap()).unwrap();
     assert_eq!(ev.as_array().unwrap().len(), 2, "val and test");
-    assert!(ev[0]["gold"]["accuracy"].as_f64().unwrap() >= 0.0);
-
-    // score: JSONL in, JSONL out, order and fields kept
-    let input = tmp.path().join("rows.jsonl");
-    std::fs::write(&input, "{\"prompt\":\"12+5=\",\"answer\":\"17\",\"k\":1}\n{\"prompt\":\"3+4=\",\"answer\":\"9\",\"k\":2}\n").unwrap();
-    let scored = tmp.path().join("scored.jsonl");
-    ok(&ember(&[
-        "reward",
-        "score",
-        "--model",
-        r,
-        "--input",
-        input.to_str().unwrap(),
-        "--out",
-        scored.to_str().unwrap(),
-    ]));
-    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&scored)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(lines.len(), 2);
-    assert_eq!(lines[1]["k"], 2);
-    assert!(lines.iter().all(|l| l["energy"].as_f64().unwrap() >= 0.0));
-    // parquet out
-    let scored_pq = tmp.path().join("scored.parquet");
-    ok(&ember(&[
-        "reward",
-        "score",
-        "--model",
-        r,
-        "--input",
-        input.to_str().unwrap(),
-        "--out",
-        scored_pq.to_str().unwrap(),
-    ]));
-    assert_eq!(
-        datasets::table::read_parquet_rows(&scored_pq)
-            .unwrap()
-            .len(),
-        2
-    );
+    let val = ValEnergies::read(&data, &rm);
+    val.assert_gold_accuracy(&ev[0]["gold"]);
+    score_matches_training(r, tmp.path(), &val);
 
     let stdout = doctor_passes(r, &data.join("val.parquet"));
     assert!(

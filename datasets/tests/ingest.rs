@@ -1,6 +1,6 @@
 //! The ingest pipeline on hand-written files (every quarantine reason, strict mode, file
 //! types, format mismatch), property tests on random inputs, and the reference counts on the
-//! real data in `../shared/data` (skipped with a printed reason when it is absent).
+//! real data in `../shared/data` (which must be present: those tests fail without it).
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
@@ -264,26 +264,25 @@ fn property_rows_read_is_kept_plus_quarantined_and_splits_are_disjoint_and_order
     }
 }
 
-fn shared_data(sub: &str) -> Option<PathBuf> {
+/// `../shared/data/SUB` beside the repository. The reference-count tests need it and fail when
+/// it is absent: the data is present wherever the tests run (here and in CI), so a missing
+/// directory is a broken checkout, not a reason to pass.
+fn shared_data(sub: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../shared/data")
         .join(sub);
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        println!(
-            "skipped: {} is missing (the shared data sits next to the repository)",
-            dir.display()
-        );
-        None
-    }
+    assert!(
+        dir.is_dir(),
+        "{} is missing: the reference counts need the shared data that sits next to the \
+         repository (see shared/data/README.md)",
+        dir.display()
+    );
+    dir
 }
 
 #[test]
 fn reference_counts_on_hh_rlhf() {
-    let Some(dir) = shared_data("hh-rlhf") else {
-        return;
-    };
+    let dir = shared_data("hh-rlhf");
     let files = expand_inputs(&[dir.display().to_string()]).unwrap();
     assert_eq!(files.len(), 3);
     let tmp = tempfile::tempdir().unwrap();
@@ -316,9 +315,7 @@ fn reference_counts_on_hh_rlhf() {
 
 #[test]
 fn reference_counts_on_llmbar() {
-    let Some(dir) = shared_data("llmbar") else {
-        return;
-    };
+    let dir = shared_data("llmbar");
     let files =
         expand_inputs(&[dir.join("Dataset/**/dataset.json").display().to_string()]).unwrap();
     assert_eq!(files.len(), 8);

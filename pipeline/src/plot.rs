@@ -117,12 +117,16 @@ fn axis_range(plot: &LinePlot, x_axis: bool) -> (f64, f64) {
     (lo - pad, hi + pad)
 }
 
+/// The error of a drawing call, as the one message every plot failure carries.
+fn draw_err<E: std::error::Error + Send + Sync>(e: DrawingAreaErrorKind<E>) -> anyhow::Error {
+    anyhow!("drawing the plot: {e}")
+}
+
 fn draw_on<DB: DrawingBackend>(plot: &LinePlot, root: DrawingArea<DB, Shift>) -> Result<()>
 where
     DB::ErrorType: 'static,
 {
-    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("drawing the plot: {e}");
-    root.fill(&WHITE).map_err(err)?;
+    root.fill(&WHITE).map_err(draw_err)?;
     let (x0, x1) = axis_range(plot, true);
     let (y0, y1) = axis_range(plot, false);
     let mut builder = ChartBuilder::on(&root);
@@ -131,6 +135,7 @@ where
         .margin(12)
         .x_label_area_size(42)
         .y_label_area_size(64);
+    // The mesh's bounds differ between a linear and a log x axis: the macro writes it for both.
     macro_rules! body {
         ($chart:expr) => {{
             let mut chart = $chart;
@@ -139,63 +144,75 @@ where
                 .x_desc(plot.x_label.as_str())
                 .y_desc(plot.y_label.as_str())
                 .draw()
-                .map_err(err)?;
-            for (i, s) in plot.series.iter().enumerate() {
-                let color = Palette99::pick(i).to_rgba();
-                let pts: Vec<(f64, f64)> = s.points.iter().map(|&(x, y, _)| (x, y)).collect();
-                let anno = if s.markers_only {
-                    chart
-                        .draw_series(pts.iter().map(|&p| Circle::new(p, 4, color.filled())))
-                        .map_err(err)?
-                } else {
-                    chart
-                        .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
-                        .map_err(err)?
-                };
-                anno.label(s.name.as_str()).legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
-                });
-                // Error bars: a vertical segment with 8-pixel caps at both ends.
-                let intervals: Vec<(f64, f64, f64)> = s
-                    .points
-                    .iter()
-                    .filter_map(|&(x, _, ci)| ci.map(|(lo, hi)| (x, lo, hi)))
-                    .collect();
-                let stems = intervals
-                    .iter()
-                    .map(|&(x, lo, hi)| PathElement::new(vec![(x, lo), (x, hi)], color));
-                chart.draw_series(stems).map_err(err)?;
-                let caps = intervals
-                    .iter()
-                    .flat_map(|&(x, lo, hi)| [(x, lo), (x, hi)])
-                    .map(|p| {
-                        EmptyElement::at(p)
-                            + PathElement::new(vec![(-4, 0), (4, 0)], color.stroke_width(1))
-                    });
-                chart.draw_series(caps).map_err(err)?;
-                if !s.markers_only {
-                    let marks = pts.iter().map(|&p| Circle::new(p, 3, color.filled()));
-                    chart.draw_series(marks).map_err(err)?;
-                }
-            }
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperLeft)
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .label_font(("sans-serif", 14))
-                .draw()
-                .map_err(err)?;
+                .map_err(draw_err)?;
+            draw_series(&mut chart, plot)?;
         }};
     }
     if plot.log_x {
         body!(builder
             .build_cartesian_2d((x0..x1).log_scale(), y0..y1)
-            .map_err(err)?);
+            .map_err(draw_err)?);
     } else {
-        body!(builder.build_cartesian_2d(x0..x1, y0..y1).map_err(err)?);
+        body!(builder
+            .build_cartesian_2d(x0..x1, y0..y1)
+            .map_err(draw_err)?);
     }
-    root.present().map_err(err)
+    root.present().map_err(draw_err)
+}
+
+/// Every series of `plot` on `chart` (line or markers, error bars with caps), then the legend.
+fn draw_series<'a, DB, CT>(chart: &mut ChartContext<'a, DB, CT>, plot: &LinePlot) -> Result<()>
+where
+    DB: DrawingBackend + 'a,
+    DB::ErrorType: 'static,
+    CT: CoordTranslate<From = (f64, f64)>,
+{
+    for (i, s) in plot.series.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        let pts: Vec<(f64, f64)> = s.points.iter().map(|&(x, y, _)| (x, y)).collect();
+        let anno = if s.markers_only {
+            chart
+                .draw_series(pts.iter().map(|&p| Circle::new(p, 4, color.filled())))
+                .map_err(draw_err)?
+        } else {
+            chart
+                .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
+                .map_err(draw_err)?
+        };
+        anno.label(s.name.as_str()).legend(move |(x, y)| {
+            PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+        });
+        // Error bars: a vertical segment with 8-pixel caps at both ends.
+        let intervals: Vec<(f64, f64, f64)> = s
+            .points
+            .iter()
+            .filter_map(|&(x, _, ci)| ci.map(|(lo, hi)| (x, lo, hi)))
+            .collect();
+        let stems = intervals
+            .iter()
+            .map(|&(x, lo, hi)| PathElement::new(vec![(x, lo), (x, hi)], color));
+        chart.draw_series(stems).map_err(draw_err)?;
+        let caps = intervals
+            .iter()
+            .flat_map(|&(x, lo, hi)| [(x, lo), (x, hi)])
+            .map(|p| {
+                EmptyElement::at(p) + PathElement::new(vec![(-4, 0), (4, 0)], color.stroke_width(1))
+            });
+        chart.draw_series(caps).map_err(draw_err)?;
+        if !s.markers_only {
+            let marks = pts.iter().map(|&p| Circle::new(p, 3, color.filled()));
+            chart.draw_series(marks).map_err(draw_err)?;
+        }
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 14))
+        .draw()
+        .map_err(draw_err)?;
+    Ok(())
 }
 
 /// Draws `plot` to `STEM.png` and `STEM.svg` (800 × 520) and returns both paths.

@@ -1,6 +1,5 @@
 //! Parquet tables the policy commands write: samples (`ember sample`) and answer log-probs
-//! (`ember logprob`).
-use std::fs::File;
+//! (`ember logprob`), written through `datasets::table`.
 use std::path::Path;
 
 use polars::prelude::*;
@@ -28,11 +27,7 @@ fn list_f32(name: &str, rows: impl Iterator<Item = Vec<f32>>) -> Column {
 
 fn write(path: &Path, height: usize, cols: Vec<Column>) -> Result<()> {
     let mut df = DataFrame::new(height, cols).map_err(|e| table_err(path, e))?;
-    let file = File::create(path).map_err(|e| PolicyError::io("creating", path, e))?;
-    ParquetWriter::new(file)
-        .finish(&mut df)
-        .map_err(|e| table_err(path, e))?;
-    Ok(())
+    Ok(datasets::table::write_parquet(path, &mut df)?)
 }
 
 /// `prompt_id, k, prompt, answer, prompt_ids, answer_ids, answer_logprobs, logprob_sum`.
@@ -141,9 +136,7 @@ mod tests {
         };
         let path = dir.path().join("s.parquet");
         write_samples(&path, &["1+2=".to_string()], &tok, &[s]).unwrap();
-        let df = ParquetReader::new(File::open(&path).unwrap())
-            .finish()
-            .unwrap();
+        let df = datasets::table::read_parquet(&path).unwrap();
         assert_eq!(df.height(), 1);
         let names: Vec<String> = df
             .get_column_names()

@@ -4,7 +4,7 @@ mod common;
 
 use policy::sample::{greedy, sample, SampleConfig};
 use policy::score::{answer_logprobs, token_logprobs};
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 fn prompts() -> Vec<String> {
     ["1+2=", "12+345=", "7", "abc xyz 99+1=", "5+5="]
@@ -191,5 +191,4 @@ fn scorer_matches_per_token_log_probs_and_rejects_mismatched_lengths() {
     let batched = answer_logprobs(&p, &prompts, &answers, 2).unwrap();
     assert!((batched[1].1 - scores[1].1).abs() < 1e-4);
     assert!(answer_logprobs(&p, &prompts, &answers[..1], 2).is_err());
-    let _ = Device::Cpu;
 }

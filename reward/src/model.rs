@@ -359,7 +359,7 @@ mod tests {
     }
 
     #[test]
-    fn energies_are_nonnegative_and_padding_invariant() {
+    fn energy_is_softplus_of_the_score_and_padding_invariant() {
         tch::manual_seed(0);
         let vs = nn::VarStore::new(Device::Cpu);
         let m = EnergyModel::new(vs.root(), &tiny());
@@ -368,7 +368,17 @@ mod tests {
         let (ids_l, mask_l) = policy::batch::pad_left(&seqs, 0, Device::Cpu);
         let er = Vec::<f32>::try_from(m.energy(&ids_r, &mask_r, false)).unwrap();
         let el = Vec::<f32>::try_from(m.energy(&ids_l, &mask_l, false)).unwrap();
-        assert!(er.iter().all(|e| *e >= 0.0));
+        // Non-negative because it is the softplus of the head's score at the pooled position.
+        let h = m
+            .trunk()
+            .hidden_from_embeds(&m.trunk().embed(&ids_r), &mask_r, false);
+        let scores = Vec::<f32>::try_from(m.score_from_hidden(&h, &mask_r)).unwrap();
+        for (e, s) in er.iter().zip(&scores) {
+            assert!(
+                (e - s.exp().ln_1p()).abs() < 1e-6,
+                "{er:?} vs softplus({scores:?})"
+            );
+        }
         for (a, b) in er.iter().zip(&el) {
             assert!((a - b).abs() < 1e-5, "{er:?} vs {el:?}");
         }

@@ -2,13 +2,12 @@
 //! "A Tutorial on Energy-Based Learning") — contrastive training, evaluation, scoring of
 //! (prompt, answer) rows and a preflight doctor. `train` is the pipeline stage; the other three
 //! are in [`tools`].
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
 use clap::Subcommand;
-use polars::prelude::{Column, DataFrame, ParquetWriter};
+use polars::prelude::{Column, DataFrame};
 use reward::loss::{LossKind, TieMode};
 use reward::model::Score;
 
@@ -140,10 +139,7 @@ fn write_val_energies(
     }
     let path = model_dir.join(VAL_ENERGIES);
     let mut df = DataFrame::new(rows.len(), cols)?;
-    let file = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
-    ParquetWriter::new(file)
-        .finish(&mut df)
-        .with_context(|| format!("writing {}", path.display()))?;
+    datasets::table::write_parquet(&path, &mut df)?;
     Ok(())
 }
 

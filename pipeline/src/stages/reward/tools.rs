@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
-use polars::prelude::{Column, DataFrame, ParquetWriter};
+use polars::prelude::{Column, DataFrame};
 use policy::device::Autocast;
 use reward::loss::TieMode;
 use reward::metrics::{EvalReport, Thresholds};
@@ -308,10 +308,7 @@ fn write_parquet_rows(path: &Path, rows: &[Value]) -> Result<()> {
     }
     let mut df =
         DataFrame::new(rows.len(), cols).with_context(|| format!("building {}", path.display()))?;
-    let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    ParquetWriter::new(file)
-        .finish(&mut df)
-        .with_context(|| format!("writing {}", path.display()))?;
+    datasets::table::write_parquet(path, &mut df)?;
     Ok(())
 }
 
