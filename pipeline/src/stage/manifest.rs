@@ -99,6 +99,12 @@ pub fn input_refs(inputs: &[&Path]) -> Result<Vec<InputRef>> {
     inputs
         .iter()
         .map(|p| {
+            if !p.exists() {
+                return Err(crate::error::usage(format!(
+                    "input {} does not exist",
+                    p.display()
+                )));
+            }
             Ok(InputRef {
                 path: p.display().to_string(),
                 fingerprint: input_fingerprint(p)
