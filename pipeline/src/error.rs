@@ -53,7 +53,11 @@ pub fn is_usage(err: &(dyn std::error::Error + 'static)) -> bool {
     }
     if let Some(e) = err.downcast_ref::<P>() {
         return match e {
-            P::Config { .. } | P::Device(_) | P::Invalid(_) | P::MissingSpecial { .. } => true,
+            P::Config { .. }
+            | P::Device(_)
+            | P::Invalid(_)
+            | P::MissingSpecial { .. }
+            | P::Gguf { .. } => true,
             P::Dataset(d) => d.is_usage(),
             _ => false,
         };

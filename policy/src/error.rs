@@ -28,6 +28,10 @@ pub enum PolicyError {
         path: Option<PathBuf>,
         message: String,
     },
+    /// A GGUF file that cannot be read or imported (bad header, unknown architecture or quant
+    /// type, a tensor missing or of the wrong size).
+    #[error("GGUF {path}: {message}")]
+    Gguf { path: PathBuf, message: String },
     #[error("checkpoint {path}: {message}")]
     Checkpoint { path: PathBuf, message: String },
     #[error("{path}: {message}")]

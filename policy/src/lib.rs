@@ -1,19 +1,21 @@
-//! The policy: a GPT-2-architecture decoder in tch ([`model`]), tokenizers ([`tokenizer`]),
+//! The policy: a decoder in tch, GPT-2 or Llama-family ([`model`]), tokenizers ([`tokenizer`]),
 //! batched KV-cached sampling ([`sample`]), log-prob scoring ([`score`]), supervised
 //! fine-tuning ([`sft`] on the training-loop toolkit [`train`]), Hugging Face export/import
 //! ([`hf`]), pools of sampled answers scored by an energy model ([`pool`]) and fine-tuning on
 //! them ([`finetune`]: rejection sampling and RLOO).
 //!
-//! A policy checkpoint is a directory with `config.json` ([`GptConfig`]), `model.safetensors`
+//! A policy checkpoint is a directory with `config.json` ([`TrunkConfig`]), `model.safetensors`
 //! (HF GPT-2 parameter names) and `tokenizer.json`.
 use std::path::Path;
 
 use tch::{nn, Device};
 
 pub mod batch;
+pub mod chat;
 pub mod device;
 pub mod error;
 pub mod finetune;
+pub mod gguf;
 pub mod hf;
 pub mod io;
 pub mod model;
@@ -26,7 +28,7 @@ pub mod tokenizer;
 pub mod train;
 
 pub use error::{PolicyError, Result};
-pub use model::{Gpt, GptConfig, KvCache};
+pub use model::{Gpt, GptConfig, KvCache, Llama, LlamaConfig, Trunk, TrunkConfig};
 pub use tokenizer::Tokenizer;
 
 pub const CONFIG_FILE: &str = "config.json";
@@ -37,8 +39,8 @@ pub const TOKENIZER_FILE: &str = "tokenizer.json";
 #[derive(Debug)]
 pub struct Policy {
     pub vs: nn::VarStore,
-    pub model: Gpt,
-    pub config: GptConfig,
+    pub model: Trunk,
+    pub config: TrunkConfig,
     pub tokenizer: Tokenizer,
     pub device: Device,
 }
@@ -46,23 +48,28 @@ pub struct Policy {
 impl Policy {
     /// A freshly initialised model (weights drawn from the torch generator: seed it with
     /// `tch::manual_seed` first).
-    pub fn new(config: GptConfig, tokenizer: Tokenizer, device: Device) -> Result<Self> {
+    pub fn new(
+        config: impl Into<TrunkConfig>,
+        tokenizer: Tokenizer,
+        device: Device,
+    ) -> Result<Self> {
+        let config = config.into();
         config.check().map_err(|message| PolicyError::Config {
             path: None,
             message,
         })?;
-        if config.vocab_size < tokenizer.vocab_size() {
+        if config.vocab_size() < tokenizer.vocab_size() {
             return Err(PolicyError::Config {
                 path: None,
                 message: format!(
                     "vocab_size {} is smaller than the tokenizer's {}",
-                    config.vocab_size,
+                    config.vocab_size(),
                     tokenizer.vocab_size()
                 ),
             });
         }
         let vs = nn::VarStore::new(device);
-        let model = Gpt::new(vs.root(), &config);
+        let model = Trunk::new(vs.root(), &config);
         Ok(Self {
             vs,
             model,
@@ -105,8 +112,8 @@ impl Policy {
     }
 }
 
-/// Reads a [`GptConfig`] JSON file.
-pub fn read_config(path: &Path) -> Result<GptConfig> {
+/// Reads a [`TrunkConfig`] JSON file.
+pub fn read_config(path: &Path) -> Result<TrunkConfig> {
     let text = std::fs::read_to_string(path).map_err(|e| PolicyError::io("reading", path, e))?;
     serde_json::from_str(&text).map_err(|source| PolicyError::Json {
         path: path.to_path_buf(),

@@ -127,7 +127,7 @@ fn generate(
     max_new: usize,
     batch: usize,
 ) -> Result<Vec<Sample>> {
-    let n_ctx = policy.config.n_ctx as usize;
+    let n_ctx = policy.config.n_ctx() as usize;
     if max_new >= n_ctx {
         return Err(PolicyError::Invalid(format!(
             "max_new_tokens {max_new} must be < n_ctx {n_ctx}"

@@ -6,12 +6,12 @@ use tracing::instrument;
 
 use crate::batch::pad_right;
 use crate::error::{PolicyError, Result};
-use crate::model::Gpt;
+use crate::model::Trunk;
 use crate::tokenizer::{EncodedPair, Tokenizer};
 use crate::Policy;
 
 /// `log p(ids[t] | ids[..t])` for t ≥ 1: `[B, T-1]`, entry `t-1` scores token `t`.
-pub fn token_logprobs(model: &Gpt, ids: &Tensor, mask: &Tensor, train: bool) -> Tensor {
+pub fn token_logprobs(model: &Trunk, ids: &Tensor, mask: &Tensor, train: bool) -> Tensor {
     let t = ids.size()[1];
     let h = model.hidden(ids, mask, train).narrow(1, 0, t - 1); // [B, T-1, D]
     let logp = model.logits_from_hidden(&h).log_softmax(-1, Kind::Float); // [B, T-1, V]
@@ -21,7 +21,12 @@ pub fn token_logprobs(model: &Gpt, ids: &Tensor, mask: &Tensor, train: bool) -> 
 
 /// Differentiable `Σ_t answer_mask[t] · log p(ids[t] | ids[..t])`: `[B]`. `answer_mask`
 /// `[B, T]` is 1 on answer tokens (EOS included); position 0 is never an answer token.
-pub fn sequence_logprob(model: &Gpt, ids: &Tensor, mask: &Tensor, answer_mask: &Tensor) -> Tensor {
+pub fn sequence_logprob(
+    model: &Trunk,
+    ids: &Tensor,
+    mask: &Tensor,
+    answer_mask: &Tensor,
+) -> Tensor {
     let t = ids.size()[1];
     let lp = token_logprobs(model, ids, mask, false); // [B, T-1]
     (lp * answer_mask.narrow(1, 1, t - 1).to_kind(Kind::Float)).sum_dim_intlist(
@@ -85,7 +90,7 @@ pub fn answer_logprobs(
             answers.len()
         )));
     }
-    let n_ctx = policy.config.n_ctx as usize;
+    let n_ctx = policy.config.n_ctx() as usize;
     let pairs = prompts
         .iter()
         .zip(answers)

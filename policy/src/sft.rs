@@ -16,7 +16,7 @@ use tracing::{info, instrument};
 
 use crate::batch::pad_right;
 use crate::error::{PolicyError, Result};
-use crate::model::{Gpt, GptConfig};
+use crate::model::{GptConfig, Trunk};
 use crate::score::encode_pair_fitting;
 use crate::tokenizer::{EncodedPair, Tokenizer};
 use crate::train::{
@@ -125,8 +125,8 @@ impl SftBatch {
     }
 
     /// Mean cross-entropy over answer tokens; the LM head only runs on those positions.
-    pub fn loss(&self, model: &Gpt, train: bool) -> Tensor {
-        let d = model.config().d_model;
+    pub fn loss(&self, model: &Trunk, train: bool) -> Tensor {
+        let d = model.wte().size()[1];
         let h = model
             .hidden(&self.ids, &self.mask, train)
             .view([-1, d])
@@ -164,7 +164,7 @@ fn encode_all(
 
 /// Mean answer-token loss over `pairs` (no grad).
 pub fn eval_loss(
-    model: &Gpt,
+    model: &Trunk,
     pairs: &[EncodedPair],
     batch: usize,
     pad: i64,
@@ -224,7 +224,7 @@ pub fn train(
         ));
     }
     let mut policy = initial_policy(cfg, tokenizer, init, device)?;
-    let n_ctx = policy.config.n_ctx as usize;
+    let n_ctx = policy.config.n_ctx() as usize;
     let (train_pairs, d1) = encode_all(&policy.tokenizer, train_rows, n_ctx);
     let (mut val_pairs, d2) = encode_all(&policy.tokenizer, val_rows, n_ctx);
     val_pairs.truncate(cfg.eval_max);

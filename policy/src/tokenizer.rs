@@ -6,6 +6,13 @@
 //! Special tokens: `<pad>` (padding), `<sep>` (ends the prompt; the answer starts right after
 //! it), `<eos>` (ends the answer). A foreign tokenizer without them falls back to
 //! `<|endoftext|>` (GPT-2).
+//!
+//! A pretrained model's tokenizer (from GGUF or Hugging Face) also has a `tokenizer_config.json`
+//! beside its `tokenizer.json`, in Hugging Face's format: its `bos_token`, `eos_token`,
+//! `pad_token` and `chat_template`. With a chat template, a prompt is rendered as a
+//! conversation ending in the assistant's turn header (no SEP is appended), and an answer ends
+//! with the template's end-of-turn token (`eos_token`, e.g. ChatML's `<|im_end|>`): that is the
+//! token the energy model pools on and the one sampling stops at.
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::str::FromStr;
@@ -19,6 +26,9 @@ use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::{AddedToken, SplitDelimiterBehavior};
 
+use serde::{Deserialize, Serialize};
+
+use crate::chat::{messages_from_prompt, ChatTemplate};
 use crate::error::{PolicyError, Result};
 
 pub const PAD: &str = "<pad>";
@@ -26,6 +36,61 @@ pub const SEP: &str = "<sep>";
 pub const EOS: &str = "<eos>";
 pub const UNK: &str = "<unk>";
 const FALLBACK: &str = "<|endoftext|>";
+/// Hugging Face's file for the special tokens and the chat template, beside `tokenizer.json`.
+pub const CONFIG_FILE: &str = "tokenizer_config.json";
+
+/// The part of a Hugging Face `tokenizer_config.json` Ember reads and writes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenizerConfig {
+    #[serde(default, deserialize_with = "token_name")]
+    pub bos_token: Option<String>,
+    #[serde(default, deserialize_with = "token_name")]
+    pub eos_token: Option<String>,
+    #[serde(default, deserialize_with = "token_name")]
+    pub pad_token: Option<String>,
+    #[serde(
+        default,
+        deserialize_with = "chat_template",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub chat_template: Option<String>,
+    #[serde(default)]
+    pub add_bos_token: bool,
+    #[serde(default = "fast_class")]
+    pub tokenizer_class: String,
+}
+
+fn fast_class() -> String {
+    "PreTrainedTokenizerFast".into()
+}
+
+/// A template string, or a list of named templates (the one named `default`).
+fn chat_template<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<String>, D::Error> {
+    Ok(match Option::<serde_json::Value>::deserialize(d)? {
+        Some(serde_json::Value::String(s)) => Some(s),
+        Some(serde_json::Value::Array(list)) => list.iter().find_map(|t| {
+            (t.get("name")?.as_str()? == "default")
+                .then(|| t.get("template")?.as_str().map(str::to_string))?
+        }),
+        _ => None,
+    })
+}
+
+/// A special token is a string or an `AddedToken` object with a `content`.
+fn token_name<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<String>, D::Error> {
+    Ok(match Option::<serde_json::Value>::deserialize(d)? {
+        Some(serde_json::Value::String(s)) => Some(s),
+        Some(serde_json::Value::Object(o)) => o
+            .get("content")
+            .and_then(|c| c.as_str())
+            .map(str::to_string),
+        _ => None,
+    })
+}
 
 /// A prompt + answer encoded as one sequence: prompt, SEP, answer, EOS.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +106,9 @@ pub struct Tokenizer {
     pad: i64,
     sep: i64,
     eos: i64,
+    /// A pretrained model's `tokenizer_config.json` (specials, chat template).
+    config: Option<TokenizerConfig>,
+    chat: Option<ChatTemplate>,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -50,6 +118,7 @@ impl std::fmt::Debug for Tokenizer {
             .field("pad", &self.pad)
             .field("sep", &self.sep)
             .field("eos", &self.eos)
+            .field("chat", &self.chat.is_some())
             .finish()
     }
 }
@@ -132,16 +201,82 @@ impl Tokenizer {
             std::fs::read_to_string(path).map_err(|e| PolicyError::io("reading", path, e))?;
         let inner = tokenizers::Tokenizer::from_str(&text)
             .map_err(|e| tok_err(format!("parsing {}", path.display()), e))?;
-        Self::from_inner(inner, path)
+        let config_path = path.with_file_name(CONFIG_FILE);
+        if !config_path.exists() {
+            return Self::from_inner(inner, path);
+        }
+        let text = std::fs::read_to_string(&config_path)
+            .map_err(|e| PolicyError::io("reading", &config_path, e))?;
+        let config: TokenizerConfig =
+            serde_json::from_str(&text).map_err(|source| PolicyError::Json {
+                path: config_path.clone(),
+                source,
+            })?;
+        Self::with_config(inner, config, &config_path)
     }
 
+    /// A pretrained model's tokenizer: specials and chat template from `config` (Hugging Face's
+    /// `tokenizer_config.json`, read from `path`). The EOS is `eos_token`; padding is
+    /// `pad_token`, else the EOS; SEP (only appended without a chat template) is `bos_token`,
+    /// else the EOS.
+    pub fn with_config(
+        inner: tokenizers::Tokenizer,
+        config: TokenizerConfig,
+        path: &Path,
+    ) -> Result<Self> {
+        let id = |key: &str, token: &Option<String>| -> Result<Option<i64>> {
+            match token {
+                None => Ok(None),
+                Some(t) => inner
+                    .token_to_id(t)
+                    .map(|i| Some(i64::from(i)))
+                    .ok_or_else(|| PolicyError::Tokenizer {
+                        context: format!("{} key {key}", path.display()),
+                        message: format!("{t:?} is not in the vocabulary"),
+                    }),
+            }
+        };
+        let eos =
+            id("eos_token", &config.eos_token)?.ok_or_else(|| PolicyError::MissingSpecial {
+                path: path.to_path_buf(),
+                token: "eos_token".into(),
+            })?;
+        let pad = id("pad_token", &config.pad_token)?.unwrap_or(eos);
+        let sep = id("bos_token", &config.bos_token)?.unwrap_or(eos);
+        let chat = config.chat_template.as_ref().map(|source| ChatTemplate {
+            source: source.clone(),
+            bos_token: config.bos_token.clone().unwrap_or_default(),
+            eos_token: config.eos_token.clone().unwrap_or_default(),
+        });
+        if let Some(chat) = &chat {
+            chat.check().map_err(|e| PolicyError::Tokenizer {
+                context: format!("{} key chat_template", path.display()),
+                message: e.to_string(),
+            })?;
+        }
+        Ok(Self {
+            inner,
+            pad,
+            sep,
+            eos,
+            config: Some(config),
+            chat,
+        })
+    }
+
+    /// Writes `path` (`tokenizer.json`) and, for a pretrained model's tokenizer, its
+    /// `tokenizer_config.json` beside it.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
         let json = self
             .inner
             .to_string(true)
             .map_err(|e| tok_err(format!("serialising {}", path.display()), e))?;
-        std::fs::write(path, json).map_err(|e| PolicyError::io("writing", path, e))
+        std::fs::write(path, json).map_err(|e| PolicyError::io("writing", path, e))?;
+        if let Some(config) = &self.config {
+            crate::write_json(&path.with_file_name(CONFIG_FILE), config)?;
+        }
+        Ok(())
     }
 
     fn from_inner(inner: tokenizers::Tokenizer, path: &Path) -> Result<Self> {
@@ -160,6 +295,8 @@ impl Tokenizer {
             sep: id(SEP)?,
             eos: id(EOS)?,
             inner,
+            config: None,
+            chat: None,
         })
     }
 
@@ -187,20 +324,43 @@ impl Tokenizer {
         self.inner.decode(&ids, true).unwrap_or_default()
     }
 
-    /// prompt tokens + SEP + answer tokens + EOS.
+    /// prompt tokens + SEP + answer tokens + EOS; with a chat template, the rendered prompt +
+    /// the answer (leading whitespace dropped, as a chat turn has none) + the end-of-turn token.
     pub fn encode_pair(&self, prompt: &str, answer: &str) -> EncodedPair {
         let mut ids = self.encode_prompt(prompt);
         let answer_start = ids.len();
+        let answer = if self.chat.is_some() {
+            answer.trim_start()
+        } else {
+            answer
+        };
         ids.extend(self.encode(answer));
         ids.push(self.eos);
         EncodedPair { ids, answer_start }
     }
 
-    /// prompt tokens + SEP: what generation starts from.
+    /// What generation starts from: prompt tokens + SEP, or with a chat template the prompt's
+    /// turns ([`messages_from_prompt`]) rendered up to the assistant's turn header.
     pub fn encode_prompt(&self, prompt: &str) -> Vec<i64> {
+        if let Some(chat) = &self.chat {
+            match chat.render(&messages_from_prompt(prompt), true) {
+                Ok(text) => return self.encode(&text),
+                Err(e) => tracing::warn!("{e}; encoding the prompt as plain text"),
+            }
+        }
         let mut ids = self.encode(prompt);
         ids.push(self.sep);
         ids
+    }
+
+    /// The chat template, if the model has one.
+    pub fn chat_template(&self) -> Option<&ChatTemplate> {
+        self.chat.as_ref()
+    }
+
+    /// A pretrained model's `tokenizer_config.json`, if any.
+    pub fn config(&self) -> Option<&TokenizerConfig> {
+        self.config.as_ref()
     }
 
     pub fn pad_id(&self) -> i64 {

@@ -24,7 +24,7 @@ fn naive_ln(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Tensor {
 
 /// GPT-2 written out for one unpadded sequence `[T]`, in f64, with an explicit softmax.
 fn naive_logits(p: &Policy, ids: &[i64]) -> Tensor {
-    let cfg = &p.config;
+    let cfg = common::gpt(p);
     let t = ids.len() as i64;
     let (h, dh) = (cfg.n_head, cfg.head_dim());
     let v = |n: &str| var(p, n).to_kind(Kind::Double);
@@ -164,14 +164,15 @@ fn save_load_is_bit_exact() {
 fn hf_parameter_names_and_shapes() {
     let p = common::tiny_policy(4);
     let vars = p.vs.variables();
-    let d = p.config.d_model;
+    let cfg = common::gpt(&p);
+    let d = cfg.d_model;
     let shape = |n: &str| vars[n].size();
-    assert_eq!(shape("wte.weight"), vec![p.config.vocab_size, d]);
-    assert_eq!(shape("wpe.weight"), vec![p.config.n_ctx, d]);
+    assert_eq!(shape("wte.weight"), vec![cfg.vocab_size, d]);
+    assert_eq!(shape("wpe.weight"), vec![cfg.n_ctx, d]);
     assert_eq!(shape("h.0.attn.c_attn.weight"), vec![d, 3 * d]);
     assert_eq!(shape("h.1.mlp.c_proj.weight"), vec![4 * d, d]);
     assert_eq!(shape("ln_f.bias"), vec![d]);
-    assert_eq!(vars.len(), 2 + 2 + 12 * p.config.n_layer as usize);
+    assert_eq!(vars.len(), 2 + 2 + 12 * cfg.n_layer as usize);
     let n: i64 = vars.values().map(|t| t.numel() as i64).sum();
     assert_eq!(n, p.config.n_params());
 }

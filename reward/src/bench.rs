@@ -49,7 +49,7 @@ pub fn run(steps: usize, device: Device) -> BenchReport {
     let (pairs, t) = (8i64, trunk.n_ctx);
     let cfg = EnergyConfig {
         max_len: t as usize,
-        trunk: trunk.clone(),
+        trunk: trunk.clone().into(),
         pooling: Pooling::Eos,
         ..EnergyConfig::default()
     };

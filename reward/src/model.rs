@@ -14,7 +14,7 @@
 //! trunk, so it stays differentiable in the answer's embeddings.
 use std::ops::Neg;
 
-use policy::{Gpt, GptConfig};
+use policy::{Trunk, TrunkConfig};
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module};
 use tch::{Kind, Tensor};
@@ -72,7 +72,7 @@ impl std::fmt::Display for Score {
 #[serde(default, deny_unknown_fields)]
 pub struct EnergyConfig {
     /// The transformer trunk (same config as a policy checkpoint).
-    pub trunk: GptConfig,
+    pub trunk: TrunkConfig,
     /// Longest sequence (prompt + SEP + answer + EOS) fed to the model; prompts are truncated
     /// from the left to fit. At most `trunk.n_ctx`.
     pub max_len: usize,
@@ -86,9 +86,9 @@ pub struct EnergyConfig {
 
 impl Default for EnergyConfig {
     fn default() -> Self {
-        let trunk = GptConfig::default();
+        let trunk = TrunkConfig::default();
         Self {
-            max_len: trunk.n_ctx as usize,
+            max_len: trunk.n_ctx() as usize,
             trunk,
             pooling: Pooling::Eos,
             score: Score::Head,
@@ -101,10 +101,18 @@ impl EnergyConfig {
     /// A message for the first inconsistent field, if any.
     pub fn check(&self) -> Result<(), String> {
         self.trunk.check()?;
-        if self.max_len < 3 || self.max_len as i64 > self.trunk.n_ctx {
+        if self.score == Score::HeadNll && !self.trunk.tied() {
+            return Err(
+                "score head+nll reads the LM head through the token embedding: \
+                        it needs a trunk with tied embeddings"
+                    .into(),
+            );
+        }
+        if self.max_len < 3 || self.max_len as i64 > self.trunk.n_ctx() {
             return Err(format!(
                 "max_len {} must be in 3..={} (the trunk's n_ctx)",
-                self.max_len, self.trunk.n_ctx
+                self.max_len,
+                self.trunk.n_ctx()
             ));
         }
         Ok(())
@@ -167,7 +175,7 @@ pub const HEAD_PREFIXES: [&str; 2] = ["head.", "nll."];
 /// The energy model: trunk + scalar head (+ the answer's NLL) + softplus.
 #[derive(Debug)]
 pub struct EnergyModel {
-    trunk: Gpt,
+    trunk: Trunk,
     head: nn::Linear,
     /// `head+nll`: the weights of (mean, sum) NLL in the score.
     nll: Option<nn::Linear>,
@@ -176,7 +184,7 @@ pub struct EnergyModel {
 
 impl EnergyModel {
     pub fn new(p: nn::Path, cfg: &EnergyConfig) -> Self {
-        let trunk = Gpt::new(p.clone(), &cfg.trunk);
+        let trunk = Trunk::new(p.clone(), &cfg.trunk);
         let head_cfg = nn::LinearConfig {
             ws_init: nn::Init::Randn {
                 mean: 0.0,
@@ -185,7 +193,7 @@ impl EnergyModel {
             bs_init: Some(nn::Init::Const(0.0)),
             bias: true,
         };
-        let head = nn::linear(&p / "head", cfg.trunk.d_model, 1, head_cfg);
+        let head = nn::linear(&p / "head", cfg.trunk.d_model(), 1, head_cfg);
         let nll = (cfg.score == Score::HeadNll).then(|| {
             let mut lin = nn::linear(
                 &p / "nll",
@@ -214,7 +222,7 @@ impl EnergyModel {
         &self.cfg
     }
 
-    pub fn trunk(&self) -> &Gpt {
+    pub fn trunk(&self) -> &Trunk {
         &self.trunk
     }
 
@@ -238,10 +246,43 @@ impl EnergyModel {
         train: bool,
     ) -> Tensor {
         let h = self.trunk.hidden_from_embeds(embeds, mask, train);
-        let s = self.score_from_hidden(&h, mask);
+        self.energy_from_hidden(&h, embeds, mask, answer)
+    }
+
+    /// Energies `[B]` of ids `[B, T]` whose first `k` trunk blocks already ran: `x` `[B, T, D]`
+    /// is [`policy::Trunk::lower`]'s output (the frozen part of the trunk, computed once and
+    /// cached while the top blocks train).
+    pub fn energy_from_lower(
+        &self,
+        x: &Tensor,
+        ids: &Tensor,
+        mask: &Tensor,
+        k: usize,
+        train: bool,
+    ) -> Tensor {
+        let h = self.trunk.upper(x, mask, k, train);
+        match &self.nll {
+            Some(_) => {
+                let answer = answer_mask(ids, mask, self.cfg.sep_id);
+                self.energy_from_hidden(&h, &self.trunk.embed(ids), mask, Some(&answer))
+            }
+            None => self.energy_from_hidden(&h, x, mask, None),
+        }
+    }
+
+    /// The energy from the trunk's hidden states `h` and its input embeddings `embeds` (read
+    /// by `head+nll` only).
+    fn energy_from_hidden(
+        &self,
+        h: &Tensor,
+        embeds: &Tensor,
+        mask: &Tensor,
+        answer: Option<&Tensor>,
+    ) -> Tensor {
+        let s = self.score_from_hidden(h, mask);
         let s = match (&self.nll, answer) {
             (Some(lin), Some(answer)) => {
-                let nll = answer_nll(&h, embeds, answer, self.trunk.wte());
+                let nll = answer_nll(h, embeds, answer, self.trunk.wte());
                 s + lin.forward(&nll).view([-1])
             }
             (Some(_), None) => panic!("a head+nll energy needs the answer positions"),
@@ -274,7 +315,7 @@ mod tests {
     use tch::Device;
 
     fn tiny() -> EnergyConfig {
-        let trunk = GptConfig {
+        let trunk = policy::GptConfig {
             vocab_size: 11,
             n_ctx: 16,
             d_model: 8,
@@ -284,7 +325,7 @@ mod tests {
             layer_norm_eps: 1e-5,
         };
         EnergyConfig {
-            trunk,
+            trunk: trunk.into(),
             max_len: 16,
             pooling: Pooling::Eos,
             ..EnergyConfig::default()

@@ -62,13 +62,6 @@ pub fn matmul_peak(device: Device, kind: Kind) -> f64 {
         .fold(0.0, f64::max)
 }
 
-/// Forward FLOPs per token with `ctx` tokens attended on average: 2 × matmul parameters (LM
-/// head included, position table excluded) + attention scores and mixing.
-fn forward_flops_per_token(cfg: &GptConfig, ctx: f64) -> f64 {
-    let matmul_params = (cfg.n_params() - cfg.n_ctx * cfg.d_model) as f64;
-    2.0 * matmul_params + 4.0 * cfg.n_layer as f64 * ctx * cfg.d_model as f64
-}
-
 fn reference_policy(device: Device) -> Result<Policy> {
     tch::manual_seed(0);
     let alphabet: String = ('a'..='z').chain('0'..='9').collect();
@@ -115,8 +108,8 @@ fn bench_sample(device: Device, iters: usize) -> Result<serde_json::Value> {
     let c = &policy.config;
     let flops = iters as f64
         * batch as f64
-        * (prompt_len as f64 * forward_flops_per_token(c, prompt_len as f64 / 2.0)
-            + new as f64 * forward_flops_per_token(c, prompt_len as f64 + new as f64 / 2.0));
+        * (prompt_len as f64 * c.forward_flops_per_token(prompt_len as f64 / 2.0)
+            + new as f64 * c.forward_flops_per_token(prompt_len as f64 + new as f64 / 2.0));
     Ok(
         json!({"batch": batch, "prompt_tokens": prompt_len, "new_tokens": new, "tokens_per_s": tokens as f64 / secs, "flops_per_s": flops / secs}),
     )
@@ -150,7 +143,7 @@ fn bench_sft(device: Device, iters: usize) -> Result<serde_json::Value> {
     }
     let secs = t.elapsed().as_secs_f64();
     let tokens = (iters * batch * len) as f64;
-    let flops = tokens * 3.0 * forward_flops_per_token(&policy.config, len as f64 / 2.0);
+    let flops = tokens * 3.0 * policy.config.forward_flops_per_token(len as f64 / 2.0);
     Ok(
         json!({"batch": batch, "seq_len": len, "tokens_per_s": tokens / secs, "flops_per_s": flops / secs, "step_s": secs / iters as f64}),
     )

@@ -1,5 +1,8 @@
-//! `ember import --format hf DIR`: a Hugging Face GPT-2 checkpoint (`config.json`,
-//! `model.safetensors`, a `tokenizer.json` there or given) as an Ember policy directory.
+//! `ember import`: another tool's checkpoint as an Ember policy directory.
+//! - `--format hf DIR`: a Hugging Face checkpoint (`config.json`, `model.safetensors` or shards,
+//!   a `tokenizer.json` there or given), see `policy::hf`;
+//! - `--format gguf FILE.gguf`: a llama.cpp GGUF model with its tokenizer and chat template,
+//!   see `policy::gguf`.
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -9,7 +12,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::usage;
 use crate::stage::{self, Common, Stage};
-use crate::stages::export::Format;
+
+/// Formats `ember import` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// Hugging Face `transformers` (GPT-2, Llama, Qwen2, Mistral): a directory.
+    Hf,
+    /// llama.cpp GGUF (Llama-family architectures): one file.
+    Gguf,
+}
 
 /// The flags of `ember import`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, clap::Args)]
@@ -29,7 +41,7 @@ impl Default for Config {
 /// Upstream artifacts.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Inputs {
-    /// The checkpoint directory.
+    /// The checkpoint: a directory (hf) or a `.gguf` file (gguf).
     pub dir: PathBuf,
     /// `tokenizer.json` to use when DIR has none.
     #[arg(long)]
@@ -50,11 +62,19 @@ impl Stage for Config {
     fn execute(&self, _: &Common, inputs: &Inputs, dir: &Path) -> Result<serde_json::Value> {
         let tokenizer = inputs.tokenizer.as_ref().map(Tokenizer::load).transpose()?;
         let policy = match self.format {
-            Format::Hf => policy::hf::import(&inputs.dir, tokenizer, tch::Device::Cpu)
-                .map_err(|e| usage(format!("importing {}: {e}", inputs.dir.display())))?,
-        };
+            Format::Hf => policy::hf::import(&inputs.dir, tokenizer, tch::Device::Cpu),
+            Format::Gguf if tokenizer.is_some() => Err(policy::PolicyError::Invalid(
+                "--tokenizer does not apply to --format gguf: the file holds its tokenizer".into(),
+            )),
+            Format::Gguf => policy::gguf::import(&inputs.dir, tch::Device::Cpu),
+        }
+        .map_err(|e| usage(format!("importing {}: {e}", inputs.dir.display())))?;
         policy.save(dir)?;
-        Ok(serde_json::json!({"format": self.format, "parameters": policy.config.n_params()}))
+        Ok(serde_json::json!({
+            "format": self.format,
+            "architecture": policy.config.architecture(),
+            "parameters": policy.config.n_params(),
+        }))
     }
 }
 

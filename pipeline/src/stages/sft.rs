@@ -226,7 +226,17 @@ pub fn cli(args: Args) -> Result<ExitCode> {
     let mut cfg = args.config;
     args.lr.apply(&mut cfg.optim);
     if let Some(path) = &args.model_config {
-        cfg.model = policy::read_config(path).map_err(|e| usage(e.to_string()))?;
+        cfg.model = match policy::read_config(path).map_err(|e| usage(e.to_string()))? {
+            policy::TrunkConfig::Gpt2(c) => c,
+            other => {
+                return Err(usage(format!(
+                    "--model-config {}: a fresh model is GPT-2, this one is {}; \
+                     start from a pretrained policy with --init instead",
+                    path.display(),
+                    other.architecture()
+                )))
+            }
+        };
     }
     let common = Common::new(&args.seed, &args.runtime);
     let inputs = Inputs {

@@ -12,7 +12,7 @@ use crate::batch::pad_right;
 use crate::error::{PolicyError, Result};
 use crate::score::{answer_mask, encode_pair_fitting, sequence_logprob, token_logprobs};
 use crate::tokenizer::EncodedPair;
-use crate::{Gpt, Policy};
+use crate::{Policy, Trunk};
 
 /// Right-padded sequences with their answer spans.
 pub struct TokenBatch {
@@ -39,7 +39,7 @@ impl TokenBatch {
 /// (prompt, answer) pairs as training sequences: prompt + SEP + answer + EOS, cut from the left
 /// to fit the context.
 pub fn encode_pairs(policy: &Policy, pairs: &[(String, String)]) -> Result<Vec<EncodedPair>> {
-    let n_ctx = policy.config.n_ctx as usize;
+    let n_ctx = policy.config.n_ctx() as usize;
     pairs
         .iter()
         .enumerate()
@@ -57,7 +57,7 @@ pub fn encode_pairs(policy: &Policy, pairs: &[(String, String)]) -> Result<Vec<E
 /// A sampled answer as a sequence: the prompt as the sampler saw it (prompt + SEP, cut from the
 /// left to fit) followed by exactly the generated ids.
 pub fn sampled_sequence(policy: &Policy, prompt: &str, answer_ids: &[i64]) -> EncodedPair {
-    let n_ctx = policy.config.n_ctx as usize;
+    let n_ctx = policy.config.n_ctx() as usize;
     let mut ids = policy.tokenizer.encode_prompt(prompt);
     let keep = n_ctx.saturating_sub(answer_ids.len()).max(1);
     if ids.len() > keep {
@@ -70,7 +70,7 @@ pub fn sampled_sequence(policy: &Policy, prompt: &str, answer_ids: &[i64]) -> En
 
 /// Σ log p(answer tokens) of each sequence under `model`, no gradient, in batches of `batch`.
 pub fn sequence_logprobs(
-    model: &Gpt,
+    model: &Trunk,
     seqs: &[EncodedPair],
     pad: i64,
     device: Device,
@@ -100,8 +100,8 @@ pub struct SftLoss {
 /// Mean NLL of the answer tokens plus `kl_coef` × the mean exact KL(π(·|ctx) ‖ π_ref(·|ctx)) at
 /// the positions that predict them. `reference` is evaluated without gradient.
 pub fn sft_kl_loss(
-    model: &Gpt,
-    reference: Option<&Gpt>,
+    model: &Trunk,
+    reference: Option<&Trunk>,
     batch: &TokenBatch,
     kl_coef: f64,
     train: bool,
@@ -138,13 +138,13 @@ pub fn sft_kl_loss(
 }
 
 /// The REINFORCE loss with given per-sequence advantages `[B]`: −mean(A · log π(answer)).
-pub fn policy_gradient_loss(model: &Gpt, batch: &TokenBatch, advantages: &Tensor) -> Tensor {
+pub fn policy_gradient_loss(model: &Trunk, batch: &TokenBatch, advantages: &Tensor) -> Tensor {
     let lp = sequence_logprob(model, &batch.ids, &batch.mask, &batch.answer_mask); // [B]
     -(lp * advantages).mean(Kind::Float)
 }
 
 /// Mean log π per answer token of each sequence under `model` (no gradient): for tests and logs.
-pub fn mean_token_logprob(model: &Gpt, batch: &TokenBatch) -> f64 {
+pub fn mean_token_logprob(model: &Trunk, batch: &TokenBatch) -> f64 {
     tch::no_grad(|| {
         let t = batch.ids.size()[1];
         let lp = token_logprobs(model, &batch.ids, &batch.mask, false);

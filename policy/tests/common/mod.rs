@@ -1,6 +1,6 @@
 //! Shared helpers for the policy crate's tests: a tiny char-level policy.
 #![allow(dead_code)]
-use policy::{GptConfig, Policy, Tokenizer};
+use policy::{GptConfig, Policy, Tokenizer, TrunkConfig};
 use tch::Device;
 
 pub fn tiny_config(vocab_size: i64) -> GptConfig {
@@ -12,6 +12,14 @@ pub fn tiny_config(vocab_size: i64) -> GptConfig {
         n_head: 4,
         dropout: 0.0,
         layer_norm_eps: 1e-5,
+    }
+}
+
+/// The GPT-2 shape of a policy built by [`tiny_policy`].
+pub fn gpt(p: &Policy) -> &GptConfig {
+    match &p.config {
+        TrunkConfig::Gpt2(c) => c,
+        other => panic!("expected a GPT-2 policy, got {}", other.architecture()),
     }
 }
 

@@ -45,7 +45,7 @@ pub struct PromptEnergy<'a> {
 
 /// Checks that the policy and the energy model share a vocabulary and special tokens.
 pub fn check_compatible(scorer: &EnergyScorer, policy: &Policy) -> Result<()> {
-    let (ve, vp) = (scorer.config.trunk.vocab_size, policy.config.vocab_size);
+    let (ve, vp) = (scorer.config.trunk.vocab_size(), policy.config.vocab_size());
     if ve != vp {
         return Err(RewardError::Incompatible(format!("the energy model's vocabulary has {ve} tokens but the policy's has {vp}: refinement needs one shared tokenizer")));
     }
@@ -61,7 +61,7 @@ pub fn check_compatible(scorer: &EnergyScorer, policy: &Policy) -> Result<()> {
 /// The longest answer (in tokens, without EOS) refinement can represent for both models.
 pub fn max_answer_positions(scorer: &EnergyScorer, policy: &Policy) -> usize {
     let energy = scorer.config.max_len.saturating_sub(2); // SEP + answer + EOS
-    let policy = (policy.config.n_ctx as usize).saturating_sub(1); // SEP + answer
+    let policy = (policy.config.n_ctx() as usize).saturating_sub(1); // SEP + answer
     energy.min(policy).max(1)
 }
 
@@ -88,14 +88,14 @@ impl<'a> PromptEnergy<'a> {
         }
         let prefix = scorer.tokenizer.encode_prompt(prompt);
         let energy_keep = scorer.config.max_len - positions - 1;
-        let policy_keep = policy.config.n_ctx as usize - positions;
+        let policy_keep = policy.config.n_ctx() as usize - positions;
         Ok(Self {
             scorer,
             policy,
             prompt: prompt.to_string(),
             energy_prefix: tail(&prefix, energy_keep),
             policy_prefix: tail(&prefix, policy_keep),
-            vocab: scorer.config.trunk.vocab_size,
+            vocab: scorer.config.trunk.vocab_size(),
             max_positions,
         })
     }

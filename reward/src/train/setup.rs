@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use datasets::table::PairRow;
-use policy::{GptConfig, Tokenizer};
+use policy::{GptConfig, Tokenizer, TrunkConfig};
 use tch::nn;
 use tracing::info;
 
@@ -67,7 +67,7 @@ impl Prepared {
 fn energy_config(cfg: &TrainConfig, init: Option<&Path>, tok: &Tokenizer) -> Result<EnergyConfig> {
     let trunk = match init {
         Some(dir) => policy::read_config(&dir.join(policy::CONFIG_FILE))?,
-        None => GptConfig {
+        None => TrunkConfig::Gpt2(GptConfig {
             vocab_size: tok.vocab_size(),
             n_ctx: cfg.max_len as i64,
             d_model: cfg.d_model,
@@ -75,16 +75,16 @@ fn energy_config(cfg: &TrainConfig, init: Option<&Path>, tok: &Tokenizer) -> Res
             n_head: cfg.n_head,
             dropout: cfg.dropout,
             layer_norm_eps: 1e-5,
-        },
+        }),
     };
-    if trunk.vocab_size < tok.vocab_size() {
+    if trunk.vocab_size() < tok.vocab_size() {
         return Err(RewardError::Config(format!(
             "the tokenizer has {} tokens but the trunk only {}",
             tok.vocab_size(),
-            trunk.vocab_size
+            trunk.vocab_size()
         )));
     }
-    let max_len = cfg.max_len.min(trunk.n_ctx as usize);
+    let max_len = cfg.max_len.min(trunk.n_ctx() as usize);
     let ecfg = EnergyConfig {
         trunk,
         max_len,

@@ -9,11 +9,16 @@
 //! stores them, weight `[in, out]` (so `y = x @ W + b`): export and import are plain copies.
 //!
 //! Positions come from the attention mask (`cumsum(mask) - 1`), so a left-padded sequence sees
-//! the same positions as the same sequence alone. The KV cache is a value the caller owns and
-//! passes to [`Gpt::forward`]; the model itself holds only weights.
+//! the same positions as the same sequence alone. The KV cache ([`KvCache`]) is a value the
+//! caller owns and passes to [`Gpt::forward`]; the model itself holds only weights.
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module};
-use tch::{Device, Kind, Tensor};
+use tch::Tensor;
+
+use super::{attention_mask, positions, KvCache, LayerKv};
+
+/// The `architecture` of a GPT-2 [`super::TrunkConfig`] (also what a config without one is).
+pub const ARCHITECTURE: &str = "gpt2";
 
 /// The model shape. Saved as `config.json` beside the weights.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -131,52 +136,6 @@ fn layer_norm(p: nn::Path, cfg: &GptConfig) -> nn::LayerNorm {
     nn::layer_norm(p, vec![cfg.d_model], ln)
 }
 
-/// Keys and values of one layer: `[B, H, capacity, Dh]` buffers.
-#[derive(Debug)]
-struct LayerKv {
-    k: Tensor,
-    v: Tensor,
-}
-
-/// The KV cache of a batch being generated; owned by the caller.
-#[derive(Debug)]
-pub struct KvCache {
-    layers: Vec<LayerKv>,
-    len: i64,
-    capacity: i64,
-}
-
-impl KvCache {
-    /// Room for `capacity` positions of `batch` sequences.
-    pub fn new(cfg: &GptConfig, batch: i64, capacity: i64, device: Device, kind: Kind) -> Self {
-        let shape = [batch, cfg.n_head, capacity, cfg.head_dim()];
-        let layers = (0..cfg.n_layer)
-            .map(|_| LayerKv {
-                k: Tensor::zeros(shape, (kind, device)),
-                v: Tensor::zeros(shape, (kind, device)),
-            })
-            .collect();
-        Self {
-            layers,
-            len: 0,
-            capacity,
-        }
-    }
-
-    /// Positions filled so far.
-    pub fn len(&self) -> i64 {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    pub fn capacity(&self) -> i64 {
-        self.capacity
-    }
-}
-
 #[derive(Debug)]
 struct Attention {
     c_attn: Conv1D,
@@ -215,14 +174,7 @@ impl Attention {
         let parts = qkv.split(d, 2);
         let (q, k, v) = (heads(&parts[0]), heads(&parts[1]), heads(&parts[2]));
         let (k, v) = match kv {
-            Some((cache, past)) => {
-                cache.k.narrow(2, past, t).copy_(&k);
-                cache.v.narrow(2, past, t).copy_(&v);
-                (
-                    cache.k.narrow(2, 0, past + t),
-                    cache.v.narrow(2, 0, past + t),
-                ) // [B, H, S, Dh]
-            }
+            Some((cache, past)) => cache.append(past, &k, &v), // [B, H, past + T, Dh]
             None => (k, v),
         };
         let p = if train { self.dropout } else { 0.0 };
@@ -286,28 +238,6 @@ impl Block {
     }
 }
 
-/// Positions of the last `t` columns of `mask` `[B, S]`: the number of real tokens before
-/// each one (`cumsum - 1`, 0 for padding before the first real token). `[B, t]`.
-pub fn positions(mask: &Tensor, t: i64) -> Tensor {
-    let s = mask.size()[1];
-    (mask.cumsum(1, Kind::Int64) - 1)
-        .clamp_min(0)
-        .narrow(1, s - t, t)
-}
-
-/// `[B, 1, T, S]` boolean attention mask for the last `t` of `S` positions: causal, real keys
-/// only, and always the query's own position (so padding rows never see an empty row → NaN).
-pub fn attention_mask(mask: &Tensor, t: i64) -> Tensor {
-    let (b, s) = mask.size2().expect("mask is [B, S]");
-    let device = mask.device();
-    let q = Tensor::arange_start(s - t, s, (Kind::Int64, device)).view([t, 1]);
-    let k = Tensor::arange(s, (Kind::Int64, device)).view([1, s]);
-    let causal = k.le_tensor(&q); // [T, S]
-    let own = k.eq_tensor(&q); // [T, S]
-    let real = mask.ne(0).view([b, 1, 1, s]);
-    real.logical_and(&causal).logical_or(&own) // [B, 1, T, S]
-}
-
 /// The GPT-2 model: weights only.
 #[derive(Debug)]
 pub struct Gpt {
@@ -360,15 +290,27 @@ impl Gpt {
 
     /// The trunk on token embeddings `[B, T, D]` (soft tokens); positions are added here.
     pub fn hidden_from_embeds(&self, embeds: &Tensor, mask: &Tensor, train: bool) -> Tensor {
+        self.upper(&self.lower(embeds, mask, 0, train), mask, 0, train)
+    }
+
+    /// The residual stream `[B, T, D]` after the position embedding and the first `k` blocks.
+    pub fn lower(&self, embeds: &Tensor, mask: &Tensor, k: usize, train: bool) -> Tensor {
         let t = embeds.size()[1];
         let pos = positions(mask, t); // [B, T]
         let x = (embeds + Tensor::embedding(&self.wpe, &pos, -1, false, false))
             .dropout(self.cfg.dropout, train); // [B, T, D]
         let amask = attention_mask(mask, t); // [B, 1, T, T]
-        let x = self
-            .h
+        self.h[..k]
             .iter()
-            .fold(x, |x, block| block.forward(&x, &amask, None, train));
+            .fold(x, |x, block| block.forward(&x, &amask, None, train))
+    }
+
+    /// Blocks `k..` and the final LayerNorm on [`Gpt::lower`]'s output.
+    pub fn upper(&self, x: &Tensor, mask: &Tensor, k: usize, train: bool) -> Tensor {
+        let amask = attention_mask(mask, x.size()[1]); // [B, 1, T, T]
+        let x = self.h[k..].iter().fold(x.shallow_clone(), |x, block| {
+            block.forward(&x, &amask, None, train)
+        });
         self.ln_f.forward(&x)
     }
 
@@ -377,13 +319,7 @@ impl Gpt {
     /// their hidden states `[B, T, D]`. Inference only (no dropout).
     pub fn forward(&self, ids: &Tensor, mask: &Tensor, cache: &mut KvCache) -> Tensor {
         let t = ids.size()[1];
-        let past = cache.len;
-        assert_eq!(
-            mask.size()[1],
-            past + t,
-            "mask must cover cache + new tokens"
-        );
-        assert!(past + t <= cache.capacity, "KV cache overflow");
+        let past = cache.begin(mask, t);
         let pos = positions(mask, t); // [B, T]
         let x = self.embed(ids) + Tensor::embedding(&self.wpe, &pos, -1, false, false); // [B, T, D]
         let amask = attention_mask(mask, t); // [B, 1, T, past + T]
@@ -391,7 +327,7 @@ impl Gpt {
         for (block, kv) in self.h.iter().zip(cache.layers.iter_mut()) {
             x = block.forward(&x, &amask, Some((kv, past)), false);
         }
-        cache.len += t;
+        cache.commit(t);
         self.ln_f.forward(&x)
     }
 
