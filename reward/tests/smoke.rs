@@ -42,7 +42,7 @@ fn tiny_config(tok: &Tokenizer, pooling: Pooling) -> EnergyConfig {
         layer_norm_eps: 1e-5,
     };
     EnergyConfig {
-        trunk,
+        trunk: trunk.into(),
         max_len: 24,
         pooling,
         sep_id: tok.sep_id(),
@@ -301,4 +301,80 @@ fn doctor_catches_pad_pooling_and_batch_dependent_energies() {
     let c = doctor::check_batch_invariance(&normalised, &seqs, 1e-4);
     assert!(!c.pass, "{c}");
     assert!(doctor::check_pooling(&good, &seqs, 1e-4).pass);
+}
+
+/// A tiny random Llama policy over the test alphabet, saved to `dir` (an `--init` checkpoint).
+fn llama_init(dir: &Path) {
+    tch::manual_seed(11);
+    let tok = tokenizer();
+    let cfg = policy::LlamaConfig {
+        vocab_size: tok.vocab_size(),
+        n_ctx: 32,
+        d_model: 16,
+        n_layer: 2,
+        n_head: 2,
+        n_kv_head: 1,
+        d_ff: 24,
+        rope_theta: 10_000.0,
+        rms_norm_eps: 1e-5,
+        attention_bias: false,
+        tie_word_embeddings: true,
+    };
+    policy::Policy::new(cfg, tok, Device::Cpu)
+        .unwrap()
+        .save(dir)
+        .unwrap();
+}
+
+#[test]
+fn top_blocks_train_alone_and_the_frozen_cache_changes_nothing() {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_split(&data, 48, 16);
+    let init = tmp.path().join("init");
+    llama_init(&init);
+    let inputs = TrainInputs {
+        data: data.clone(),
+        tokenizer: None,
+        init: Some(init.clone()),
+        negatives_from: None,
+    };
+    let run = |name: &str, cache: bool| {
+        let out = tmp.path().join(name);
+        std::fs::create_dir_all(&out).unwrap();
+        let cfg = TrainConfig {
+            train_blocks: Some(1),
+            cache_frozen: cache,
+            ..small_train_config(20)
+        };
+        let s = train(&cfg, &inputs, &out, Device::Cpu).unwrap();
+        (
+            s,
+            Tensor::read_safetensors(out.join("model.safetensors")).unwrap(),
+        )
+    };
+    let (cached, w_cached) = run("cached", true);
+    let (plain, w_plain) = run("plain", false);
+    let start: std::collections::HashMap<String, Tensor> =
+        Tensor::read_safetensors(init.join("model.safetensors"))
+            .unwrap()
+            .into_iter()
+            .collect();
+    for (name, w) in &w_cached {
+        let other = &w_plain.iter().find(|(n, _)| n == name).unwrap().1;
+        let diff = (w - other).abs().max().double_value(&[]);
+        assert!(
+            diff < 1e-4,
+            "{name}: cached vs recomputed frozen part differ by {diff}"
+        );
+        match start.get(name) {
+            Some(s) if name.starts_with("model.layers.1.") || name.starts_with("model.norm.") => {
+                assert!(!w.equal(s), "{name} is trained");
+            }
+            Some(s) => assert!(w.equal(s), "{name} is frozen"),
+            None => assert!(name.starts_with("head."), "{name}"),
+        }
+    }
+    assert!((cached.val.accuracy - plain.val.accuracy).abs() < 1e-9);
 }

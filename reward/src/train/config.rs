@@ -50,6 +50,18 @@ pub struct TrainConfig {
     /// ε of the "chosen energy below ε" metric.
     pub eps: f32,
     pub seed: u64,
+    /// Train only the top K trunk blocks (with the final norm and the head); the embedding and
+    /// the blocks below stay frozen, as the init checkpoint has them. None = the whole trunk.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub train_blocks: Option<u64>,
+    /// With `train_blocks`, keep each sequence's frozen-part output in memory so that every
+    /// epoch after the first costs no forward pass through it (f32, T × d_model per sequence).
+    #[serde(skip_serializing_if = "is_true")]
+    pub cache_frozen: bool,
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 impl Default for TrainConfig {
@@ -80,6 +92,8 @@ impl Default for TrainConfig {
             dropout: 0.0,
             eps: 0.1,
             seed: 0,
+            train_blocks: None,
+            cache_frozen: true,
         }
     }
 }
@@ -101,6 +115,9 @@ impl TrainConfig {
         }
         if self.loss.beta <= 0.0 {
             return bad("beta must be > 0");
+        }
+        if self.train_blocks == Some(0) {
+            return bad("train_blocks must be > 0 (leave it unset to train the whole trunk)");
         }
         if self.sampled_negatives > 0 && self.loss.kind != crate::loss::LossKind::Nll {
             return bad("sampled negatives need the nll loss (--loss nll)");

@@ -22,6 +22,7 @@ use crate::model::EnergyModel;
 use crate::store;
 
 mod config;
+mod frozen;
 mod negatives;
 mod setup;
 mod stats;
@@ -30,6 +31,7 @@ mod steps;
 pub use config::{TrainConfig, TrainInputs};
 pub use stats::{energy_stats, Dist, EnergyStats, ValEnergy};
 
+use frozen::Frozen;
 use negatives::sample_negatives;
 use setup::{load_trunk, Prepared};
 use steps::{Progress, Trainer};
@@ -74,6 +76,7 @@ pub fn train(
     if let Some(init) = &inputs.init {
         load_trunk(&mut vs, init)?;
     }
+    let frozen = Frozen::new(cfg, &model, &vs);
     let mut opt = AdamW::new(&vs, &cfg.optim);
     let mut progress = Progress::load(out, &mut vs, &mut opt)?;
     let mut trainer = Trainer {
@@ -81,6 +84,7 @@ pub fn train(
         data: &data,
         sampled: &sampled,
         model: &model,
+        frozen,
         vs: &vs,
         opt,
         out,
@@ -88,6 +92,13 @@ pub fn train(
     };
     let clock = Instant::now();
     let tokens = trainer.run(&mut progress)?;
+    if trainer.frozen.blocks() > 0 {
+        tracing::info!(
+            frozen_blocks = trainer.frozen.blocks(),
+            cached_sequences = trainer.frozen.cached(),
+            "trained the top blocks only"
+        );
+    }
     let loop_s = clock.elapsed().as_secs_f64();
     if let Some(b) = &progress.best {
         store::restore(&vs, b)?;

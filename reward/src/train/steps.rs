@@ -11,6 +11,7 @@ use policy::train::{
 use tch::{nn, Device, Tensor};
 use tracing::info;
 
+use super::frozen::Frozen;
 use super::negatives::batch_negatives;
 use super::setup::Prepared;
 use super::TrainConfig;
@@ -73,6 +74,8 @@ pub(super) struct Trainer<'a> {
     /// Sampled negatives of each training row (empty when off).
     pub sampled: &'a [Vec<Vec<i64>>],
     pub model: &'a EnergyModel,
+    /// The frozen bottom of the trunk and its cache (`train_blocks`).
+    pub frozen: Frozen,
     pub vs: &'a nn::VarStore,
     pub opt: AdamW,
     pub out: &'a Path,
@@ -96,7 +99,10 @@ impl Trainer<'_> {
             let batch = self.batch(&sampler.indices(step));
             tokens += batch.tokens;
             let lr = lr_at(step, cfg.steps, &cfg.optim);
-            let trained = train_step(self.model, &mut self.opt, &batch, cfg, lr);
+            let e = self
+                .frozen
+                .energy(self.model, &batch.ids, &batch.mask, true); // [R]
+            let trained = train_step(e, &mut self.opt, &batch, cfg, lr);
             if trained.is_none() {
                 p.state.nonfinite += 1;
             }
@@ -203,16 +209,15 @@ impl Trainer<'_> {
     }
 }
 
-/// One optimisation step on `batch`, or `None` when the loss or the gradient norm is not
+/// One optimisation step on `batch` with energies `e` `[R]`, or `None` when the loss or the gradient norm is not
 /// finite (the gradients are cleared and nothing is updated).
 fn train_step(
-    model: &EnergyModel,
+    e: Tensor,
     opt: &mut AdamW,
     batch: &PairBatch,
     cfg: &TrainConfig,
     lr: f64,
 ) -> Option<StepStats> {
-    let e = model.energy(&batch.ids, &batch.mask, true); // [R]
     let (pos, neg, extra) = batch.split(&e);
     let negs = extra.map(|x| Tensor::cat(&[neg.unsqueeze(1), x], 1)); // [B, 1+k]
     let loss = batch_loss(

@@ -222,6 +222,17 @@ pub struct TrainArgs {
     pub n_layer: i64,
     #[arg(long, default_value_t = Config::default().n_head)]
     pub n_head: i64,
+    /// Train only the top K blocks of the trunk (with its final norm and the head); the rest
+    /// stays as --init has it. Default: the whole trunk.
+    #[arg(long, value_name = "K")]
+    pub train_blocks: Option<u64>,
+    /// With --train-blocks: recompute the frozen blocks every step instead of caching their
+    /// output per sequence (saves memory: f32 T × d_model per sequence).
+    #[arg(long)]
+    pub no_cache_frozen: bool,
+    /// Validation pairs scored at each evaluation (0 = all).
+    #[arg(long, default_value_t = Config::default().eval_pairs)]
+    pub eval_pairs: usize,
     #[command(flatten)]
     pub seed: SeedArg,
     #[command(flatten)]
@@ -244,6 +255,9 @@ impl TrainArgs {
             d_model: self.d_model,
             n_layer: self.n_layer,
             n_head: self.n_head,
+            train_blocks: self.train_blocks,
+            cache_frozen: !self.no_cache_frozen,
+            eval_pairs: self.eval_pairs,
             ..Config::default()
         };
         cfg.loss.kind = self.loss;
