@@ -58,10 +58,20 @@ pub struct TrainConfig {
     /// epoch after the first costs no forward pass through it (f32, T × d_model per sequence).
     #[serde(skip_serializing_if = "is_true")]
     pub cache_frozen: bool,
+    /// Training pairs whose energies `energy_stats.json` summarises after training (the first
+    /// N): a forward pass each, which on a pretrained trunk on a CPU is worth bounding.
+    #[serde(skip_serializing_if = "is_default_stats_pairs")]
+    pub stats_pairs: usize,
 }
 
 fn is_true(b: &bool) -> bool {
     *b
+}
+
+const STATS_PAIRS: usize = 2048;
+
+fn is_default_stats_pairs(n: &usize) -> bool {
+    *n == STATS_PAIRS
 }
 
 impl Default for TrainConfig {
@@ -94,6 +104,7 @@ impl Default for TrainConfig {
             seed: 0,
             train_blocks: None,
             cache_frozen: true,
+            stats_pairs: STATS_PAIRS,
         }
     }
 }

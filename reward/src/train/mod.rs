@@ -106,7 +106,13 @@ pub fn train(
     let (val, val_energies) = stats::final_validation(cfg, &data, &model, device);
     store::save_model(out, &vs, &data.ecfg, &data.tok)?;
     store::write_json(&out.join(store::TRAIN_CONFIG_FILE), cfg)?;
-    let stats = energy_stats(&model, &data.train_pairs, data.tok.pad_id(), device);
+    let stats = energy_stats(
+        &model,
+        &data.train_pairs,
+        cfg.stats_pairs,
+        data.tok.pad_id(),
+        device,
+    );
     store::write_json(&out.join(store::STATS_FILE), &stats)?;
     let state = progress.state;
     Ok(TrainSummary {

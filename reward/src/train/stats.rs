@@ -94,10 +94,11 @@ impl Dist {
 pub fn energy_stats(
     model: &EnergyModel,
     pairs: &[EncodedPairRow],
+    limit: usize,
     pad: i64,
     device: Device,
 ) -> EnergyStats {
-    let take = &pairs[..pairs.len().min(2048)];
+    let take = &pairs[..pairs.len().min(limit)];
     let (p, n) = pair_energies(model, take, 32, pad, device);
     EnergyStats {
         pairs: take.len(),

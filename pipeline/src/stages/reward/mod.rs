@@ -233,6 +233,9 @@ pub struct TrainArgs {
     /// Validation pairs scored at each evaluation (0 = all).
     #[arg(long, default_value_t = Config::default().eval_pairs)]
     pub eval_pairs: usize,
+    /// Training pairs summarised in energy_stats.json after training (one forward pass each).
+    #[arg(long, default_value_t = Config::default().stats_pairs)]
+    pub stats_pairs: usize,
     #[command(flatten)]
     pub seed: SeedArg,
     #[command(flatten)]
@@ -258,6 +261,7 @@ impl TrainArgs {
             train_blocks: self.train_blocks,
             cache_frozen: !self.no_cache_frozen,
             eval_pairs: self.eval_pairs,
+            stats_pairs: self.stats_pairs,
             ..Config::default()
         };
         cfg.loss.kind = self.loss;
