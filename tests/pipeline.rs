@@ -405,3 +405,66 @@ fn second_concurrent_run_refuses() {
     );
     assert!(out.status.success(), "{}", text(&out));
 }
+
+/// A run from a pretrained `base` (here the tiny Llama fixture, imported): the tokenizer stage
+/// takes the base's tokenizer, `sft.steps = 0` keeps its weights, and the energy model and
+/// every later stage run on its Llama trunk. `[tokenizer]` beside a base, and `sft.steps = 0`
+/// without one, are usage errors before anything runs.
+#[test]
+fn a_run_from_a_pretrained_base_keeps_its_tokenizer_and_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("policy/tests/fixtures/tiny-llama");
+    let fixture = fixture.to_str().unwrap();
+    common::ok(&ember(
+        &["import", "--format", "hf", fixture, "--out", "base", "-q"],
+        tmp.path(),
+    ));
+    let sft_model = CONFIG.find("[sft.model]").unwrap();
+    let rest = &CONFIG[sft_model..];
+    let body = format!(
+        "base = \"base\"\n{}{}",
+        CONFIG[..sft_model].replace("[sft]\nsteps = 12", "[sft]\nsteps = 0"),
+        &rest[rest.find("[reward]").unwrap()..]
+    );
+    let cfg = write_config(tmp.path(), &body);
+    let cfg = cfg.to_str().unwrap();
+    common::ok(&ember(&["run", cfg, "--run-dir", "run"], tmp.path()));
+    let run = tmp.path().join("run");
+    let bytes = |p: &Path| fs::read(p).unwrap();
+    let base = tmp.path().join("base");
+    for f in ["tokenizer.json", "tokenizer_config.json"] {
+        assert_eq!(
+            bytes(&run.join("02-tokenizer").join(f)),
+            bytes(&base.join(f)),
+            "{f}"
+        );
+    }
+    assert_eq!(
+        bytes(&run.join("03-sft/model.safetensors")),
+        bytes(&base.join("model.safetensors"))
+    );
+    let rm: serde_json::Value =
+        serde_json::from_slice(&bytes(&run.join("04-reward/config.json"))).unwrap();
+    assert_eq!(rm["trunk"]["architecture"], "llama", "{rm}");
+    assert!(run.join("09-report/report.md").exists());
+
+    let bad = write_config(
+        tmp.path(),
+        &format!("{body}\n[tokenizer]\nkind = \"bpe\"\n"),
+    );
+    let out = ember(
+        &["run", bad.to_str().unwrap(), "--run-dir", "bad"],
+        tmp.path(),
+    );
+    common::assert_exit_2(&out, "leave [tokenizer] out");
+    let bad = write_config(tmp.path(), body.trim_start_matches("base = \"base\"\n"));
+    let out = ember(
+        &["run", bad.to_str().unwrap(), "--run-dir", "bad"],
+        tmp.path(),
+    );
+    common::assert_exit_2(&out, "sft.steps: 0 (no SFT) needs a top-level `base`");
+    assert!(
+        !tmp.path().join("bad").exists(),
+        "nothing written for a bad config"
+    );
+}

@@ -35,6 +35,13 @@ pub struct RunConfig {
     /// `--run-dir` wins; default `runs/<config file name without .toml>`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub run_dir: Option<PathBuf>,
+    /// A pretrained policy directory the run starts from (`ember import` output, e.g. `make
+    /// pretrained`'s SmolLM2; a leading `~/` is the home directory). The tokenizer stage takes
+    /// its tokenizer (and chat template) instead of training one, so `[tokenizer]` is left out;
+    /// SFT, and through it the energy model, starts from its weights; `sft.steps = 0` skips SFT
+    /// (the base is the policy). Unset: a fresh GPT-2 trunk per `[sft.model]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base: Option<PathBuf>,
     /// `[data]`: `kind = "synth"` (the built-in task; the other keys are `ember synth`'s) or
     /// `kind = "ingest"` with `inputs = ["files or globs", …]` (the other keys are `ember
     /// ingest`'s).
@@ -65,6 +72,7 @@ impl Default for RunConfig {
             device: common.device,
             precision: common.precision,
             run_dir: None,
+            base: None,
             data: DataConfig::default(),
             tokenizer: Default::default(),
             sft: Default::default(),
@@ -234,6 +242,10 @@ pub fn parse(text: &str, source: &str, overrides: &[String]) -> Result<RunConfig
         apply_override(&mut table, o)?;
     }
     let mut schema = serde_json::to_value(RunConfig::default()).expect("config serialises");
+    // Unset by default, so absent from the default's JSON: a null accepts any value.
+    for key in ["run_dir", "base"] {
+        schema[key] = serde_json::Value::Null;
+    }
     let kind = table
         .get("data")
         .and_then(|d| d.get("kind"))
@@ -367,6 +379,15 @@ mod tests {
         let err = parse("seed = \"many\"\n", "t.toml", &[]).unwrap_err();
         assert_eq!(crate::error::exit_code(&err), 2);
         assert!(format!("{err:#}").contains("t.toml"));
+    }
+
+    #[test]
+    fn optional_top_level_keys_are_known() {
+        let cfg = parse("run_dir = \"r\"\nbase = \"~/m\"\n", "t", &[]).unwrap();
+        assert_eq!(cfg.run_dir, Some(PathBuf::from("r")));
+        assert_eq!(cfg.base, Some(PathBuf::from("~/m")));
+        let again = parse(&cfg.to_toml().unwrap(), "t", &[]).unwrap();
+        assert_eq!(cfg, again);
     }
 
     #[test]

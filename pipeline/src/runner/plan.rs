@@ -87,13 +87,19 @@ impl Planned {
 /// per stage (its name, its config section, what it reads).
 #[rustfmt::skip]
 pub fn plan(cfg: &RunConfig, run: &Path) -> Vec<Planned> {
-    use stages::{report, reward, sft, tokenizer};
+    use stages::{report, reward, sft};
     let (t, dir) = (Table { run, common: cfg.common() }, |name| stage_dir(run, name));
     let on_sft = on_sft(cfg, run);
+    let base = cfg.base.as_deref().map(expand_home);
+    let sft_inputs = sft::Inputs { init: base.clone(), ..sft::Inputs::fresh(dir("data"), dir("tokenizer")) };
+    let mut sft_row = t.row("sft", &cfg.sft, sft_inputs);
+    if cfg.sft.steps == 0 && base.is_none() {
+        sft_row.invalid.push(Invalid::new("steps", "0 (no SFT) needs a top-level `base` policy"));
+    }
     let mut plans = vec![
         plan_data(&t, cfg),
-        t.row("tokenizer", &cfg.tokenizer, tokenizer::Inputs { data: dir("data") }),
-        t.row("sft", &cfg.sft, sft::Inputs::fresh(dir("data"), dir("tokenizer"))),
+        plan_tokenizer(&t, cfg, base, dir("data")),
+        sft_row,
         t.row("reward", &cfg.reward, reward::Inputs::from_sft(dir("data"), dir("sft"))),
         t.row("rank", &cfg.rank, on_sft.clone()),
         t.row("finetune", &cfg.finetune, finetune_inputs(cfg, run, &on_sft)),
@@ -132,6 +138,32 @@ fn plan_data(t: &Table, cfg: &RunConfig) -> Planned {
             };
             t.row("data", config, inputs)
         }
+    }
+}
+
+/// The tokenizer stage: trained on the data, or the `base` policy's (then `[tokenizer]` must
+/// be left at its defaults: it would be ignored).
+fn plan_tokenizer(t: &Table, cfg: &RunConfig, base: Option<PathBuf>, data: PathBuf) -> Planned {
+    let custom = cfg.tokenizer != stages::tokenizer::Config::default();
+    let mut row = t.row(
+        "tokenizer",
+        &cfg.tokenizer,
+        stages::tokenizer::Inputs { data, base },
+    );
+    if custom && cfg.base.is_some() {
+        row.invalid.push(Invalid::new(
+            "",
+            "the run has a `base` policy, whose tokenizer it uses: leave [tokenizer] out",
+        ));
+    }
+    row
+}
+
+/// `~/…` → the home directory's `…` (TOML has no shell to expand it).
+pub fn expand_home(p: &Path) -> PathBuf {
+    match (p.strip_prefix("~"), std::env::var_os("HOME")) {
+        (Ok(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => p.to_path_buf(),
     }
 }
 

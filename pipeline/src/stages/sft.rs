@@ -19,7 +19,7 @@ use crate::stage::{self, Common, LrArg, RuntimeArgs, SeedArg, Stage};
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, clap::Args)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// Optimizer steps.
+    /// Optimizer steps; 0 keeps the `--init` policy (a run's `base`) as it is, with no SFT.
     #[arg(long, default_value_t = Config::default().steps)]
     pub steps: u64,
     /// Sequences per micro-batch.
@@ -159,8 +159,9 @@ impl Stage for Config {
     }
 
     fn check(&self) -> Vec<Invalid> {
-        let zero = [("steps", self.steps), ("eval_every", self.eval_every)];
-        let mut bad: Vec<Invalid> = Invalid::zero(&zero).into_iter().collect();
+        let mut bad: Vec<Invalid> = Invalid::zero(&[("eval_every", self.eval_every)])
+            .into_iter()
+            .collect();
         bad.extend(Invalid::zero(&[
             ("batch", self.batch),
             ("grad_accum", self.grad_accum),
@@ -173,6 +174,9 @@ impl Stage for Config {
     fn execute(&self, common: &Common, inputs: &Inputs, dir: &Path) -> Result<serde_json::Value> {
         let (device, _amp) = common.device()?;
         let tokenizer = Tokenizer::load(tokenizer_file(&inputs.tokenizer))?;
+        if self.steps == 0 {
+            return keep_init(inputs, tokenizer, dir);
+        }
         let (train_rows, val_rows) = load_rows(&inputs.data, self.val_fraction)?;
         let lib = SftConfig {
             steps: self.steps,
@@ -192,6 +196,21 @@ impl Stage for Config {
             )?;
         Ok(serde_json::to_value(&report)?)
     }
+}
+
+/// `steps = 0`: the output is the init policy with the stage's tokenizer, unchanged.
+fn keep_init(inputs: &Inputs, tokenizer: Tokenizer, dir: &Path) -> Result<serde_json::Value> {
+    let Some(init) = &inputs.init else {
+        return Err(usage(
+            "sft steps = 0 keeps a pretrained policy as it is: give one with --init \
+             (in a run config, the top-level `base`)",
+        ));
+    };
+    let mut policy = policy::Policy::load(init, tch::Device::Cpu)
+        .with_context(|| format!("loading the init policy {}", init.display()))?;
+    policy.tokenizer = tokenizer;
+    policy.save(dir)?;
+    Ok(serde_json::json!({"steps": 0, "init": init}))
 }
 
 /// Supervised fine-tuning of the policy on demonstrations.
@@ -245,6 +264,13 @@ pub fn cli(args: Args) -> Result<ExitCode> {
         init: args.init,
     };
     let m = stage::run(&cfg, &common, &inputs, &args.out).context("ember sft failed")?;
+    if cfg.steps == 0 {
+        println!(
+            "sft: 0 steps, the init policy as it is → {}",
+            args.out.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     println!(
         "sft: {} steps, train loss {:.4}, val loss {:.4} (ppl {:.3}) → {}",
         m.metrics["steps"],

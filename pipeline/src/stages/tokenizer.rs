@@ -1,5 +1,6 @@
 //! `ember tokenizer train`: a tokenizer for the policy — byte-level BPE (HF `tokenizers`) on the
 //! train split's prompts and answers, or a character-level vocabulary for the synthetic tasks.
+//! A run that starts from a pretrained `base` policy takes the base's tokenizer instead.
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -43,9 +44,25 @@ impl Default for Config {
     }
 }
 
-/// Upstream artifacts: a data directory (`synth` or `ingest` output).
+/// Upstream artifacts: a data directory (`synth` or `ingest` output), or a pretrained policy
+/// whose tokenizer is taken as it is.
 pub struct Inputs {
     pub data: PathBuf,
+    /// A policy directory: its `tokenizer.json` (and `tokenizer_config.json`) are the output.
+    pub base: Option<PathBuf>,
+}
+
+impl Inputs {
+    /// The base's tokenizer files that exist (`tokenizer_config.json` is optional).
+    fn base_files(&self) -> Vec<PathBuf> {
+        let Some(base) = &self.base else {
+            return Vec::new();
+        };
+        let config = base.join(policy::tokenizer::CONFIG_FILE);
+        let mut files = vec![base.join(policy::TOKENIZER_FILE)];
+        files.extend(config.exists().then_some(config));
+        files
+    }
 }
 
 /// The training texts of a data directory: prompts and answers of `sft.parquet` and the
@@ -94,7 +111,9 @@ impl Stage for Config {
     type Inputs = Inputs;
 
     fn input_paths(inputs: &Inputs) -> Vec<PathBuf> {
-        vec![inputs.data.clone()]
+        let mut paths = vec![inputs.data.clone()];
+        paths.extend(inputs.base_files());
+        paths
     }
 
     fn check(&self) -> Vec<Invalid> {
@@ -111,6 +130,15 @@ impl Stage for Config {
     }
 
     fn execute(&self, _: &Common, inputs: &Inputs, dir: &Path) -> Result<serde_json::Value> {
+        if let Some(base) = &inputs.base {
+            let tok = Tokenizer::load(base.join(policy::TOKENIZER_FILE))
+                .with_context(|| format!("the tokenizer of base {}", base.display()))?;
+            tok.save(dir.join(policy::TOKENIZER_FILE))?;
+            return Ok(
+                serde_json::json!({"vocab_size": tok.vocab_size(), "kind": "base",
+                "base": base}),
+            );
+        }
         let tok = build(self, &inputs.data)?;
         tok.save(dir.join(policy::TOKENIZER_FILE))?;
         Ok(serde_json::json!({"vocab_size": tok.vocab_size(), "kind": self.kind}))
@@ -150,6 +178,7 @@ pub fn cli(cmd: Command) -> Result<ExitCode> {
     } else {
         let inputs = Inputs {
             data: args.data.clone(),
+            base: None,
         };
         let m = stage::run(&cfg, &Common::default(), &inputs, &args.out)
             .context("ember tokenizer train failed")?;
