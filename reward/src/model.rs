@@ -132,14 +132,18 @@ pub fn last_real_index(mask: &Tensor) -> Tensor {
     (mask.ne(0).to_kind(Kind::Int64) * (cols + 1)).argmax(1, false) // [B]
 }
 
-/// The answer tokens of `ids` `[B, T]`: real positions after the (first) separator.  `[B, T]`
-/// bool
+/// The answer tokens of `ids` `[B, T]`: real positions after the last separator.  `[B, T]` bool
+///
+/// A plain pair has one separator, between prompt and answer. With a chat template the
+/// separator is the turn-start token (`<|im_start|>`), which opens every turn, so the last one
+/// opens the assistant's answer (its role header, a few tokens the two answers of a pair
+/// share, counts as answer).
 pub fn answer_mask(ids: &Tensor, mask: &Tensor, sep_id: i64) -> Tensor {
-    let sep = ids.eq(sep_id);
-    sep.cumsum(1, Kind::Int64)
-        .gt(0)
-        .logical_and(&sep.logical_not())
-        .logical_and(&mask.ne(0))
+    let real = mask.ne(0);
+    let sep = ids.eq(sep_id).logical_and(&real);
+    let seps_from_here = sep.flip([1]).cumsum(1, Kind::Int64).flip([1]); // seps at or after t
+    let seen = sep.cumsum(1, Kind::Int64).gt(0);
+    seps_from_here.eq(0).logical_and(&seen).logical_and(&real)
 }
 
 /// Negative log-likelihood of the answer tokens under the tied LM head: `[B, 2]` = (mean, sum)
@@ -346,6 +350,12 @@ mod tests {
         let mask = ids.ne(0).to_kind(Kind::Int64);
         let a = Vec::<i64>::try_from(answer_mask(&ids, &mask, 1).to_kind(Kind::Int64).view(-1));
         assert_eq!(a.unwrap(), vec![0, 0, 0, 1, 1, 0, 0, 0, 0, 1, 1, 1]);
+        // Chat layout: the separator opens every turn; the answer follows the last one. A pad
+        // that shares the separator's id (masked out) is not a turn.
+        let ids = Tensor::from_slice(&[1i64, 4, 2, 1, 5, 2, 1, 6, 7, 2, 1, 1]).view([1, 12]);
+        let mask = Tensor::from_slice(&[1i64, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0]).view([1, 12]);
+        let a = Vec::<i64>::try_from(answer_mask(&ids, &mask, 1).to_kind(Kind::Int64).view(-1));
+        assert_eq!(a.unwrap(), vec![0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 0, 0]);
     }
 
     #[test]
