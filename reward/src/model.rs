@@ -28,6 +28,32 @@ pub enum Pooling {
     /// The last column of the batch. Correct only under left padding; under right padding it
     /// reads a pad — the classic reward-model bug, kept so that `doctor` can be shown to catch it.
     LastColumn,
+    /// The mean of the answer tokens' hidden states (after the last separator, EOS included;
+    /// see [`answer_mask`]): what linear probes of a frozen pretrained trunk read best.
+    Mean,
+}
+
+/// `eos` or `mean` (`last-column` exists for `doctor`'s demonstration only).
+impl std::str::FromStr for Pooling {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "eos" => Ok(Self::Eos),
+            "mean" => Ok(Self::Mean),
+            other => Err(format!("unknown pooling {other:?}: expected eos or mean")),
+        }
+    }
+}
+
+impl std::fmt::Display for Pooling {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Eos => "eos",
+            Self::LastColumn => "last-column",
+            Self::Mean => "mean",
+        })
+    }
 }
 
 /// What the score s (energy = softplus(s)) reads.
@@ -230,18 +256,22 @@ impl EnergyModel {
         &self.trunk
     }
 
+    /// Whether the score reads the answer's positions (`head+nll`, or mean pooling).
+    fn reads_answer(&self) -> bool {
+        self.nll.is_some() || self.cfg.pooling == Pooling::Mean
+    }
+
     /// Energies `[B]` of token ids `[B, T]` with mask `[B, T]`.
     pub fn energy(&self, ids: &Tensor, mask: &Tensor, train: bool) -> Tensor {
         let answer = self
-            .nll
-            .as_ref()
-            .map(|_| answer_mask(ids, mask, self.cfg.sep_id));
+            .reads_answer()
+            .then(|| answer_mask(ids, mask, self.cfg.sep_id));
         self.energy_from_embeds(&self.trunk.embed(ids), mask, answer.as_ref(), train)
     }
 
     /// Energies `[B]` of token embeddings `[B, T, D]` (soft answers): differentiable in them.
-    /// `answer` `[B, T]` marks the answer tokens (EOS included) that `head+nll` scores; the
-    /// `head` score ignores it.
+    /// `answer` `[B, T]` marks the answer tokens (EOS included) that `head+nll` scores and mean
+    /// pooling averages; the `head` score with EOS pooling ignores it.
     pub fn energy_from_embeds(
         &self,
         embeds: &Tensor,
@@ -265,12 +295,12 @@ impl EnergyModel {
         train: bool,
     ) -> Tensor {
         let h = self.trunk.upper(x, mask, k, train);
+        let answer = self
+            .reads_answer()
+            .then(|| answer_mask(ids, mask, self.cfg.sep_id));
         match &self.nll {
-            Some(_) => {
-                let answer = answer_mask(ids, mask, self.cfg.sep_id);
-                self.energy_from_hidden(&h, &self.trunk.embed(ids), mask, Some(&answer))
-            }
-            None => self.energy_from_hidden(&h, x, mask, None),
+            Some(_) => self.energy_from_hidden(&h, &self.trunk.embed(ids), mask, answer.as_ref()),
+            None => self.energy_from_hidden(&h, x, mask, answer.as_ref()),
         }
     }
 
@@ -283,7 +313,11 @@ impl EnergyModel {
         mask: &Tensor,
         answer: Option<&Tensor>,
     ) -> Tensor {
-        let s = self.score_from_hidden(h, mask);
+        let s = match (self.cfg.pooling, answer) {
+            (Pooling::Mean, Some(answer)) => self.score_from_mean(h, answer),
+            (Pooling::Mean, None) => panic!("a mean-pooled energy needs the answer positions"),
+            _ => self.score_from_hidden(h, mask),
+        };
         let s = match (&self.nll, answer) {
             (Some(lin), Some(answer)) => {
                 let nll = answer_nll(h, embeds, answer, self.trunk.wte());
@@ -295,11 +329,21 @@ impl EnergyModel {
         s.softplus()
     }
 
-    /// The position the head reads in each row of `mask` `[B, T]`.  `[B]` i64
+    /// Head score s `[B]` (before the softplus) on the mean of hidden states `h` `[B, T, D]`
+    /// over the `answer` `[B, T]` positions.
+    fn score_from_mean(&self, h: &Tensor, answer: &Tensor) -> Tensor {
+        let w = answer.to_kind(h.kind()).unsqueeze(-1); // [B, T, 1]
+        let n = w.sum_dim_intlist(1, false, h.kind()).clamp_min(1.0); // [B, 1]
+        let pooled = (h * &w).sum_dim_intlist(1, false, h.kind()) / n; // [B, D]
+        self.head.forward(&pooled).view([-1]) // [B]
+    }
+
+    /// The position the head reads in each row of `mask` `[B, T]` (for mean pooling: the EOS,
+    /// where the mean ends).  `[B]` i64
     pub fn pool_index(&self, mask: &Tensor) -> Tensor {
         let (b, t) = mask.size2().expect("mask is [B, T]");
         match self.cfg.pooling {
-            Pooling::Eos => last_real_index(mask),
+            Pooling::Eos | Pooling::Mean => last_real_index(mask),
             Pooling::LastColumn => Tensor::full([b], t - 1, (Kind::Int64, mask.device())),
         }
     }
@@ -436,5 +480,42 @@ mod tests {
         let names: Vec<String> = vs.variables().into_keys().collect();
         assert!(names.contains(&"head.weight".to_string()));
         assert!(names.contains(&"wte.weight".to_string()));
+    }
+
+    #[test]
+    fn mean_pooling_averages_the_answer_and_ignores_padding() {
+        tch::manual_seed(0);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let cfg = EnergyConfig {
+            pooling: Pooling::Mean,
+            ..tiny()
+        };
+        let m = EnergyModel::new(vs.root(), &cfg);
+        let seqs = vec![vec![4i64, 5, 1, 6, 7, 2], vec![8i64, 1, 2]];
+        let (ids_r, mask_r) = policy::batch::pad_right(&seqs, 0, Device::Cpu);
+        let (ids_l, mask_l) = policy::batch::pad_left(&seqs, 0, Device::Cpu);
+        let er = Vec::<f32>::try_from(m.energy(&ids_r, &mask_r, false)).unwrap();
+        let el = Vec::<f32>::try_from(m.energy(&ids_l, &mask_l, false)).unwrap();
+        for (a, b) in er.iter().zip(&el) {
+            assert!((a - b).abs() < 1e-5, "{er:?} vs {el:?}");
+        }
+        // By hand: softplus(head(mean of the hidden states after the separator)).
+        let h = m.trunk().hidden(&ids_r, &mask_r, false);
+        let (w, b) = (&m.head.ws, m.head.bs.as_ref().unwrap());
+        for (row, seq) in seqs.iter().enumerate() {
+            let sep = seq.iter().position(|&t| t == 1).unwrap() as i64;
+            let n = seq.len() as i64 - sep - 1;
+            let mean = h
+                .get(row as i64)
+                .narrow(0, sep + 1, n)
+                .mean_dim(0, false, Kind::Float);
+            let s = (mean.dot(&w.view([-1])) + b.view([])).double_value(&[]);
+            let want = s.exp().ln_1p() as f32;
+            assert!(
+                (er[row] - want).abs() < 1e-5,
+                "row {row}: {} vs {want}",
+                er[row]
+            );
+        }
     }
 }

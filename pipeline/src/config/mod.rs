@@ -258,6 +258,9 @@ pub fn parse(text: &str, source: &str, overrides: &[String]) -> Result<RunConfig
     // so a `seed` under [reward] would be silently overwritten. It is not a key of the section.
     if let Some(reward) = schema["reward"].as_object_mut() {
         reward.remove("seed");
+        for key in reward::train::TrainConfig::KEYS_SKIPPED_AT_DEFAULT {
+            reward.entry(key).or_insert(serde_json::Value::Null);
+        }
     }
     if let Some(err) = check_keys(&table, &schema, "") {
         return Err(UsageError::with_hint(format!("{source}: {}", err.message), err.hint).into());
@@ -382,8 +385,15 @@ mod tests {
     }
 
     #[test]
-    fn optional_top_level_keys_are_known() {
-        let cfg = parse("run_dir = \"r\"\nbase = \"~/m\"\n", "t", &[]).unwrap();
+    fn keys_unset_by_default_are_known() {
+        let text =
+            "run_dir = \"r\"\nbase = \"~/m\"\n[reward]\ntrain_blocks = 2\npooling = \"mean\"\n\
+                    train_pairs = 10\nstats_pairs = 8\ncache_frozen = false\n";
+        let cfg = parse(text, "t", &[]).unwrap();
+        assert_eq!(cfg.reward.train_blocks, Some(2));
+        assert_eq!(cfg.reward.pooling, reward::model::Pooling::Mean);
+        assert_eq!((cfg.reward.train_pairs, cfg.reward.stats_pairs), (10, 8));
+        assert!(!cfg.reward.cache_frozen);
         assert_eq!(cfg.run_dir, Some(PathBuf::from("r")));
         assert_eq!(cfg.base, Some(PathBuf::from("~/m")));
         let again = parse(&cfg.to_toml().unwrap(), "t", &[]).unwrap();

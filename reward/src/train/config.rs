@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Result, RewardError};
 use crate::loss::{LossConfig, TieMode};
 use crate::metrics::Thresholds;
-use crate::model::Score;
+use crate::model::{Pooling, Score};
 
 /// Everything `ember reward train` needs besides its inputs; saved as `train_config.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -18,6 +18,10 @@ pub struct TrainConfig {
     /// What the score reads: `head` (a linear head at the EOS) or `head+nll` (plus the
     /// answer's negative log-likelihood under the trunk; best started from an SFT trunk).
     pub score: Score,
+    /// Where the head reads the trunk: `eos` (the end-of-answer token) or `mean` (the mean over
+    /// the answer's tokens).
+    #[serde(skip_serializing_if = "is_eos")]
+    pub pooling: Pooling,
     /// Tie rows: `skip` or `equal` (trained towards equal energy).
     pub ties: TieMode,
     pub optim: OptimConfig,
@@ -51,17 +55,44 @@ pub struct TrainConfig {
     pub eps: f32,
     pub seed: u64,
     /// Train only the top K trunk blocks (with the final norm and the head); the embedding and
-    /// the blocks below stay frozen, as the init checkpoint has them. None = the whole trunk.
+    /// the blocks below stay frozen, as the init checkpoint has them. None = the whole trunk;
+    /// 0 = the head and final norm only (a linear probe of the frozen trunk).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub train_blocks: Option<u64>,
     /// With `train_blocks`, keep each sequence's frozen-part output in memory so that every
     /// epoch after the first costs no forward pass through it (f32, T × d_model per sequence).
     #[serde(skip_serializing_if = "is_true")]
     pub cache_frozen: bool,
+    /// Train on this many usable training pairs, drawn without replacement by the run's seed
+    /// (0 = all): on a CPU, a pretrained trunk's first epoch is the expensive one, so fewer
+    /// pairs seen for more epochs can fit a time budget that all pairs once cannot.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub train_pairs: usize,
     /// Training pairs whose energies `energy_stats.json` summarises after training (the first
     /// N): a forward pass each, which on a pretrained trunk on a CPU is worth bounding.
     #[serde(skip_serializing_if = "is_default_stats_pairs")]
     pub stats_pairs: usize,
+}
+
+impl TrainConfig {
+    /// The keys left out of the serialised config at their defaults (so that configs and
+    /// fingerprints from before they existed stay the same): a run config's key check must
+    /// still know them.
+    pub const KEYS_SKIPPED_AT_DEFAULT: [&'static str; 5] = [
+        "pooling",
+        "train_blocks",
+        "cache_frozen",
+        "train_pairs",
+        "stats_pairs",
+    ];
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+fn is_eos(p: &Pooling) -> bool {
+    *p == Pooling::Eos
 }
 
 fn is_true(b: &bool) -> bool {
@@ -79,6 +110,7 @@ impl Default for TrainConfig {
         Self {
             loss: LossConfig::default(),
             score: Score::Head,
+            pooling: Pooling::Eos,
             ties: TieMode::Skip,
             optim: OptimConfig {
                 lr: 1e-3,
@@ -104,6 +136,7 @@ impl Default for TrainConfig {
             seed: 0,
             train_blocks: None,
             cache_frozen: true,
+            train_pairs: 0,
             stats_pairs: STATS_PAIRS,
         }
     }
@@ -127,8 +160,8 @@ impl TrainConfig {
         if self.loss.beta <= 0.0 {
             return bad("beta must be > 0");
         }
-        if self.train_blocks == Some(0) {
-            return bad("train_blocks must be > 0 (leave it unset to train the whole trunk)");
+        if self.pooling == Pooling::LastColumn {
+            return bad("pooling last-column reads pads under right padding: use eos or mean");
         }
         if self.sampled_negatives > 0 && self.loss.kind != crate::loss::LossKind::Nll {
             return bad("sampled negatives need the nll loss (--loss nll)");

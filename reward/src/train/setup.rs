@@ -12,7 +12,7 @@ use crate::batch::EncodedPairRow;
 use crate::data::{encode_rows, load_pairs, FitCounts};
 use crate::error::{Result, RewardError};
 use crate::loss::TieMode;
-use crate::model::{EnergyConfig, Pooling, HEAD_PREFIXES};
+use crate::model::{EnergyConfig, HEAD_PREFIXES};
 
 /// The tokenizer, model shape and pairs of a run.
 pub(super) struct Prepared {
@@ -35,7 +35,11 @@ impl Prepared {
         let ecfg = energy_config(cfg, inputs.init.as_deref(), &tok)?;
         let train_rows = load_pairs(&inputs.data.join("train.parquet"))?;
         let val_rows = load_pairs(&inputs.data.join("val.parquet"))?;
-        let (train_pairs, train_fit) = encode_rows(&tok, &train_rows, ecfg.max_len, cfg.ties);
+        let (mut train_pairs, train_fit) = encode_rows(&tok, &train_rows, ecfg.max_len, cfg.ties);
+        if cfg.train_pairs > 0 && cfg.train_pairs < train_pairs.len() {
+            train_pairs = subset(train_pairs, cfg.train_pairs, cfg.seed);
+            info!(pairs = cfg.train_pairs, "training on a subset of the pairs");
+        }
         let (mut val_pairs, val_fit) = encode_rows(&tok, &val_rows, ecfg.max_len, TieMode::Skip);
         info!(?train_fit, ?val_fit, "encoded pairs");
         if train_pairs.is_empty() {
@@ -63,6 +67,20 @@ impl Prepared {
     }
 }
 
+/// `n` of `pairs` drawn without replacement by `seed`, in their original order.
+fn subset(pairs: Vec<EncodedPairRow>, n: usize, seed: u64) -> Vec<EncodedPairRow> {
+    use rand::seq::SliceRandom;
+    let mut idx: Vec<usize> = (0..pairs.len()).collect();
+    idx.shuffle(&mut policy::rng::stream(seed, "reward-train-pairs", 0));
+    let mut keep = vec![false; pairs.len()];
+    idx[..n].iter().for_each(|&i| keep[i] = true);
+    pairs
+        .into_iter()
+        .zip(keep)
+        .filter_map(|(p, k)| k.then_some(p))
+        .collect()
+}
+
 /// The model shape: the init checkpoint's trunk, or a fresh one from the config.
 fn energy_config(cfg: &TrainConfig, init: Option<&Path>, tok: &Tokenizer) -> Result<EnergyConfig> {
     let trunk = match init {
@@ -88,7 +106,7 @@ fn energy_config(cfg: &TrainConfig, init: Option<&Path>, tok: &Tokenizer) -> Res
     let ecfg = EnergyConfig {
         trunk,
         max_len,
-        pooling: Pooling::Eos,
+        pooling: cfg.pooling,
         score: cfg.score,
         sep_id: tok.sep_id(),
     };

@@ -9,7 +9,7 @@ use anyhow::{Context as _, Result};
 use clap::Subcommand;
 use polars::prelude::{Column, DataFrame};
 use reward::loss::{LossKind, TieMode};
-use reward::model::Score;
+use reward::model::{Pooling, Score};
 
 use crate::config::Invalid;
 use crate::error::usage;
@@ -194,6 +194,10 @@ pub struct TrainArgs {
     /// negative log-likelihood under the trunk; start it from an SFT trunk with --init).
     #[arg(long, default_value_t = Config::default().score)]
     pub score: Score,
+    /// Where the head reads the trunk: eos (the end-of-answer token) or mean (the mean over the
+    /// answer's tokens; what probes of a frozen pretrained trunk read best).
+    #[arg(long, default_value_t = Config::default().pooling)]
+    pub pooling: Pooling,
     /// Tie rows: skip, or equal (trained towards equal energy).
     #[arg(long, default_value_t = Config::default().ties)]
     pub ties: TieMode,
@@ -223,7 +227,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = Config::default().n_head)]
     pub n_head: i64,
     /// Train only the top K blocks of the trunk (with its final norm and the head); the rest
-    /// stays as --init has it. Default: the whole trunk.
+    /// stays as --init has it. 0: the head and final norm only. Default: the whole trunk.
     #[arg(long, value_name = "K")]
     pub train_blocks: Option<u64>,
     /// With --train-blocks: recompute the frozen blocks every step instead of caching their
@@ -233,6 +237,10 @@ pub struct TrainArgs {
     /// Validation pairs scored at each evaluation (0 = all).
     #[arg(long, default_value_t = Config::default().eval_pairs)]
     pub eval_pairs: usize,
+    /// Train on N usable pairs drawn by the seed (0 = all): fewer pairs for more epochs, where
+    /// a pretrained trunk's first epoch is what costs.
+    #[arg(long, default_value_t = Config::default().train_pairs)]
+    pub train_pairs: usize,
     /// Training pairs summarised in energy_stats.json after training (one forward pass each).
     #[arg(long, default_value_t = Config::default().stats_pairs)]
     pub stats_pairs: usize,
@@ -249,6 +257,7 @@ impl TrainArgs {
             batch: self.batch,
             max_len: self.max_len,
             score: self.score,
+            pooling: self.pooling,
             ties: self.ties,
             in_batch_negatives: self.in_batch_negatives,
             sampled_negatives: self.sampled_negatives,
@@ -261,6 +270,7 @@ impl TrainArgs {
             train_blocks: self.train_blocks,
             cache_frozen: !self.no_cache_frozen,
             eval_pairs: self.eval_pairs,
+            train_pairs: self.train_pairs,
             stats_pairs: self.stats_pairs,
             ..Config::default()
         };
