@@ -105,21 +105,43 @@ pub fn answer_logprobs(
     let mut out = vec![(Vec::new(), 0f32); pairs.len()];
     tch::no_grad(|| {
         for chunk in order.chunks(batch.max(1)) {
-            let seqs: Vec<Vec<i64>> = chunk.iter().map(|&i| pairs[i].ids.clone()).collect();
-            let (ids, mask) = pad_right(&seqs, policy.tokenizer.pad_id(), policy.device);
-            let lp = token_logprobs(&policy.model, &ids, &mask, false).to_device(tch::Device::Cpu);
-            let width = lp.size()[1] as usize;
-            let flat = Vec::<f32>::try_from(lp.view(-1)).expect("f32 log-probs");
-            for (row, &i) in chunk.iter().enumerate() {
-                let p = &pairs[i];
-                let lps =
-                    flat[row * width + p.answer_start - 1..row * width + p.ids.len() - 1].to_vec();
-                let sum = lps.iter().sum();
-                out[i] = (lps, sum);
+            let rows: Vec<&EncodedPair> = chunk.iter().map(|&i| &pairs[i]).collect();
+            let mut lps = answer_token_logprobs(policy, &rows).into_iter();
+            for &i in chunk {
+                let n = pairs[i].ids.len() - pairs[i].answer_start;
+                let lp: Vec<f32> = lps.by_ref().take(n).collect();
+                let sum = lp.iter().sum();
+                out[i] = (lp, sum);
             }
         }
     });
     Ok(out)
+}
+
+/// The log-probs of the answer tokens of `pairs` (one batch), row after row. The LM head and
+/// softmax run only at the positions that predict an answer token: prompts are usually the
+/// longer part, and the logits of every position (`[B, T, vocab]`) would dominate memory.
+fn answer_token_logprobs(policy: &Policy, pairs: &[&EncodedPair]) -> Vec<f32> {
+    let seqs: Vec<Vec<i64>> = pairs.iter().map(|p| p.ids.clone()).collect();
+    let (ids, mask) = pad_right(&seqs, policy.tokenizer.pad_id(), policy.device);
+    let (t, h) = (ids.size()[1], policy.model.hidden(&ids, &mask, false)); // [B, T, D]
+    let (mut at, mut next) = (Vec::new(), Vec::new());
+    for (row, p) in pairs.iter().enumerate() {
+        for pos in p.answer_start..p.ids.len() {
+            at.push(row as i64 * t + pos as i64 - 1); // the position that predicts token `pos`
+            next.push(p.ids[pos]);
+        }
+    }
+    let d = h.size()[2];
+    let at = Tensor::from_slice(&at).to_device(policy.device);
+    let next = Tensor::from_slice(&next).to_device(policy.device);
+    let hs = h.view([-1, d]).index_select(0, &at); // [N, D]
+    let logp = policy
+        .model
+        .logits_from_hidden(&hs)
+        .log_softmax(-1, Kind::Float); // [N, V]
+    let lp = logp.gather(1, &next.unsqueeze(1), false).view([-1]);
+    Vec::<f32>::try_from(lp.to_device(tch::Device::Cpu)).expect("f32 log-probs")
 }
 
 /// The energy of answers to prompts (lower is better), as the search and fine-tuning loops
