@@ -2,7 +2,7 @@
 # first, which installs libtorch once (cached in ~/.cache/ember) and is a no-op afterwards.
 CARGO ?= cargo
 # Benchmarks run by `make bench` (`ember bench NAME` for each).
-BENCHES ?= sft sample reward
+BENCHES ?= forward sft sample reward
 
 .PHONY: all setup build test demo fmt clippy bench ci pretrained smollm2-gguf
 

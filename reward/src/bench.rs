@@ -1,10 +1,9 @@
-//! The reward-model benchmark behind `ember bench reward`: training throughput of the reference
-//! config (vocab 8192, n_ctx 256, d_model 256, 4 layers, 4 heads; 8 pairs × 2 sequences × 256
-//! tokens per step, log loss, AdamW) in tokens/s and model FLOP/s, and scoring throughput
-//! (pairs/s).
+//! The reward-model benchmark behind `ember bench reward`: training throughput of an energy model
+//! on a given trunk shape (P pairs × 2 sequences × T tokens per step, every block trained, log
+//! loss, AdamW, clipping) in tokens/s and model FLOP/s, and scoring throughput (pairs/s).
 use std::time::Instant;
 
-use policy::GptConfig;
+use policy::TrunkConfig;
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
 
@@ -12,8 +11,8 @@ use crate::loss::{batch_loss, LossConfig};
 use crate::model::{EnergyConfig, EnergyModel, Pooling};
 use policy::train::{clip_grad_norm, AdamW, OptimConfig};
 
-/// Throughput of the energy model on the reference config; `ember bench reward` adds the MFU
-/// against the matmul peak it measures.
+/// Throughput of the energy model; `ember bench reward` adds the MFU against the matmul peak it
+/// measures.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BenchReport {
     pub steps: usize,
@@ -33,23 +32,21 @@ fn sync(device: Device) {
     }
 }
 
-/// Training FLOPs per token: 3 × forward, the forward being 2 × matmul parameters (blocks and
-/// head; the energy model has no LM head, and embedding lookups cost nothing) plus attention
-/// scores and mixing over `ctx` attended tokens on average (T/2 for causal attention).
-pub fn train_flops_per_token(cfg: &GptConfig, ctx: f64) -> f64 {
-    let (l, d) = (cfg.n_layer as f64, cfg.d_model as f64);
-    let matmul_params = 12.0 * l * d * d + d;
-    3.0 * (2.0 * matmul_params + 4.0 * l * ctx * d)
+/// Training FLOPs per token: 3 × forward, the forward being the trunk's
+/// ([`TrunkConfig::forward_flops_per_token`], over `ctx` attended tokens on average: T/2 for
+/// causal attention) without its LM head (vocab × d_model), plus the scalar head (d_model).
+pub fn train_flops_per_token(cfg: &TrunkConfig, ctx: f64) -> f64 {
+    let (v, d) = (cfg.vocab_size() as f64, cfg.d_model() as f64);
+    3.0 * (cfg.forward_flops_per_token(ctx) - 2.0 * v * d + 2.0 * d)
 }
 
-/// Runs `steps` timed training steps (after a warm-up step) and `steps` scoring batches.
-pub fn run(steps: usize, device: Device) -> BenchReport {
+/// Runs `steps` timed training steps (after a warm-up step) and `steps` scoring batches of
+/// `pairs` pairs of random `t`-token sequences on a freshly initialised `trunk`.
+pub fn run(trunk: &TrunkConfig, pairs: i64, t: i64, steps: usize, device: Device) -> BenchReport {
     tch::manual_seed(0);
-    let trunk = GptConfig::default(); // the reference config
-    let (pairs, t) = (8i64, trunk.n_ctx);
     let cfg = EnergyConfig {
         max_len: t as usize,
-        trunk: trunk.clone().into(),
+        trunk: trunk.clone(),
         pooling: Pooling::Eos,
         ..EnergyConfig::default()
     };
@@ -58,7 +55,7 @@ pub fn run(steps: usize, device: Device) -> BenchReport {
     let ocfg = OptimConfig::default();
     let mut opt = AdamW::new(&vs, &ocfg);
     let lcfg = LossConfig::default();
-    let ids = Tensor::randint(trunk.vocab_size, [2 * pairs, t], (Kind::Int64, device));
+    let ids = Tensor::randint(trunk.vocab_size(), [2 * pairs, t], (Kind::Int64, device));
     let mask = Tensor::ones([2 * pairs, t], (Kind::Int64, device));
     let zeros = Tensor::zeros([pairs], (Kind::Float, device));
     let step = |opt: &mut AdamW| {
@@ -98,7 +95,7 @@ pub fn run(steps: usize, device: Device) -> BenchReport {
         seq_len: t,
         tokens_per_s: tokens / train_s,
         step_s: train_s / steps as f64,
-        flops_per_s: tokens * train_flops_per_token(&trunk, t as f64 / 2.0) / train_s,
+        flops_per_s: tokens * train_flops_per_token(trunk, t as f64 / 2.0) / train_s,
         score_pairs_per_s: (steps as i64 * pairs) as f64 / score_s,
     }
 }
@@ -109,12 +106,15 @@ mod tests {
 
     #[test]
     fn flops_per_token_hand_computed() {
-        let cfg = GptConfig {
+        let cfg = policy::GptConfig {
+            vocab_size: 10,
+            n_ctx: 4,
             n_layer: 1,
             d_model: 2,
-            ..GptConfig::default()
+            ..policy::GptConfig::default()
         };
-        // matmul params 12·1·4 + 2 = 50 → 100; attention 4·1·3·2 = 24; ×3 = 372
-        assert_eq!(train_flops_per_token(&cfg, 3.0), 372.0);
+        // Block parameters: 12·d² weights + 13·d biases and norm gains = 74, final norm 2·d = 4,
+        // scalar head d = 2 → 2·80 = 160; attention 4·1·3·2 = 24; ×3 = 552.
+        assert_eq!(train_flops_per_token(&cfg.into(), 3.0), 552.0);
     }
 }

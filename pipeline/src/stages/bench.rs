@@ -1,11 +1,12 @@
-//! `ember bench sft|sample`: throughput of the policy on the reference config (vocab 8192,
-//! n_ctx 256, d_model 256, 4 layers, 4 heads), printed as one JSON line with tokens/s and MFU
-//! against an fp32 matmul peak measured in the same run. Benchmarks measure; tests assert.
+//! `ember bench forward|sft|sample|reward`: throughput of a freshly initialised trunk of a fixed
+//! shape, printed as one JSON line with tokens/s and MFU against an fp32 (or bf16) matmul peak
+//! measured in the same run. `scripts/torch_reference.py` runs the same workloads in PyTorch
+//! eager (`--shape smollm2`: `transformers`' Llama). Benchmarks measure; tests assert.
 use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Result;
-use policy::model::GptConfig;
+use policy::model::{GptConfig, LlamaConfig, TrunkConfig};
 use policy::sample::SampleConfig;
 use policy::sft::SftBatch;
 use policy::tokenizer::EncodedPair;
@@ -17,15 +18,79 @@ use tch::{Device, Kind, Tensor};
 
 use crate::error::usage;
 
-/// Throughput benchmarks (one JSON line each).
+/// Throughput benchmarks (one JSON line each). Workloads per `--shape`:
+/// reference: forward 16 × 256, sft 16 × 256, sample 16 × (32 + 64), reward 8 pairs × 2 × 256;
+/// smollm2: forward 8 × 256, sft 4 × 256, sample 8 × (32 + 32), reward 4 pairs × 2 × 256.
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
-    /// SFT steps of 16 × 256 tokens (every position a target).
+    /// Scoring forward pass: batch × tokens, no gradient, logits at every position.
+    Forward(Args),
+    /// SFT steps (every position a target, AdamW, clipping).
     Sft(Args),
-    /// Sampling: batch 16, 32 prompt tokens, 64 new tokens, temperature 1.
+    /// Sampling with the KV cache, temperature 1: prompt tokens, then new tokens.
     Sample(Args),
-    /// Energy-model training (8 pairs × 2 sequences × 256 tokens, log loss, AdamW) and scoring.
+    /// Energy-model training (pairs × 2 sequences, every block trained, log loss, AdamW) and
+    /// scoring.
     Reward(Args),
+}
+
+/// The trunk shape a benchmark runs (weights freshly initialised, seed 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Shape {
+    /// GPT-2 blocks: vocab 8192, n_ctx 256, d_model 256, 4 layers, 4 heads.
+    Reference,
+    /// SmolLM2-135M: Llama blocks, vocab 49152, d_model 576, 30 layers, 9 query and 3
+    /// key/value heads, SwiGLU 1536, tied embeddings (134.5M parameters).
+    Smollm2,
+}
+
+/// Batch and lengths of each workload on a shape.
+struct Workload {
+    forward: (usize, usize),
+    sft: (usize, usize),
+    /// (batch, prompt tokens, new tokens)
+    sample: (usize, usize, usize),
+    /// (pairs, tokens per sequence)
+    reward: (i64, i64),
+}
+
+impl Shape {
+    pub fn trunk(self) -> TrunkConfig {
+        match self {
+            Self::Reference => GptConfig::default().into(),
+            Self::Smollm2 => LlamaConfig {
+                vocab_size: 49152,
+                n_ctx: 8192,
+                d_model: 576,
+                n_layer: 30,
+                n_head: 9,
+                n_kv_head: 3,
+                d_ff: 1536,
+                rope_theta: 100_000.0,
+                rms_norm_eps: 1e-5,
+                attention_bias: false,
+                tie_word_embeddings: true,
+            }
+            .into(),
+        }
+    }
+
+    fn workload(self) -> Workload {
+        match self {
+            Self::Reference => Workload {
+                forward: (16, 256),
+                sft: (16, 256),
+                sample: (16, 32, 64),
+                reward: (8, 256),
+            },
+            Self::Smollm2 => Workload {
+                forward: (8, 256),
+                sft: (4, 256),
+                sample: (8, 32, 32),
+                reward: (4, 256),
+            },
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -33,6 +98,9 @@ pub struct Args {
     /// Timed repetitions (after one warm-up).
     #[arg(long, default_value_t = 3)]
     pub iters: usize,
+    /// Trunk shape.
+    #[arg(long, value_enum, default_value_t = Shape::Reference)]
+    pub shape: Shape,
     /// MFU is measured against a matmul peak in the same precision.
     #[command(flatten)]
     pub runtime: crate::stage::RuntimeArgs,
@@ -62,16 +130,53 @@ pub fn matmul_peak(device: Device, kind: Kind) -> f64 {
         .fold(0.0, f64::max)
 }
 
-fn reference_policy(device: Device) -> Result<Policy> {
+/// A freshly initialised policy of `shape` (seed 0) with a character-level tokenizer (the
+/// benchmarks feed token ids; only `sample` encodes its random-letter prompts).
+fn bench_policy(shape: Shape, device: Device) -> Result<Policy> {
     tch::manual_seed(0);
     let alphabet: String = ('a'..='z').chain('0'..='9').collect();
     let tok = Tokenizer::char_level([alphabet.as_str()])?;
-    Ok(Policy::new(GptConfig::default(), tok, device)?)
+    Ok(Policy::new(shape.trunk(), tok, device)?)
 }
 
-fn bench_sample(device: Device, iters: usize) -> Result<serde_json::Value> {
-    let policy = reference_policy(device)?;
-    let (batch, prompt_len, new) = (16usize, 32usize, 64usize);
+/// Random token ids `[batch, len]` in 4..vocab (no special tokens).
+fn random_ids(policy: &Policy, batch: usize, len: usize, stream: u64) -> Vec<Vec<i64>> {
+    let mut rng = policy::rng::stream(0, "bench", stream);
+    let v = policy.config.vocab_size();
+    (0..batch)
+        .map(|_| (0..len).map(|_| rng.random_range(4..v)).collect())
+        .collect()
+}
+
+fn bench_forward(shape: Shape, device: Device, iters: usize) -> Result<serde_json::Value> {
+    let policy = bench_policy(shape, device)?;
+    let (batch, len) = shape.workload().forward;
+    let rows = random_ids(&policy, batch, len, 2);
+    let ids = Tensor::from_slice2(&rows).to_device(device);
+    let mask = Tensor::ones([batch as i64, len as i64], (Kind::Int64, device));
+    let run = || {
+        tch::no_grad(|| {
+            let logits = policy.model.logits(&ids, &mask, false);
+            let _ = logits.double_value(&[0, 0, 0]);
+        });
+        sync(device);
+    };
+    run();
+    let t = Instant::now();
+    for _ in 0..iters {
+        run();
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let tokens = (iters * batch * len) as f64;
+    let flops = tokens * policy.config.forward_flops_per_token(len as f64 / 2.0);
+    Ok(
+        json!({"batch": batch, "seq_len": len, "tokens_per_s": tokens / secs, "flops_per_s": flops / secs, "step_s": secs / iters as f64}),
+    )
+}
+
+fn bench_sample(shape: Shape, device: Device, iters: usize) -> Result<serde_json::Value> {
+    let policy = bench_policy(shape, device)?;
+    let (batch, prompt_len, new) = shape.workload().sample;
     let mut rng = policy::rng::stream(0, "bench", 0);
     let prompts: Vec<String> = (0..batch)
         .map(|_| {
@@ -115,13 +220,13 @@ fn bench_sample(device: Device, iters: usize) -> Result<serde_json::Value> {
     )
 }
 
-fn bench_sft(device: Device, iters: usize) -> Result<serde_json::Value> {
-    let policy = reference_policy(device)?;
-    let (batch, len) = (16usize, 256usize);
-    let mut rng = policy::rng::stream(0, "bench", 1);
-    let pairs: Vec<EncodedPair> = (0..batch)
-        .map(|_| EncodedPair {
-            ids: (0..=len).map(|_| rng.random_range(4..8192i64)).collect(),
+fn bench_sft(shape: Shape, device: Device, iters: usize) -> Result<serde_json::Value> {
+    let policy = bench_policy(shape, device)?;
+    let (batch, len) = shape.workload().sft;
+    let pairs: Vec<EncodedPair> = random_ids(&policy, batch, len + 1, 1)
+        .into_iter()
+        .map(|ids| EncodedPair {
+            ids,
             answer_start: 1,
         })
         .collect();
@@ -151,6 +256,7 @@ fn bench_sft(device: Device, iters: usize) -> Result<serde_json::Value> {
 
 pub fn cli(cmd: Command) -> Result<ExitCode> {
     let (name, args) = match &cmd {
+        Command::Forward(a) => ("forward", a),
         Command::Sft(a) => ("sft", a),
         Command::Sample(a) => ("sample", a),
         Command::Reward(a) => ("reward", a),
@@ -162,10 +268,16 @@ pub fn cli(cmd: Command) -> Result<ExitCode> {
     let device = policy::device::resolve(args.runtime.device)?;
     let peak = matmul_peak(device, precision.kind());
     let _amp = precision.enter(device).map_err(|e| usage(e.to_string()))?;
+    let (shape, iters) = (args.shape, args.iters);
     let mut out = match cmd {
-        Command::Sft(_) => bench_sft(device, args.iters)?,
-        Command::Sample(_) => bench_sample(device, args.iters)?,
-        Command::Reward(_) => serde_json::to_value(reward::bench::run(args.iters, device))?,
+        Command::Forward(_) => bench_forward(shape, device, iters)?,
+        Command::Sft(_) => bench_sft(shape, device, iters)?,
+        Command::Sample(_) => bench_sample(shape, device, iters)?,
+        Command::Reward(_) => {
+            let (pairs, len) = shape.workload().reward;
+            let trunk = shape.trunk();
+            serde_json::to_value(reward::bench::run(&trunk, pairs, len, iters, device))?
+        }
     };
     out["bench"] = name.into();
     out["mfu"] = (out["flops_per_s"].as_f64().unwrap_or(0.0) / peak).into();
@@ -173,7 +285,8 @@ pub fn cli(cmd: Command) -> Result<ExitCode> {
     out["device"] = format!("{device:?}").into();
     out["precision"] = precision.to_string().into();
     out["threads"] = tch::get_num_threads().into();
-    out["config"] = serde_json::to_value(GptConfig::default())?;
+    out["shape"] = format!("{shape:?}").to_lowercase().into();
+    out["config"] = serde_json::to_value(shape.trunk())?;
     println!("{out}");
     Ok(ExitCode::SUCCESS)
 }
