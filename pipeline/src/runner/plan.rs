@@ -144,13 +144,13 @@ fn plan_data(t: &Table, cfg: &RunConfig) -> Planned {
 /// The tokenizer stage: trained on the data, or the `base` policy's (then `[tokenizer]` must
 /// be left at its defaults: it would be ignored).
 fn plan_tokenizer(t: &Table, cfg: &RunConfig, base: Option<PathBuf>, data: PathBuf) -> Planned {
-    let custom = cfg.tokenizer != stages::tokenizer::Config::default();
+    let ignored = base.is_some() && cfg.tokenizer != stages::tokenizer::Config::default();
     let mut row = t.row(
         "tokenizer",
         &cfg.tokenizer,
         stages::tokenizer::Inputs { data, base },
     );
-    if custom && cfg.base.is_some() {
+    if ignored {
         row.invalid.push(Invalid::new(
             "",
             "the run has a `base` policy, whose tokenizer it uses: leave [tokenizer] out",

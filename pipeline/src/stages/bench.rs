@@ -161,17 +161,28 @@ fn bench_forward(shape: Shape, device: Device, iters: usize) -> Result<serde_jso
         });
         sync(device);
     };
-    run();
+    let flops = policy.config.forward_flops_per_token(len as f64 / 2.0);
+    Ok(timed_steps(iters, batch, len, flops, run))
+}
+
+/// Times `iters` calls of `step` after one warm-up call, each on `batch` × `len` tokens costing
+/// `flops_per_token`: the JSON of the forward and sft benches.
+fn timed_steps(
+    iters: usize,
+    batch: usize,
+    len: usize,
+    flops_per_token: f64,
+    mut step: impl FnMut(),
+) -> serde_json::Value {
+    step();
     let t = Instant::now();
     for _ in 0..iters {
-        run();
+        step();
     }
     let secs = t.elapsed().as_secs_f64();
     let tokens = (iters * batch * len) as f64;
-    let flops = tokens * policy.config.forward_flops_per_token(len as f64 / 2.0);
-    Ok(
-        json!({"batch": batch, "seq_len": len, "tokens_per_s": tokens / secs, "flops_per_s": flops / secs, "step_s": secs / iters as f64}),
-    )
+    json!({"batch": batch, "seq_len": len, "tokens_per_s": tokens / secs,
+        "flops_per_s": tokens * flops_per_token / secs, "step_s": secs / iters as f64})
 }
 
 fn bench_sample(shape: Shape, device: Device, iters: usize) -> Result<serde_json::Value> {
@@ -233,7 +244,7 @@ fn bench_sft(shape: Shape, device: Device, iters: usize) -> Result<serde_json::V
     let refs: Vec<&EncodedPair> = pairs.iter().collect();
     let data = SftBatch::new(&refs, 0, device);
     let mut opt = AdamW::new(&policy.vs, &OptimConfig::default());
-    let mut step = || {
+    let step = || {
         let loss = data.loss(&policy.model, true);
         loss.backward();
         clip_grad_norm(opt.params(), 1.0);
@@ -241,17 +252,8 @@ fn bench_sft(shape: Shape, device: Device, iters: usize) -> Result<serde_json::V
         opt.zero_grad();
         sync(device);
     };
-    step();
-    let t = Instant::now();
-    for _ in 0..iters {
-        step();
-    }
-    let secs = t.elapsed().as_secs_f64();
-    let tokens = (iters * batch * len) as f64;
-    let flops = tokens * 3.0 * policy.config.forward_flops_per_token(len as f64 / 2.0);
-    Ok(
-        json!({"batch": batch, "seq_len": len, "tokens_per_s": tokens / secs, "flops_per_s": flops / secs, "step_s": secs / iters as f64}),
-    )
+    let flops = 3.0 * policy.config.forward_flops_per_token(len as f64 / 2.0);
+    Ok(timed_steps(iters, batch, len, flops, step))
 }
 
 pub fn cli(cmd: Command) -> Result<ExitCode> {
