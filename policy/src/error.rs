@@ -32,6 +32,12 @@ pub enum PolicyError {
     /// type, a tensor missing or of the wrong size).
     #[error("GGUF {path}: {message}")]
     Gguf { path: PathBuf, message: String },
+    /// Weights that do not fit their model, or are not finite.
+    #[error("{path}: {message}")]
+    Weights { path: PathBuf, message: String },
+    /// An output table about to hold NaN or infinite numbers: nothing is written.
+    #[error("{path}: {message}; the model produced non-finite numbers, so nothing was written")]
+    NonFiniteOutput { path: PathBuf, message: String },
     #[error("checkpoint {path}: {message}")]
     Checkpoint { path: PathBuf, message: String },
     #[error("{path}: {message}")]

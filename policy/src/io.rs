@@ -25,6 +25,18 @@ fn list_f32(name: &str, rows: impl Iterator<Item = Vec<f32>>) -> Column {
     Series::new(name.into(), lists).into()
 }
 
+/// Refuses to write a table whose `what` column holds a NaN or infinity (Parquet would keep it,
+/// and every number computed from it downstream would be NaN): names the first such row.
+pub fn check_finite(path: &Path, what: &str, values: impl IntoIterator<Item = f32>) -> Result<()> {
+    match values.into_iter().enumerate().find(|(_, v)| !v.is_finite()) {
+        None => Ok(()),
+        Some((row, v)) => Err(PolicyError::NonFiniteOutput {
+            path: path.to_path_buf(),
+            message: format!("row {}: {what} is {v}", row + 1),
+        }),
+    }
+}
+
 fn write(path: &Path, height: usize, cols: Vec<Column>) -> Result<()> {
     let mut df = DataFrame::new(height, cols).map_err(|e| table_err(path, e))?;
     Ok(datasets::table::write_parquet(path, &mut df)?)
@@ -43,6 +55,7 @@ pub fn write_samples(
             path.display()
         )));
     }
+    check_finite(path, "logprob_sum", samples.iter().map(|s| s.logprob_sum))?;
     let prompt_ids: Vec<Vec<i64>> = prompts.iter().map(|p| tokenizer.encode_prompt(p)).collect();
     let cols = vec![
         Column::new(
@@ -96,6 +109,7 @@ pub fn write_logprobs(
             path.display()
         )));
     }
+    check_finite(path, "logprob_sum", scores.iter().map(|s| s.1))?;
     let cols = vec![
         Column::new(
             "prompt".into(),

@@ -26,6 +26,7 @@ pub mod score;
 pub mod sft;
 pub mod tokenizer;
 pub mod train;
+pub mod weights;
 
 pub use error::{PolicyError, Result};
 pub use model::{Gpt, GptConfig, KvCache, Llama, LlamaConfig, Trunk, TrunkConfig};
@@ -92,10 +93,7 @@ impl Policy {
             other => other,
         })?;
         let weights = dir.join(WEIGHTS_FILE);
-        policy
-            .vs
-            .load(&weights)
-            .map_err(|e| PolicyError::torch(format!("loading {}", weights.display()), e))?;
+        weights::load_checked(&mut policy.vs, &weights)?;
         Ok(policy)
     }
 

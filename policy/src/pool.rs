@@ -98,6 +98,8 @@ pub fn best_per_prompt(cands: &[Candidate]) -> Vec<Candidate> {
 /// Writes candidates as Parquet: `prompt_id`, `k`, `prompt`, `answer`, `energy`,
 /// `logprob_sum`, and `gold` when any candidate has one.
 pub fn write_candidates(path: &Path, cands: &[Candidate]) -> Result<()> {
+    crate::io::check_finite(path, "energy", cands.iter().map(|c| c.energy))?;
+    crate::io::check_finite(path, "logprob_sum", cands.iter().map(|c| c.logprob_sum))?;
     let mut cols = vec![
         Column::new(
             "prompt_id".into(),

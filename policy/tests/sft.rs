@@ -156,7 +156,9 @@ fn diverging_loss_stops_with_a_clear_error() {
     let PolicyError::NonFinite(stop) = &err else {
         panic!("expected a non-finite stop, got {err}");
     };
-    assert_eq!(stop.count, policy::train::NONFINITE_LIMIT);
+    // It stops at the limit in a row, or earlier once more than half the steps were skipped.
+    let limit = policy::train::NONFINITE_LIMIT;
+    assert!((limit / 2..=limit).contains(&stop.count), "{err}");
     // checkpoint_every = 0: no checkpoint exists, and the error must not claim one
     assert_eq!(stop.checkpoint, None);
     assert!(!dir.path().join("checkpoint").exists());

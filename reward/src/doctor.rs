@@ -50,6 +50,18 @@ pub fn max_rel_diff(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
+/// Every energy must be a finite number (a NaN compares false with everything, so the other
+/// checks would pass on it).
+pub fn check_finite_energies(f: &EnergyFn, seqs: &[Vec<i64>]) -> Check {
+    let energies = f(seqs, Side::Right);
+    let bad = energies.iter().filter(|e| !e.is_finite()).count();
+    Check {
+        name: "finite energies".into(),
+        pass: bad == 0 && !energies.is_empty(),
+        detail: format!("{bad} of {} energies are NaN or infinite", energies.len()),
+    }
+}
+
 /// Energies must not depend on the batch: each sequence alone (no padding) against the whole
 /// set as one right-padded batch, one left-padded batch, and batches of 3.
 pub fn check_batch_invariance(f: &EnergyFn, seqs: &[Vec<i64>], tol: f32) -> Check {
@@ -197,6 +209,7 @@ pub fn run(scorer: &EnergyScorer, rows: &[PairRow], n: usize) -> Result<Vec<Chec
     let seqs = probe_sequences(scorer, rows, 24);
     let f = scorer_energy_fn(scorer);
     Ok(vec![
+        check_finite_energies(&f, &seqs),
         check_batch_invariance(&f, &seqs, 1e-4),
         check_pooling(scorer, &seqs, 1e-4),
         check_save_reload(scorer, &seqs)?,

@@ -44,8 +44,7 @@ impl EnergyScorer {
         let mut vs = nn::VarStore::new(device);
         let model = EnergyModel::new(vs.root(), &config);
         let w = dir.join(store::WEIGHTS_FILE);
-        vs.load(&w)
-            .map_err(|e| RewardError::torch(format!("loading {}", w.display()), e))?;
+        policy::weights::load_checked(&mut vs, &w)?;
         Ok(Self {
             vs,
             model,

@@ -143,30 +143,52 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// The first problem of [`TrainConfig::problems`] as an error.
     pub fn check(&self) -> Result<()> {
-        let bad = |m: &str| Err(RewardError::Config(m.to_string()));
-        if self.steps == 0 {
-            return bad("steps must be > 0");
+        match self.problems().into_iter().next() {
+            Some((key, message)) => Err(RewardError::Config(format!("{key}: {message}"))),
+            None => Ok(()),
         }
-        if self.batch == 0 {
-            return bad("batch must be > 0");
-        }
-        if !(self.optim.lr > 0.0 && self.optim.lr.is_finite()) {
-            return bad("lr must be a positive number");
-        }
-        if self.eval_every == 0 {
-            return bad("eval_every must be > 0");
-        }
-        if self.loss.beta <= 0.0 {
-            return bad("beta must be > 0");
-        }
-        if self.pooling == Pooling::LastColumn {
-            return bad("pooling last-column reads pads under right padding: use eos or mean");
-        }
-        if self.sampled_negatives > 0 && self.loss.kind != crate::loss::LossKind::Nll {
-            return bad("sampled negatives need the nll loss (--loss nll)");
-        }
-        Ok(())
+    }
+
+    /// Every value that is wrong, by its key (as in a run config's `[reward]` section).
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut bad = Vec::new();
+        let mut check = |ok: bool, key: &'static str, message: &str| {
+            if !ok {
+                bad.push((key, message.to_string()));
+            }
+        };
+        check(self.steps > 0, "steps", "must be > 0");
+        check(self.batch > 0, "batch", "must be > 0");
+        let lr = self.optim.lr;
+        check(
+            lr > 0.0 && lr.is_finite(),
+            "optim.lr",
+            &format!("must be a positive number, got {lr}"),
+        );
+        check(self.eval_every > 0, "eval_every", "must be > 0");
+        check(
+            self.loss.beta > 0.0 && self.loss.beta.is_finite(),
+            "loss.beta",
+            "must be > 0",
+        );
+        check(
+            self.max_len >= 3,
+            "max_len",
+            "must be at least 3 (separator, one answer token, end of answer)",
+        );
+        check(
+            self.pooling != Pooling::LastColumn,
+            "pooling",
+            "last-column reads pads under right padding: use eos or mean",
+        );
+        check(
+            self.sampled_negatives == 0 || self.loss.kind == crate::loss::LossKind::Nll,
+            "sampled_negatives",
+            "sampled negatives need the nll loss (--loss nll)",
+        );
+        bad
     }
 
     pub(super) fn thresholds(&self) -> Thresholds {

@@ -118,19 +118,9 @@ fn energy_config(cfg: &TrainConfig, init: Option<&Path>, tok: &Tokenizer) -> Res
 /// must be found.
 pub(super) fn load_trunk(vs: &mut nn::VarStore, init: &Path) -> Result<()> {
     let w = init.join(policy::WEIGHTS_FILE);
-    let missing = vs
-        .load_partial(&w)
-        .map_err(|e| RewardError::torch(format!("loading {}", w.display()), e))?;
-    let trunk_missing: Vec<&String> = missing
-        .iter()
-        .filter(|n| !HEAD_PREFIXES.iter().any(|p| n.starts_with(p)))
-        .collect();
-    if !trunk_missing.is_empty() {
-        return Err(RewardError::Input {
-            path: w,
-            message: format!("not a policy checkpoint of this shape: missing {trunk_missing:?}"),
-        });
-    }
+    policy::weights::load_checked_partial(vs, &w, |name| {
+        HEAD_PREFIXES.iter().any(|p| name.starts_with(p))
+    })?;
     Ok(())
 }
 
