@@ -313,7 +313,7 @@ fn every_section_is_checked_before_any_stage_runs() {
             "tokenizer.vocab",
             "sft.steps",
             "sft.optim.lr",
-            "reward:",
+            "reward.steps",
             "rank.n",
             "finetune.rounds",
             "refine.batch",

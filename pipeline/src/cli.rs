@@ -15,6 +15,10 @@ pub struct Cli {
     /// More logging (-v debug, -vv trace). RUST_LOG wins when set.
     #[arg(long, short, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Read stage directories without checking their files against the sha256 sums in their
+    /// manifest.json (a model or table edited by hand on purpose).
+    #[arg(long, global = true)]
+    pub no_verify: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -66,6 +70,7 @@ pub enum Command {
 }
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
+    crate::stage::manifest::set_verify_inputs(!cli.no_verify);
     match cli.command {
         Command::Ingest(a) => crate::stages::ingest::cli(a),
         Command::Synth(a) => crate::stages::synth::cli(a),

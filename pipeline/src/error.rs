@@ -57,7 +57,10 @@ pub fn is_usage(err: &(dyn std::error::Error + 'static)) -> bool {
             | P::Device(_)
             | P::Invalid(_)
             | P::MissingSpecial { .. }
-            | P::Gguf { .. } => true,
+            | P::Gguf { .. }
+            | P::Weights { .. } => true,
+            // A file of a model directory that is not there: the user's input is incomplete.
+            P::Io { source, .. } => source.kind() == std::io::ErrorKind::NotFound,
             P::Dataset(d) => d.is_usage(),
             _ => false,
         };
@@ -97,4 +100,99 @@ pub fn hint(err: &anyhow::Error) -> Option<String> {
         }
     }
     None
+}
+
+/// The lines `ember` prints for `err`: the outermost message, then one `caused by:` line per
+/// cause. A message that repeats its cause's text (`"{context}: {source}"` errors that also
+/// report the source) is cut to its own part, repeated causes are dropped, and libtorch's C++
+/// backtrace is kept only when `verbose`.
+pub fn render(err: &anyhow::Error, verbose: bool) -> Vec<String> {
+    let messages: Vec<String> = err
+        .chain()
+        .map(|e| {
+            let text = e.to_string();
+            match text.find("Exception raised from") {
+                Some(at) if !verbose => text[..at].trim_end().to_string(),
+                _ => text,
+            }
+        })
+        .collect();
+    let mut lines: Vec<String> = Vec::new();
+    for (i, msg) in messages.iter().enumerate() {
+        let own = match messages.get(i + 1) {
+            Some(next) if msg != next => msg
+                .strip_suffix(next.as_str())
+                .map(|head| head.trim_end().trim_end_matches(':').trim_end())
+                .filter(|head| !head.is_empty())
+                .unwrap_or(msg),
+            _ => msg,
+        };
+        if lines.last().is_some_and(|l| l == own) || own.is_empty() {
+            continue;
+        }
+        lines.push(own.to_string());
+    }
+    lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            if i == 0 {
+                format!("error: {l}")
+            } else {
+                format!("  caused by: {l}")
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `"{context}: {source}"` error that also reports its source, as thiserror makes them.
+    #[derive(Debug)]
+    struct Wrapped {
+        source: std::io::Error,
+    }
+
+    impl fmt::Display for Wrapped {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "reading weights: {}", self.source)
+        }
+    }
+
+    impl std::error::Error for Wrapped {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.source)
+        }
+    }
+
+    #[test]
+    fn render_gives_one_line_per_cause_without_repeats_or_backtraces() {
+        let io = std::io::Error::other("disk on fire");
+        let err = anyhow::Error::new(Wrapped { source: io })
+            .context("loading model m")
+            .context("ember sft failed");
+        assert_eq!(
+            render(&err, false),
+            [
+                "error: ember sft failed",
+                "  caused by: loading model m",
+                "  caused by: reading weights",
+                "  caused by: disk on fire",
+            ]
+        );
+        let torch = anyhow::anyhow!(
+            "shape mismatch [2] vs [3]\nException raised from foo at bar.cpp:1\nframe #0: baz"
+        )
+        .context("loading weights");
+        assert_eq!(
+            render(&torch, false),
+            [
+                "error: loading weights",
+                "  caused by: shape mismatch [2] vs [3]"
+            ]
+        );
+        assert!(render(&torch, true)[1].contains("frame #0"));
+    }
 }

@@ -1,14 +1,14 @@
 //! The run directory's bookkeeping: `RUN/events.jsonl` (every start, skip, finish and failure)
 //! and the exclusive lock on `RUN/.lock` that keeps two `ember run`s out of one directory.
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::Write as _;
-use std::os::unix::io::AsRawFd;
 use std::path::Path;
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result};
 use serde::{Deserialize, Serialize};
 
 use super::{EVENTS, LOCK};
+use crate::stage::Lock;
 
 /// One line of `RUN/events.jsonl`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -62,34 +62,20 @@ pub fn read_events(run: &Path) -> Vec<Event> {
         .collect()
 }
 
-/// An exclusive advisory lock on `RUN/.lock`, held until dropped (or the process dies).
+/// An exclusive advisory lock on `RUN/.lock`, held until dropped (or the process dies), and
+/// the lock file removed with it.
 pub struct RunLock {
-    _file: File,
+    _lock: Lock,
 }
 
 impl RunLock {
     pub fn acquire(run: &Path) -> Result<Self> {
-        let path = run.join(LOCK);
-        let mut file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .with_context(|| format!("cannot write to run directory {}", run.display()))?;
-        // SAFETY: flock on a file descriptor we own; no memory is shared with the kernel.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc != 0 {
-            let holder = fs::read_to_string(&path).unwrap_or_default();
-            let holder = holder.trim();
-            bail!(
-                "run directory {} is in use by another `ember run` (pid {}); refusing to run concurrently",
-                run.display(),
-                if holder.is_empty() { "unknown" } else { holder }
-            );
-        }
-        file.set_len(0)?;
-        write!(file, "{}", std::process::id())?;
-        Ok(Self { _file: file })
+        let lock = Lock::acquire(&run.join(LOCK), |pid| {
+            format!(
+                "run directory {} is in use by another `ember run` (pid {pid}); refusing to run concurrently",
+                run.display()
+            )
+        })?;
+        Ok(Self { _lock: lock })
     }
 }

@@ -51,7 +51,7 @@ impl Planned {
             inputs: paths,
             invalid: cfg.check(),
             fingerprint: Box::new(move || stage::fingerprint(&f.0, &f.1, &f.2)),
-            exec: Box::new(move |out| stage::run(&e.0, &e.1, &e.2, out)),
+            exec: Box::new(move |out| stage::run(&e.0, &e.1, &e.2, out, stage::Replace::AnyStage)),
         }
     }
 

@@ -6,9 +6,13 @@ use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use anyhow::{Context as _, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+use crate::error::UsageError;
 
 /// The tool version that enters every fingerprint.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -92,6 +96,39 @@ pub fn fingerprint(stage: &str, config: &serde_json::Value, inputs: &[InputRef])
     }
     hasher.update(VERSION.as_bytes());
     hex::encode(hasher.finalize())
+}
+
+/// Whether inputs are checked against their manifests' checksums (`ember --no-verify` turns
+/// it off for the process).
+static VERIFY_INPUTS: AtomicBool = AtomicBool::new(true);
+
+/// `ember --no-verify`: read stage directories without checking their files' checksums.
+pub fn set_verify_inputs(on: bool) {
+    VERIFY_INPUTS.store(on, Ordering::Relaxed);
+}
+
+/// Checks that the files of a stage directory an input points at are the ones its manifest
+/// recorded: a model or table changed (or corrupted) since its stage wrote it is a usage error,
+/// not a silently different input. Plain files and directories without a manifest pass.
+pub fn verify_input(path: &Path) -> Result<()> {
+    if !VERIFY_INPUTS.load(Ordering::Relaxed) || !path.is_dir() {
+        return Ok(());
+    }
+    let Some(m) = read_manifest(path)? else {
+        return Ok(());
+    };
+    match verify(path, &m)? {
+        None => Ok(()),
+        Some(reason) => Err(UsageError::with_hint(
+            format!(
+                "input {}: {reason} recorded in its manifest.json (changed or corrupt since `ember {}` wrote it)",
+                path.display(),
+                m.stage
+            ),
+            "re-create it (`ember run` re-runs a stage whose files changed), or pass --no-verify to read it as it is",
+        )
+        .into()),
+    }
 }
 
 /// The fingerprint of each input, in order, as a stage's manifest records them.

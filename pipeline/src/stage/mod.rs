@@ -18,13 +18,15 @@ use tracing::info_span;
 
 pub mod common;
 pub mod manifest;
+pub mod output;
 pub mod staging;
 
 pub use common::{Common, LrArg, RuntimeArgs, SeedArg};
 pub use manifest::{
-    input_fingerprint, input_refs, list_files, read_manifest, sha256_file, verify, Artifact,
-    InputRef, Manifest, MANIFEST, VERSION,
+    input_fingerprint, input_refs, list_files, read_manifest, sha256_file, verify, verify_input,
+    Artifact, InputRef, Manifest, MANIFEST, VERSION,
 };
+pub use output::{check_file_out, Lock, OutArg, Replace, Target};
 pub use staging::{staging_path, StageRun};
 
 use crate::config::Invalid;
@@ -38,6 +40,9 @@ pub trait Stage: Serialize {
     const RESUMABLE: bool = false;
     /// Entries of the staging directory that are scratch (checkpoints), not artifacts.
     const SCRATCH: &'static [&'static str] = &[];
+    /// The entries of [`Stage::SCRATCH`] a rerun resumes from: a failed resumable stage keeps
+    /// its `OUT.partial` only when one of them exists (else there is nothing to resume).
+    const RESUME_FROM: &'static [&'static str] = &[];
     /// The upstream files and stage directories it reads.
     type Inputs;
 
@@ -72,17 +77,26 @@ pub fn fingerprint<S: Stage>(cfg: &S, common: &Common, inputs: &S::Inputs) -> Re
     Ok(manifest::fingerprint(S::NAME, &cfg.hashed(common), &refs))
 }
 
-/// Runs stage `cfg` into `out`: checks the config, stages, executes, writes the manifest last.
-pub fn run<S: Stage>(cfg: &S, common: &Common, inputs: &S::Inputs, out: &Path) -> Result<Manifest> {
+/// Runs stage `cfg` into `out`: checks the config, claims `out` (what it may `replace`, and its
+/// lock), stages, executes, writes the manifest last.
+pub fn run<S: Stage>(
+    cfg: &S,
+    common: &Common,
+    inputs: &S::Inputs,
+    out: &Path,
+    replace: Replace,
+) -> Result<Manifest> {
     let _span = info_span!("stage", name = S::NAME, out = %out.display()).entered();
     crate::config::reject(cfg.check(), S::NAME)?;
     let paths = S::input_paths(inputs);
+    let target = Target::claim(out, S::NAME, &paths, replace)?;
+    paths.iter().try_for_each(|p| verify_input(p))?;
     let refs = input_refs(&paths.iter().map(PathBuf::as_path).collect::<Vec<_>>())?;
-    let run = StageRun::begin(S::NAME, cfg.hashed(common), refs, out, S::RESUMABLE)?;
+    let run = StageRun::begin(S::NAME, cfg.hashed(common), refs, target, S::RESUMABLE)?;
     match cfg.execute(common, inputs, run.dir()) {
         Ok(metrics) => run.finish(metrics, S::SCRATCH),
         Err(err) => {
-            run.abandon(S::RESUMABLE);
+            run.abandon(if S::RESUMABLE { S::RESUME_FROM } else { &[] });
             Err(err)
         }
     }
@@ -95,14 +109,25 @@ pub fn run_to<S: Stage>(
     cfg: &S,
     common: &Common,
     inputs: &S::Inputs,
-    out: &Path,
+    out: &OutArg,
     artifact: &str,
 ) -> Result<serde_json::Value> {
     let ext = Path::new(artifact).extension();
+    let (out, replace) = (&out.path, out.replace());
     if ext.is_none() || out.extension() != ext {
-        return Ok(run::<S>(cfg, common, inputs, out)?.metrics);
+        return Ok(run::<S>(cfg, common, inputs, out, replace)?.metrics);
     }
     crate::config::reject(cfg.check(), S::NAME)?;
+    let paths = S::input_paths(inputs);
+    let inputs_ref: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
+    check_file_out(out, &inputs_ref)?;
+    paths.iter().try_for_each(|p| verify_input(p))?;
+    let _lock = Lock::acquire(&output::sibling(out, "lock"), |pid| {
+        format!(
+            "{} is being written by another ember process (pid {pid})",
+            out.display()
+        )
+    })?;
     let tmp = staging_path(out);
     let result = fs::create_dir_all(&tmp)
         .with_context(|| format!("creating {}", tmp.display()))
@@ -157,7 +182,14 @@ mod tests {
         let input = tmp.path().join("in.txt");
         fs::write(&input, "x").unwrap();
         let (cfg, common, inputs) = (Echo(json!({"text": "hi"})), Common::default(), vec![input]);
-        let m = run(&cfg, &common, &inputs, &tmp.path().join("out")).unwrap();
+        let m = run(
+            &cfg,
+            &common,
+            &inputs,
+            &tmp.path().join("out"),
+            Replace::SameStage,
+        )
+        .unwrap();
         assert_eq!(m.fingerprint, fingerprint(&cfg, &common, &inputs).unwrap());
         assert_eq!(m.metrics["chars"], 2);
         assert_eq!(
@@ -183,12 +215,58 @@ mod tests {
             &common,
             &vec![],
             &out,
+            Replace::SameStage,
         );
         assert_eq!(crate::error::exit_code(&err.unwrap_err()), 1);
-        let err = run(&Echo(json!({"text": ""})), &common, &vec![], &out).unwrap_err();
+        let err = run(
+            &Echo(json!({"text": ""})),
+            &common,
+            &vec![],
+            &out,
+            Replace::SameStage,
+        )
+        .unwrap_err();
         assert_eq!(crate::error::exit_code(&err), 2);
         assert!(format!("{err:#}").contains("echo.text: must not be empty"));
         assert!(!out.exists() && !staging_path(&out).exists());
+    }
+
+    #[test]
+    fn a_failed_rerun_leaves_the_previous_output_untouched() {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("out");
+        let common = Common::default();
+        let first = run(
+            &Echo(json!({"text": "a"})),
+            &common,
+            &vec![],
+            &out,
+            Replace::SameStage,
+        );
+        let first = first.unwrap();
+        let failed = Echo(json!({"text": "b", "fail": true}));
+        assert!(run(&failed, &common, &vec![], &out, Replace::SameStage).is_err());
+        assert_eq!(read_manifest(&out).unwrap().unwrap(), first);
+        assert_eq!(fs::read_to_string(out.join("echo.txt")).unwrap(), "a");
+        let second = run(
+            &Echo(json!({"text": "c"})),
+            &common,
+            &vec![],
+            &out,
+            Replace::SameStage,
+        );
+        assert_eq!(second.unwrap().metrics["chars"], 1);
+        assert_eq!(fs::read_to_string(out.join("echo.txt")).unwrap(), "c");
+        let names: Vec<_> = fs::read_dir(tmp.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(
+            names,
+            ["out"],
+            "no staging, lock or replaced directory is left"
+        );
     }
 
     #[test]
@@ -196,13 +274,17 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let file = tmp.path().join("answer.txt");
         let cfg = Echo(json!({"text": "42"}));
-        let metrics = run_to(&cfg, &Common::default(), &vec![], &file, "echo.txt").unwrap();
+        let to = |path: &Path| OutArg {
+            path: path.to_path_buf(),
+            force: false,
+        };
+        let metrics = run_to(&cfg, &Common::default(), &vec![], &to(&file), "echo.txt").unwrap();
         assert_eq!(metrics["chars"], 2);
         assert_eq!(fs::read_to_string(&file).unwrap(), "42");
         let entries = fs::read_dir(tmp.path()).unwrap().count();
         assert_eq!(entries, 1, "no staging directory left beside the file");
         let dir = tmp.path().join("stage");
-        run_to(&cfg, &Common::default(), &vec![], &dir, "echo.txt").unwrap();
+        run_to(&cfg, &Common::default(), &vec![], &to(&dir), "echo.txt").unwrap();
         assert!(dir.join(MANIFEST).exists());
     }
 }

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::compare_report::{write_outputs, REPORT};
 use crate::config::Invalid;
-use crate::stage::{self, Common, RuntimeArgs, SeedArg, Stage};
+use crate::stage::{self, Common, OutArg, RuntimeArgs, SeedArg, Stage};
 use crate::stages::rank::load_prompts;
 use crate::stages::refine::load_models;
 
@@ -165,18 +165,18 @@ pub struct Args {
     pub seed: SeedArg,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
-    /// Output directory.
-    #[arg(long)]
-    pub out: PathBuf,
+    #[command(flatten)]
+    pub out: OutArg,
 }
 
 pub fn cli(args: Args) -> Result<ExitCode> {
     let mut cfg = args.config;
     cfg.optimiser = args.optimiser.apply(&cfg.optimiser);
     let (common, inputs) = (Common::new(&args.seed, &args.runtime), &args.on);
-    stage::run(&cfg, &common, inputs, &args.out).context("ember compare failed")?;
-    let report = std::fs::read_to_string(args.out.join(REPORT)).unwrap_or_default();
+    stage::run(&cfg, &common, inputs, &args.out.path, args.out.replace())
+        .context("ember compare failed")?;
+    let report = std::fs::read_to_string(args.out.path.join(REPORT)).unwrap_or_default();
     print!("{}", report.split("## Plots").next().unwrap_or_default());
-    println!("compare: report → {}", args.out.join(REPORT).display());
+    println!("compare: report → {}", args.out.path.join(REPORT).display());
     Ok(ExitCode::SUCCESS)
 }

@@ -7,7 +7,7 @@ use anyhow::{Context as _, Result};
 use policy::Policy;
 use serde::{Deserialize, Serialize};
 
-use crate::stage::{self, Common, Stage};
+use crate::stage::{self, Common, OutArg, Stage};
 
 /// Checkpoint formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -65,18 +65,23 @@ pub struct Args {
     pub inputs: Inputs,
     #[command(flatten)]
     pub config: Config,
-    /// Output directory.
-    #[arg(long)]
-    pub out: PathBuf,
+    #[command(flatten)]
+    pub out: OutArg,
 }
 
 pub fn cli(args: Args) -> Result<ExitCode> {
-    let m = stage::run(&args.config, &Common::default(), &args.inputs, &args.out)
-        .context("ember export failed")?;
+    let m = stage::run(
+        &args.config,
+        &Common::default(),
+        &args.inputs,
+        &args.out.path,
+        args.out.replace(),
+    )
+    .context("ember export failed")?;
     println!(
         "export: {} parameters → {}",
         m.metrics["parameters"],
-        args.out.display()
+        args.out.path.display()
     );
     Ok(ExitCode::SUCCESS)
 }

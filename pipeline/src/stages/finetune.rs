@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Invalid;
 use crate::error::usage;
-use crate::stage::{self, Common, LrArg, RuntimeArgs, SeedArg, Stage};
+use crate::stage::{self, Common, LrArg, OutArg, RuntimeArgs, SeedArg, Stage};
 use crate::stages::rank::load_prompts;
 
 pub const POLICY_DIR: &str = "policy";
@@ -244,6 +244,7 @@ impl Stage for Config {
     const NAME: &'static str = "finetune";
     const RESUMABLE: bool = true;
     const SCRATCH: &'static [&'static str] = &[CHECKPOINT];
+    const RESUME_FROM: &'static [&'static str] = &[CHECKPOINT];
     type Inputs = Inputs;
 
     /// The policy, the energy model, the prompts, then the optional inputs that are given.
@@ -335,23 +336,22 @@ pub struct Args {
     pub seed: SeedArg,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
-    /// Output directory; re-running the same command after an interruption resumes.
-    #[arg(long)]
-    pub out: PathBuf,
+    #[command(flatten)]
+    pub out: OutArg,
 }
 
 pub fn cli(args: Args) -> Result<ExitCode> {
     let mut cfg = args.config;
     args.lr.apply(&mut cfg.optim);
     let (common, inputs) = (Common::new(&args.seed, &args.runtime), args.inputs);
-    let manifest =
-        stage::run(&cfg, &common, &inputs, &args.out).context("ember finetune failed")?;
+    let manifest = stage::run(&cfg, &common, &inputs, &args.out.path, args.out.replace())
+        .context("ember finetune failed")?;
     let rows: Vec<RoundRow> = serde_json::from_value(manifest.metrics["rounds"].clone())?;
     print!("{}", render_rounds(&rows));
     println!(
         "finetune: {} rounds → {}",
         cfg.rounds,
-        args.out.join(POLICY_DIR).display()
+        args.out.path.join(POLICY_DIR).display()
     );
     Ok(ExitCode::SUCCESS)
 }

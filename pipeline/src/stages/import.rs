@@ -11,7 +11,7 @@ use policy::Tokenizer;
 use serde::{Deserialize, Serialize};
 
 use crate::error::usage;
-use crate::stage::{self, Common, Stage};
+use crate::stage::{self, Common, OutArg, Stage};
 
 /// Formats `ember import` reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -85,18 +85,23 @@ pub struct Args {
     pub inputs: Inputs,
     #[command(flatten)]
     pub config: Config,
-    /// Output policy directory.
-    #[arg(long)]
-    pub out: PathBuf,
+    #[command(flatten)]
+    pub out: OutArg,
 }
 
 pub fn cli(args: Args) -> Result<ExitCode> {
-    let m = stage::run(&args.config, &Common::default(), &args.inputs, &args.out)
-        .context("ember import failed")?;
+    let m = stage::run(
+        &args.config,
+        &Common::default(),
+        &args.inputs,
+        &args.out.path,
+        args.out.replace(),
+    )
+    .context("ember import failed")?;
     println!(
         "import: {} parameters → {}",
         m.metrics["parameters"],
-        args.out.display()
+        args.out.path.display()
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Invalid;
 use crate::error::usage;
-use crate::stage::{self, Common, SeedArg, Stage};
+use crate::stage::{self, Common, OutArg, SeedArg, Stage};
 
 /// The `[data]` section of a run config with `kind = "ingest"` (beside `inputs`), and the flags
 /// of `ember ingest`.
@@ -140,15 +140,14 @@ pub struct Args {
     /// The seed of the split hash.
     #[command(flatten)]
     pub seed: SeedArg,
-    /// Output directory (written as OUT.partial, renamed when complete).
-    #[arg(long)]
-    pub out: PathBuf,
+    #[command(flatten)]
+    pub out: OutArg,
 }
 
 pub fn cli(args: Args) -> Result<ExitCode> {
     let (cfg, common) = (&args.config, Common::seeded(&args.seed));
     let inputs = Inputs { data: args.inputs };
-    let manifest = stage::run(cfg, &common, &inputs, &args.out)
+    let manifest = stage::run(cfg, &common, &inputs, &args.out.path, args.out.replace())
         .with_context(|| format!("ember ingest --format {} failed", cfg.format))?;
     let m = &manifest.metrics;
     println!(
@@ -156,7 +155,7 @@ pub fn cli(args: Args) -> Result<ExitCode> {
         m["rows_read"],
         m["kept"],
         m["quarantined"],
-        args.out.display()
+        args.out.path.display()
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Invalid;
 use crate::error::usage;
-use crate::stage::{self, Common, RuntimeArgs, Stage};
+use crate::stage::{self, Common, OutArg, RuntimeArgs, Stage};
 
 pub const LOGPROBS_FILE: &str = "logprobs.parquet";
 
@@ -102,20 +102,20 @@ pub struct Args {
     pub config: Config,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
-    /// Output: a `.parquet` file, or a stage directory holding `logprobs.parquet`.
-    #[arg(long)]
-    pub out: PathBuf,
+    #[command(flatten)]
+    pub out: OutArg,
 }
 
 pub fn cli(args: Args) -> Result<ExitCode> {
     let ext = args
         .out
+        .path
         .extension()
         .map(|e| e.to_string_lossy().to_lowercase());
     if let Some(e @ ("jsonl" | "json" | "csv" | "gz" | "txt")) = ext.as_deref() {
         return Err(usage(format!(
             "--out {}: logprobs are written as a .parquet file or into a stage directory, not .{e}",
-            args.out.display()
+            args.out.path.display()
         )));
     }
     let common = Common {
@@ -135,7 +135,7 @@ pub fn cli(args: Args) -> Result<ExitCode> {
         "logprob: {} rows, mean log p(answer | prompt) {:.4} → {}",
         metrics["rows"],
         metrics["mean_logprob_sum"].as_f64().unwrap_or(f64::NAN),
-        args.out.display()
+        args.out.path.display()
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -16,7 +16,7 @@ use tracing::info;
 
 use crate::config::Invalid;
 use crate::error::usage;
-use crate::stage::{self, Common, RuntimeArgs, SeedArg, Stage};
+use crate::stage::{self, Common, OutArg, RuntimeArgs, SeedArg, Stage};
 
 pub const CANDIDATES: &str = "candidates.parquet";
 pub const SELECTED: &str = "selected.parquet";
@@ -170,20 +170,20 @@ pub struct Args {
     pub seed: SeedArg,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
-    /// Output directory.
-    #[arg(long)]
-    pub out: PathBuf,
+    #[command(flatten)]
+    pub out: OutArg,
 }
 
 pub fn cli(args: Args) -> Result<ExitCode> {
     let (cfg, common) = (&args.config, Common::new(&args.seed, &args.runtime));
-    let manifest = stage::run(cfg, &common, &args.on, &args.out).context("ember rank failed")?;
+    let manifest = stage::run(cfg, &common, &args.on, &args.out.path, args.out.replace())
+        .context("ember rank failed")?;
     let rows: Vec<SummaryRow> = serde_json::from_value(manifest.metrics["rows"].clone())?;
     print!("{}", render(&rows));
     println!(
         "rank: {} candidates → {}",
         manifest.metrics["prompts"].as_u64().unwrap_or(0) as usize * cfg.n,
-        args.out.display()
+        args.out.path.display()
     );
     Ok(ExitCode::SUCCESS)
 }

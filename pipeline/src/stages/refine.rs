@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use tracing::info;
 
 use crate::config::Invalid;
-use crate::stage::{self, Common, RuntimeArgs, SeedArg, Stage};
+use crate::stage::{self, Common, OutArg, RuntimeArgs, SeedArg, Stage};
 use crate::stages::rank::load_prompts;
 
 pub const REFINED: &str = "refined.parquet";
@@ -164,9 +164,8 @@ pub struct Args {
     pub seed: SeedArg,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
-    /// Output directory.
-    #[arg(long)]
-    pub out: PathBuf,
+    #[command(flatten)]
+    pub out: OutArg,
 }
 
 /// The refinement optimiser's flags, shared by `ember refine` and `ember compare` (in a run
@@ -217,7 +216,8 @@ pub fn cli(args: Args) -> Result<ExitCode> {
     cfg.optimiser = args.optimiser.apply(&cfg.optimiser);
     cfg.optimiser.steps = args.steps;
     let (common, inputs) = (Common::new(&args.seed, &args.runtime), &args.on);
-    let m = stage::run(&cfg, &common, inputs, &args.out).context("ember refine failed")?;
+    let m = stage::run(&cfg, &common, inputs, &args.out.path, args.out.replace())
+        .context("ember refine failed")?;
     let g = |k: &str| {
         m.metrics[k]
             .as_f64()
@@ -232,7 +232,7 @@ pub fn cli(args: Args) -> Result<ExitCode> {
         g("improved"),
         g("start_gold"),
         g("gold"),
-        args.out.display()
+        args.out.path.display()
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -7,7 +7,7 @@ use anyhow::{Context as _, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Invalid;
-use crate::stage::{self, Common, Stage};
+use crate::stage::{self, Common, OutArg, Stage};
 
 /// The `[report]` section of a run config, and the flags of `ember report`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, clap::Args)]
@@ -66,9 +66,8 @@ pub struct Args {
     /// Finished stage directories (each with a manifest.json), in pipeline order.
     #[arg(required = true)]
     pub stages: Vec<PathBuf>,
-    /// Output directory (report.md, plots, manifest.json).
-    #[arg(long)]
-    pub out: PathBuf,
+    #[command(flatten)]
+    pub out: OutArg,
     #[command(flatten)]
     pub config: Config,
 }
@@ -88,7 +87,13 @@ pub fn cli(args: Args) -> Result<ExitCode> {
     let inputs = Inputs {
         stages: args.stages,
     };
-    stage::run(&args.config, &Common::default(), &inputs, &args.out)?;
-    println!("{}", args.out.join("report.md").display());
+    stage::run(
+        &args.config,
+        &Common::default(),
+        &inputs,
+        &args.out.path,
+        args.out.replace(),
+    )?;
+    println!("{}", args.out.path.join("report.md").display());
     Ok(ExitCode::SUCCESS)
 }

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Invalid;
 use crate::error::usage;
-use crate::stage::{self, Common, RuntimeArgs, SeedArg, Stage};
+use crate::stage::{self, Common, OutArg, RuntimeArgs, SeedArg, Stage};
 
 pub const SAMPLES_FILE: &str = "samples.parquet";
 
@@ -147,9 +147,8 @@ pub struct Args {
     pub seed: SeedArg,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
-    /// Output: a `.parquet` file, or a stage directory holding `samples.parquet`.
-    #[arg(long)]
-    pub out: PathBuf,
+    #[command(flatten)]
+    pub out: OutArg,
 }
 
 pub fn cli(args: Args) -> Result<ExitCode> {
@@ -161,7 +160,7 @@ pub fn cli(args: Args) -> Result<ExitCode> {
         metrics["samples"],
         metrics["tokens_per_s"].as_f64().unwrap_or(0.0),
         100.0 * metrics["eos_share"].as_f64().unwrap_or(0.0),
-        args.out.display()
+        args.out.path.display()
     );
     Ok(ExitCode::SUCCESS)
 }

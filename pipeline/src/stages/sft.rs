@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Invalid;
 use crate::error::usage;
-use crate::stage::{self, Common, LrArg, RuntimeArgs, SeedArg, Stage};
+use crate::stage::{self, Common, LrArg, OutArg, RuntimeArgs, SeedArg, Stage};
 
 /// The `[sft]` section of a run config, and the flags of `ember sft`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, clap::Args)]
@@ -149,6 +149,7 @@ impl Stage for Config {
     const NAME: &'static str = "sft";
     const RESUMABLE: bool = true;
     const SCRATCH: &'static [&'static str] = &["checkpoint"];
+    const RESUME_FROM: &'static [&'static str] = &["checkpoint"];
     type Inputs = Inputs;
 
     /// The data, the tokenizer file (not its directory), the init policy.
@@ -222,9 +223,8 @@ pub struct Args {
     /// `tokenizer.json` (or a directory holding one).
     #[arg(long)]
     pub tokenizer: PathBuf,
-    /// Output policy directory.
-    #[arg(long)]
-    pub out: PathBuf,
+    #[command(flatten)]
+    pub out: OutArg,
     /// JSON file with the model shape (`GptConfig` fields).
     #[arg(long)]
     pub model_config: Option<PathBuf>,
@@ -263,11 +263,12 @@ pub fn cli(args: Args) -> Result<ExitCode> {
         tokenizer: args.tokenizer,
         init: args.init,
     };
-    let m = stage::run(&cfg, &common, &inputs, &args.out).context("ember sft failed")?;
+    let m = stage::run(&cfg, &common, &inputs, &args.out.path, args.out.replace())
+        .context("ember sft failed")?;
     if cfg.steps == 0 {
         println!(
             "sft: 0 steps, the init policy as it is → {}",
-            args.out.display()
+            args.out.path.display()
         );
         return Ok(ExitCode::SUCCESS);
     }
@@ -277,7 +278,7 @@ pub fn cli(args: Args) -> Result<ExitCode> {
         m.metrics["train_loss"].as_f64().unwrap_or(f64::NAN),
         m.metrics["val_loss"].as_f64().unwrap_or(f64::NAN),
         m.metrics["val_ppl"].as_f64().unwrap_or(f64::NAN),
-        args.out.display()
+        args.out.path.display()
     );
     Ok(ExitCode::SUCCESS)
 }

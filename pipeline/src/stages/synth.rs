@@ -9,7 +9,7 @@ use datasets::synth::{ProblemSize, SynthConfig, Task};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Invalid;
-use crate::stage::{self, Common, SeedArg, Stage};
+use crate::stage::{self, Common, OutArg, SeedArg, Stage};
 
 /// The `[data]` section of a run config with `kind = "synth"`, and the flags of `ember synth`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, clap::Args)]
@@ -131,15 +131,20 @@ pub struct Args {
     pub config: Config,
     #[command(flatten)]
     pub seed: SeedArg,
-    /// Output directory.
-    #[arg(long)]
-    pub out: PathBuf,
+    #[command(flatten)]
+    pub out: OutArg,
 }
 
 pub fn cli(args: Args) -> Result<ExitCode> {
     let common = Common::seeded(&args.seed);
-    let manifest =
-        stage::run(&args.config, &common, &Inputs, &args.out).context("ember synth failed")?;
+    let manifest = stage::run(
+        &args.config,
+        &common,
+        &Inputs,
+        &args.out.path,
+        args.out.replace(),
+    )
+    .context("ember synth failed")?;
     let m = &manifest.metrics;
     println!(
         "synth: {} pairs ({} train / {} val / {} test), {} demos, {} eval prompts → {}",
@@ -149,7 +154,7 @@ pub fn cli(args: Args) -> Result<ExitCode> {
         m["splits"]["test"],
         m["demos"],
         m["eval_prompts"],
-        args.out.display()
+        args.out.path.display()
     );
     Ok(ExitCode::SUCCESS)
 }

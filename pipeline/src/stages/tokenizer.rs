@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Invalid;
 use crate::error::usage;
-use crate::stage::{self, Common, Stage};
+use crate::stage::{self, Common, OutArg, Stage};
 
 /// Which tokenizer to build.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -159,31 +159,37 @@ pub struct Args {
     pub data: PathBuf,
     #[command(flatten)]
     pub config: Config,
-    /// Output: a `.json` file, or a stage directory holding `tokenizer.json`.
-    #[arg(long)]
-    pub out: PathBuf,
+    #[command(flatten)]
+    pub out: OutArg,
 }
 
 pub fn cli(cmd: Command) -> Result<ExitCode> {
     let Command::Train(args) = cmd;
     let cfg = args.config;
-    let vocab = if args.out.extension().is_some_and(|e| e == "json") {
+    let vocab = if args.out.path.extension().is_some_and(|e| e == "json") {
         crate::config::reject(cfg.check(), "tokenizer")?;
+        stage::check_file_out(&args.out.path, &[&args.data])?;
         let tok = build(&cfg, &args.data)?;
-        let tmp = args.out.with_extension("json.partial");
+        let tmp = args.out.path.with_extension("json.partial");
         tok.save(&tmp)?;
-        std::fs::rename(&tmp, &args.out)
-            .with_context(|| format!("writing {}", args.out.display()))?;
+        std::fs::rename(&tmp, &args.out.path)
+            .with_context(|| format!("writing {}", args.out.path.display()))?;
         tok.vocab_size()
     } else {
         let inputs = Inputs {
             data: args.data.clone(),
             base: None,
         };
-        let m = stage::run(&cfg, &Common::default(), &inputs, &args.out)
-            .context("ember tokenizer train failed")?;
+        let m = stage::run(
+            &cfg,
+            &Common::default(),
+            &inputs,
+            &args.out.path,
+            args.out.replace(),
+        )
+        .context("ember tokenizer train failed")?;
         m.metrics["vocab_size"].as_i64().unwrap_or(0)
     };
-    println!("tokenizer: {vocab} tokens → {}", args.out.display());
+    println!("tokenizer: {vocab} tokens → {}", args.out.path.display());
     Ok(ExitCode::SUCCESS)
 }

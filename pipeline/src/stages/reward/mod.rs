@@ -13,7 +13,7 @@ use reward::model::{Pooling, Score};
 
 use crate::config::Invalid;
 use crate::error::usage;
-use crate::stage::{self, Common, LrArg, RuntimeArgs, SeedArg, Stage};
+use crate::stage::{self, Common, LrArg, OutArg, RuntimeArgs, SeedArg, Stage};
 
 mod tools;
 
@@ -52,6 +52,7 @@ impl Stage for Config {
     const NAME: &'static str = "reward";
     const RESUMABLE: bool = true;
     const SCRATCH: &'static [&'static str] = &["ckpt", "ckpt.old", "ckpt.tmp", "best"];
+    const RESUME_FROM: &'static [&'static str] = &["ckpt", "ckpt.old"];
     type Inputs = Inputs;
 
     /// The data, the tokenizer, the init policy, then the negatives' policy when it is another.
@@ -68,10 +69,9 @@ impl Stage for Config {
     }
 
     fn check(&self) -> Vec<Invalid> {
-        self.check()
-            .err()
-            .map(|e| Invalid::new("", e.to_string()))
+        self.problems()
             .into_iter()
+            .map(|(key, message)| Invalid::new(key, message))
             .collect()
     }
 
@@ -167,9 +167,8 @@ pub struct TrainArgs {
     /// Policy (SFT) checkpoint directory whose trunk initialises the model (recommended).
     #[arg(long)]
     pub init: Option<PathBuf>,
-    /// Output model directory.
-    #[arg(long)]
-    pub out: PathBuf,
+    #[command(flatten)]
+    pub out: OutArg,
     /// Loss: log (Bradley–Terry), hinge, square-square, square-exp, nll (InfoNCE).
     #[arg(long, default_value_t = Config::default().loss.kind)]
     pub loss: LossKind,
@@ -305,7 +304,7 @@ fn train_cli(a: TrainArgs) -> Result<ExitCode> {
         init: a.init,
         negatives_from: a.negatives_from,
     };
-    let m = stage::run(&cfg, &common, &inputs, &a.out)?;
+    let m = stage::run(&cfg, &common, &inputs, &a.out.path, a.out.replace())?;
     let v = &m.metrics["val"];
     println!(
         "val accuracy {:.4} (length heuristic {:.4}) over {} pairs; best step {}; {:.0} tokens/s; model in {}",
@@ -314,7 +313,7 @@ fn train_cli(a: TrainArgs) -> Result<ExitCode> {
         v["pairs"],
         m.metrics["best_step"],
         m.metrics["tokens_per_s"].as_f64().unwrap_or(0.0),
-        a.out.display()
+        a.out.path.display()
     );
     Ok(ExitCode::SUCCESS)
 }

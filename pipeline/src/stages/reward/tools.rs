@@ -6,7 +6,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context as _, Result};
+use anyhow::{bail, Context as _, Result};
 use polars::prelude::{Column, DataFrame};
 use policy::device::Autocast;
 use reward::loss::TieMode;
@@ -72,10 +72,25 @@ pub struct DoctorArgs {
 /// The energy model on the flags' device, and the autocast scope of their precision (keep it
 /// alive while scoring).
 fn load_scorer(dir: &Path, runtime: &RuntimeArgs) -> Result<(EnergyScorer, Option<Autocast>)> {
+    crate::stage::verify_input(dir)?;
     let (device, amp) = runtime.device()?;
     let scorer = EnergyScorer::load(dir, device)
         .with_context(|| format!("loading the energy model {}", dir.display()))?;
     Ok((scorer, amp))
+}
+
+/// The message of a [`policy::PolicyError::Weights`] in `err`'s chain.
+fn weights_error(err: &anyhow::Error) -> Option<String> {
+    err.chain()
+        .find_map(|e| match e.downcast_ref::<policy::PolicyError>() {
+            Some(w @ policy::PolicyError::Weights { .. }) => Some(w.to_string()),
+            _ => match e.downcast_ref::<reward::RewardError>() {
+                Some(reward::RewardError::Policy(w @ policy::PolicyError::Weights { .. })) => {
+                    Some(w.to_string())
+                }
+                _ => None,
+            },
+        })
 }
 
 /// The tables named by `--data`: files as given, directories as their val/test splits.
@@ -160,6 +175,11 @@ fn print_by_source(report: &Value, min: usize) {
 }
 
 pub(super) fn eval_cli(a: EvalArgs) -> Result<ExitCode> {
+    if let Some(out) = &a.out {
+        let mut inputs: Vec<&Path> = a.data.iter().map(PathBuf::as_path).collect();
+        inputs.push(&a.model);
+        crate::stage::check_file_out(out, &inputs)?;
+    }
     let (scorer, _amp) = load_scorer(&a.model, &a.runtime)?;
     let tables = expand_tables(&a.data);
     if tables.is_empty() {
@@ -233,6 +253,7 @@ pub fn prompts_answers(
 }
 
 pub(super) fn score_cli(a: ScoreArgs) -> Result<ExitCode> {
+    crate::stage::check_file_out(&a.out, &[&a.input, &a.model])?;
     let rows = read_rows(&a.input).with_context(|| format!("reading {}", a.input.display()))?;
     let (prompts, answers) = prompts_answers(&rows).map_err(|bad| {
         let shown = bad.iter().take(10).cloned().collect::<Vec<_>>().join("; ");
@@ -244,6 +265,16 @@ pub(super) fn score_cli(a: ScoreArgs) -> Result<ExitCode> {
     })?;
     let (scorer, _amp) = load_scorer(&a.model, &a.runtime)?;
     let energies = scorer.score(&prompts, &answers, a.batch)?;
+    if let Some(i) = energies.iter().position(|e| !e.is_finite()) {
+        bail!(
+            "the energy of row {} of {} is {}: model {} is broken (run `ember reward doctor --model {}`); nothing was written",
+            i + 1,
+            a.input.display(),
+            energies[i],
+            a.model.display(),
+            a.model.display()
+        );
+    }
     let rows: Vec<Value> = rows
         .into_iter()
         .zip(&energies)
@@ -313,14 +344,30 @@ fn write_parquet_rows(path: &Path, rows: &[Value]) -> Result<()> {
 }
 
 pub(super) fn doctor_cli(a: DoctorArgs) -> Result<ExitCode> {
-    let (scorer, _amp) = load_scorer(&a.model, &a.runtime)?;
+    let (scorer, _amp) = match load_scorer(&a.model, &a.runtime) {
+        Ok(loaded) => loaded,
+        // Weights that do not load (corrupt, non-finite, not of the config's shape) are the
+        // first check's failure, not a crash of the doctor.
+        Err(err) => match weights_error(&err) {
+            Some(why) => {
+                println!("FAIL  {:<22} {why}", "weights load");
+                println!("1 checks, 1 failed");
+                return Ok(ExitCode::from(1));
+            }
+            None => return Err(err),
+        },
+    };
+    println!(
+        "PASS  {:<22} every tensor present, of its shape, finite",
+        "weights load"
+    );
     let rows = reward::data::load_pairs(&a.data)?;
     let checks = reward::doctor::run(&scorer, &rows, a.pairs)?;
     for c in &checks {
         println!("{c}");
     }
     let failed = checks.iter().filter(|c| !c.pass).count();
-    println!("{} checks, {failed} failed", checks.len());
+    println!("{} checks, {failed} failed", checks.len() + 1);
     Ok(if failed == 0 {
         ExitCode::SUCCESS
     } else {
