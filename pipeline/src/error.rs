@@ -76,6 +76,23 @@ pub fn is_usage(err: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// The interruption (SIGINT, SIGTERM) that stopped the command, wherever in the chain.
+pub fn interrupted(err: &anyhow::Error) -> Option<policy::interrupt::Interrupted> {
+    use policy::PolicyError as P;
+    use reward::RewardError as R;
+    err.chain().find_map(|e| {
+        if let Some(i) = e.downcast_ref::<policy::interrupt::Interrupted>() {
+            return Some(i.clone());
+        }
+        match (e.downcast_ref::<P>(), e.downcast_ref::<R>()) {
+            (Some(P::Interrupted(i)), _)
+            | (_, Some(R::Interrupted(i)))
+            | (_, Some(R::Policy(P::Interrupted(i)))) => Some(i.clone()),
+            _ => None,
+        }
+    })
+}
+
 /// 2 when the chain holds an error the user must fix ([`is_usage`]), 1 otherwise.
 pub fn exit_code(err: &anyhow::Error) -> u8 {
     if err.chain().any(is_usage) {

@@ -44,6 +44,8 @@ pub enum PolicyError {
     Data { path: PathBuf, message: String },
     #[error(transparent)]
     NonFinite(#[from] crate::train::NonFinite),
+    #[error(transparent)]
+    Interrupted(#[from] crate::interrupt::Interrupted),
     #[error("device: {0}")]
     Device(String),
     #[error("{0}")]

@@ -17,6 +17,7 @@ pub mod error;
 pub mod finetune;
 pub mod gguf;
 pub mod hf;
+pub mod interrupt;
 pub mod io;
 pub mod model;
 pub mod pool;

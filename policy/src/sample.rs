@@ -156,6 +156,9 @@ fn generate(
     let mut out: Vec<Option<Sample>> = vec![None; rows.len()];
     tch::no_grad(|| {
         for chunk in order.chunks(batch.max(1)) {
+            if crate::interrupt::requested().is_some() {
+                break; // reported below, once out of no_grad
+            }
             let chunk_rows: Vec<(usize, usize)> = chunk.iter().map(|&i| rows[i]).collect();
             let seqs: Vec<Vec<i64>> = chunk_rows.iter().map(|r| encoded[r.0].clone()).collect();
             for (&i, s) in
@@ -167,6 +170,7 @@ fn generate(
             }
         }
     });
+    crate::interrupt::check(None)?;
     Ok(out
         .into_iter()
         .map(|s| s.expect("every row generated"))

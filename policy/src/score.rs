@@ -105,6 +105,9 @@ pub fn answer_logprobs(
     let mut out = vec![(Vec::new(), 0f32); pairs.len()];
     tch::no_grad(|| {
         for chunk in order.chunks(batch.max(1)) {
+            if crate::interrupt::requested().is_some() {
+                break; // reported below, once out of no_grad
+            }
             let rows: Vec<&EncodedPair> = chunk.iter().map(|&i| &pairs[i]).collect();
             let mut lps = answer_token_logprobs(policy, &rows).into_iter();
             for &i in chunk {
@@ -115,6 +118,7 @@ pub fn answer_logprobs(
             }
         }
     });
+    crate::interrupt::check(None)?;
     Ok(out)
 }
 

@@ -291,7 +291,16 @@ impl Steps<'_> {
         let cfg = self.cfg;
         let mut guard = NonFiniteGuard::new(NONFINITE_LIMIT, (start > 0).then_some(start));
         let (mut train_loss, mut val_loss) = (f64::NAN, f64::NAN);
+        let mut saved = (start > 0).then_some(start);
         for step in start..cfg.steps {
+            if crate::interrupt::requested().is_some() {
+                if step > start && saved != Some(step) {
+                    let state = ResumeState { step };
+                    save_checkpoint(ckpt, &self.policy.vs, &self.opt, &state)?;
+                    saved = Some(step);
+                }
+                crate::interrupt::check(saved.map(|s| format!("step {s}")))?;
+            }
             let done = step + 1;
             let trained = self.step(step);
             guard.record(done, trained.is_some())?;
@@ -322,6 +331,7 @@ impl Steps<'_> {
                     &ResumeState { step: done },
                 )?;
                 guard.saved(done);
+                saved = Some(done);
             }
         }
         Ok((train_loss, val_loss))

@@ -29,6 +29,8 @@ pub enum RewardError {
     Config(String),
     #[error(transparent)]
     NonFinite(#[from] policy::train::NonFinite),
+    #[error(transparent)]
+    Interrupted(#[from] policy::interrupt::Interrupted),
     #[error("{context}: {source}")]
     Polars {
         context: &'static str,

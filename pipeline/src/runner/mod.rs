@@ -127,6 +127,8 @@ pub fn run_pipeline(cfg: &RunConfig, run: &Path, sel: &Selection) -> Result<Vec<
     });
     let mut outcomes = Vec::new();
     for (i, p) in plans.iter().enumerate() {
+        // Ctrl-C during a stage that finished anyway: stop before the next one.
+        policy::interrupt::check(None)?;
         if i < start || (sel.only.is_some() && i > start) {
             if i < start && p.check()?.is_err() {
                 let first = first.unwrap_or_default();

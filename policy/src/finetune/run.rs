@@ -329,6 +329,8 @@ pub fn finetune(
     reset_rounds(&run.rounds_path(), resumed.as_ref().map(|s| s.round))?;
     let mut state = run.start(resumed)?;
     while state.round < cfg.rounds {
+        // Every round ends with a checkpoint: a stop here loses nothing.
+        crate::interrupt::check(Some(format!("round {}", state.round)))?;
         let round = state.round + 1;
         let clock = Instant::now();
         if state.step == 0 {

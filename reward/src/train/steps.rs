@@ -93,8 +93,16 @@ impl Trainer<'_> {
         let n = self.data.train_pairs.len();
         let mut sampler = EpochSampler::clamped(cfg.seed ^ SHUFFLE_KEY, n, cfg.batch);
         let mut tokens = 0i64;
+        let mut saved = p.resumed_from;
         while p.state.step < cfg.steps && !p.state.stopped_early {
             let step = p.state.step;
+            if policy::interrupt::requested().is_some() {
+                if step > 0 && saved != Some(step) {
+                    self.checkpoint(p)?;
+                    saved = Some(step);
+                }
+                policy::interrupt::check(saved.map(|s| format!("step {s}")))?;
+            }
             tch::manual_seed((cfg.seed as i64).wrapping_add(step as i64 + 1)); // dropout stream
             let batch = self.batch(&sampler.indices(step));
             tokens += batch.tokens;
@@ -126,6 +134,7 @@ impl Trainer<'_> {
             {
                 self.checkpoint(p)?;
                 guard.saved(done);
+                saved = Some(done);
             }
         }
         Ok(tokens)
