@@ -146,7 +146,7 @@ fn truncated_gzip_is_an_error_naming_the_file() {
     let tmp = tempfile::tempdir().unwrap();
     let cut = tmp.path().join("cut.jsonl.gz");
     std::fs::write(&cut, truncated_gzip(&good_text())).unwrap();
-    assert_fails_cleanly(&cut, "hh-rlhf", 1, "gzip");
+    assert_fails_cleanly(&cut, "hh-rlhf", 2, "gzip");
 }
 
 #[test]
@@ -157,7 +157,7 @@ fn binary_garbage_is_an_error_naming_the_file() {
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
     std::fs::write(&junk, bytes).unwrap();
-    assert_fails_cleanly(&junk, "hh-rlhf", 1, "does not look like");
+    assert_fails_cleanly(&junk, "hh-rlhf", 2, "does not look like");
 }
 
 #[test]
@@ -169,10 +169,10 @@ fn a_file_that_does_not_match_the_format_is_an_error() {
         r#"[{"input": "q", "output_1": "a", "output_2": "b", "label": 1}]"#,
     )
     .unwrap();
-    assert_fails_cleanly(&bar, "hh-rlhf", 1, "missing_field");
+    assert_fails_cleanly(&bar, "hh-rlhf", 2, "missing_field");
     let panda = tmp.path().join("pairs.jsonl");
     std::fs::write(&panda, hh_line("q", "a", "b") + "\n").unwrap();
-    assert_fails_cleanly(&panda, "llmbar", 1, "field `input` is missing");
+    assert_fails_cleanly(&panda, "llmbar", 2, "field `input` is missing");
 }
 
 #[test]
@@ -190,7 +190,7 @@ fn strict_mode_fails_at_the_first_bad_row() {
         &input,
         "hh-rlhf",
         &["--strict"],
-        1,
+        2,
         "rows.jsonl:2: invalid_json",
     );
     let out = tmp.path().join("out");

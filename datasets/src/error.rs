@@ -40,6 +40,9 @@ pub enum DatasetError {
         detail: String,
     },
     /// A table without a required column.
+    /// `--strict` and an input that yields no rows at all.
+    #[error("{what}: no rows to ingest")]
+    Empty { what: String },
     #[error("{path}: missing column `{column}`")]
     MissingColumn { path: PathBuf, column: String },
     /// A table column with an unexpected type.
@@ -76,6 +79,8 @@ impl DatasetError {
     }
 
     /// True for errors the user fixes by changing flags or paths (exit code 2 in the binary).
+    /// Errors about the user's input (flags, paths, or files that cannot be read as the format
+    /// they claim to be): exit code 2. Failures to write are not.
     pub fn is_usage(&self) -> bool {
         matches!(
             self,
@@ -83,7 +88,13 @@ impl DatasetError {
                 | Self::BadGlob { .. }
                 | Self::UnsupportedExtension { .. }
                 | Self::InvalidOption { .. }
-        )
+                | Self::Empty { .. }
+                | Self::Gzip { .. }
+                | Self::FormatMismatch { .. }
+                | Self::BadRow { .. }
+                | Self::MissingColumn { .. }
+                | Self::ColumnType { .. }
+        ) || matches!(self, Self::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
     }
 }
 

@@ -86,6 +86,14 @@ pub fn ingest(files: &[PathBuf], opts: &IngestOptions, out_dir: &Path) -> Result
         (Vec::new(), Vec::new(), 0, 0);
     for (fi, path) in files.iter().enumerate() {
         let records = read_file(path)?;
+        if records.is_empty() {
+            if opts.strict {
+                return Err(DatasetError::Empty {
+                    what: path.display().to_string(),
+                });
+            }
+            tracing::warn!(path = %path.display(), "the file has no records (--strict makes this an error)");
+        }
         records_read += records.len();
         let adapted = adapt_file(&records, &opts.format);
         check_format(path, &opts.format, &adapted)?;
@@ -126,6 +134,17 @@ pub fn ingest(files: &[PathBuf], opts: &IngestOptions, out_dir: &Path) -> Result
             });
         }
     }
+    if kept.is_empty() {
+        let what = format!("{} input file(s)", files.len());
+        if opts.strict {
+            return Err(DatasetError::Empty { what });
+        }
+        tracing::warn!(
+            rows_read,
+            quarantined = dropped.len(),
+            "no row was kept: every split is empty (see quarantine.parquet; --strict makes this an error)"
+        );
+    }
     let counts = (records_read, rows_read, degenerate_kept + duplicates_kept);
     let stats = summarize(files, &sources, opts, &kept, &dropped, counts);
     write_outputs(out_dir, opts, &sources, kept, &dropped)?;
@@ -144,6 +163,9 @@ fn adapt_file(records: &[RawRecord], format: &Format) -> Vec<Vec<Result<Pair, Re
         .par_iter()
         .map(|r| match r.parse() {
             Ok(v) => format.adapt(&v),
+            Err(e) if matches!(r.body, crate::read::RawBody::NotUtf8 { .. }) => {
+                vec![Err(Rejection::new(Reason::InvalidUtf8, e))]
+            }
             Err(e) => vec![Err(Rejection::new(Reason::InvalidJson, e))],
         })
         .collect()

@@ -24,6 +24,12 @@ pub struct RawRecord {
 pub enum RawBody {
     Text(String),
     Value(Value),
+    /// A line that is not UTF-8: the lossy text (for the quarantine) and the byte offset of
+    /// the first invalid byte. It is never parsed, so no record is silently re-decoded.
+    NotUtf8 {
+        lossy: String,
+        at: usize,
+    },
 }
 
 impl RawRecord {
@@ -32,6 +38,7 @@ impl RawRecord {
         match &self.body {
             RawBody::Text(t) => serde_json::from_str(t).map_err(|e| e.to_string()),
             RawBody::Value(v) => Ok(v.clone()),
+            RawBody::NotUtf8 { at, .. } => Err(format!("not UTF-8 (invalid byte at offset {at})")),
         }
     }
 
@@ -40,6 +47,7 @@ impl RawRecord {
         match &self.body {
             RawBody::Text(t) => t.clone(),
             RawBody::Value(v) => v.to_string(),
+            RawBody::NotUtf8 { lossy, .. } => lossy.clone(),
         }
     }
 }
@@ -167,19 +175,22 @@ pub fn gunzip(path: &Path) -> Result<Vec<u8>> {
 /// (binary garbage, a gzip file without `.gz`, a JSON array) is rejected as a whole.
 fn json_lines(path: &Path, bytes: &[u8]) -> Result<Vec<RawRecord>> {
     let mut records = Vec::new();
-    for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
-        let text = String::from_utf8_lossy(line);
-        if text.trim().is_empty() {
-            continue;
-        }
-        records.push(RawRecord {
-            line: i + 1,
-            body: RawBody::Text(text.into_owned()),
-        });
+    for (i, line) in strip_bom(bytes).split(|&b| b == b'\n').enumerate() {
+        // `\r\n` line ends are JSON whitespace; a line that is not UTF-8 is quarantined whole.
+        let body = match std::str::from_utf8(line) {
+            Ok(text) if text.trim().is_empty() => continue,
+            Ok(text) => RawBody::Text(text.to_string()),
+            Err(e) => RawBody::NotUtf8 {
+                lossy: String::from_utf8_lossy(line).into_owned(),
+                at: e.valid_up_to(),
+            },
+        };
+        records.push(RawRecord { line: i + 1, body });
     }
     let looks_like_objects = records.iter().take(1000).any(|r| match &r.body {
         RawBody::Text(t) => t.trim_start().starts_with('{') && r.parse().is_ok(),
         RawBody::Value(_) => true,
+        RawBody::NotUtf8 { .. } => false,
     });
     if !records.is_empty() && !looks_like_objects {
         let first = &records[0];
@@ -203,11 +214,18 @@ fn json_array(path: &Path) -> Result<Vec<RawRecord>> {
         expected: "a JSON array of objects".into(),
         reason,
     };
-    let value: Value = serde_json::from_slice(&bytes).map_err(|e| mismatch(e.to_string()))?;
+    let value: Value =
+        serde_json::from_slice(strip_bom(&bytes)).map_err(|e| mismatch(e.to_string()))?;
     let Value::Array(items) = value else {
         return Err(mismatch("the top-level value is not an array".into()));
     };
     Ok(rows_as_records(items))
+}
+
+/// The bytes after a UTF-8 byte-order mark at the start of a file (as Python's `utf-8-sig`,
+/// pandas and Polars read it), or all of them.
+fn strip_bom(bytes: &[u8]) -> &[u8] {
+    bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes)
 }
 
 fn rows_as_records(rows: Vec<Value>) -> Vec<RawRecord> {

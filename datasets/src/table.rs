@@ -76,9 +76,19 @@ pub fn read_csv_rows(path: &Path) -> Result<Vec<Value>> {
         .map_err(|e| DatasetError::FormatMismatch {
             path: path.to_path_buf(),
             expected: "a CSV file with a header row".into(),
-            reason: e.to_string(),
+            reason: csv_reason(&e.to_string()),
         })?;
     df_to_rows(&df, path)
+}
+
+/// Polars' CSV error in Ember's terms: its first line only (the rest suggests Polars options
+/// that `ember` does not have), and a ragged row said plainly. Such a file is refused whole,
+/// as pandas' `read_csv` refuses it: cutting the extra fields would alter rows silently.
+fn csv_reason(polars: &str) -> String {
+    if polars.contains("found more fields than defined") {
+        return "a row has more fields than the header (unquoted commas?); rows are never cut to fit".into();
+    }
+    polars.lines().next().unwrap_or(polars).trim().to_string()
 }
 
 fn df_to_rows(df: &DataFrame, path: &Path) -> Result<Vec<Value>> {

@@ -16,6 +16,8 @@ pub use hh::{parse_turns, split_transcripts};
 #[serde(rename_all = "snake_case")]
 pub enum Reason {
     InvalidJson,
+    /// A line whose bytes are not UTF-8 (e.g. Latin-1): quarantined as it is, never re-decoded.
+    InvalidUtf8,
     MissingField,
     WrongType,
     EmptyAnswer,
@@ -27,8 +29,9 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 9] = [
+    pub const ALL: [Reason; 10] = [
         Reason::InvalidJson,
+        Reason::InvalidUtf8,
         Reason::MissingField,
         Reason::WrongType,
         Reason::EmptyAnswer,
@@ -42,6 +45,7 @@ impl Reason {
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::InvalidJson => "invalid_json",
+            Reason::InvalidUtf8 => "invalid_utf8",
             Reason::MissingField => "missing_field",
             Reason::WrongType => "wrong_type",
             Reason::EmptyAnswer => "empty_answer",
@@ -57,7 +61,7 @@ impl Reason {
     pub fn is_structural(self) -> bool {
         matches!(
             self,
-            Reason::InvalidJson | Reason::MissingField | Reason::WrongType
+            Reason::InvalidJson | Reason::InvalidUtf8 | Reason::MissingField | Reason::WrongType
         )
     }
 }

@@ -225,6 +225,9 @@ pub fn parse_split(s: &str) -> std::result::Result<[f64; 3], String> {
 
 /// Reads, overrides, checks and builds a run config from a file.
 pub fn load(path: &Path, overrides: &[String]) -> Result<RunConfig> {
+    if !path.is_file() {
+        return Err(usage(format!("config {} does not exist", path.display())));
+    }
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading config {}", path.display()))?;
     parse(&text, &path.display().to_string(), overrides)
@@ -322,6 +325,93 @@ fn parse_value(raw: &str) -> toml::Value {
         .ok()
         .and_then(|mut t| t.remove("v"))
         .unwrap_or_else(|| toml::Value::String(raw.to_string()))
+}
+
+#[cfg(test)]
+mod props {
+    //! Whatever the text of a config file or of a `--set`, loading it never panics, and every
+    //! refusal is a usage error (exit 2).
+    use super::*;
+    use proptest::prelude::*;
+
+    /// TOML-ish text: known sections and keys with values of every type, and raw noise.
+    fn config_text() -> impl Strategy<Value = String> {
+        let section = prop_oneof![
+            Just(""),
+            Just("[data]"),
+            Just("[sft]"),
+            Just("[sft.optim]"),
+            Just("[sft.model]"),
+            Just("[reward]"),
+            Just("[reward.loss]"),
+            Just("[rank]"),
+            Just("[finetune]"),
+            Just("[refine]"),
+            Just("[refine.optimiser]"),
+            Just("[compare]"),
+            Just("[report]"),
+            Just("[tokenizer]"),
+            Just("[nonsense]"),
+        ];
+        let key = prop_oneof![
+            Just("seed"),
+            Just("device"),
+            Just("steps"),
+            Just("lr"),
+            Just("batch"),
+            Just("n"),
+            Just("pairs"),
+            Just("budgets"),
+            Just("max_len"),
+            Just("kind"),
+            Just("rounds"),
+            Just("base"),
+            Just("run_dir"),
+            Just("precision"),
+            Just("split"),
+            Just("inputs"),
+        ];
+        let value = prop_oneof![
+            any::<i64>().prop_map(|v| v.to_string()),
+            any::<f64>().prop_map(|v| format!("{v:?}")),
+            Just("nan".to_string()),
+            Just("inf".to_string()),
+            Just("-0.0".to_string()),
+            "\"[ -~]{0,10}\"",
+            Just("[]".to_string()),
+            Just("[1, 2, 4]".to_string()),
+            Just("true".to_string()),
+            Just("{ a = 1 }".to_string()),
+            "[ -~]{0,12}",
+        ];
+        let line = prop_oneof![
+            3 => (key, value).prop_map(|(k, v)| format!("{k} = {v}")),
+            1 => section.prop_map(String::from),
+            1 => "[ -~]{0,20}",
+        ];
+        prop::collection::vec(line, 0..14).prop_map(|l| l.join("\n"))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn any_config_text_loads_or_is_a_usage_error(text in config_text()) {
+            if let Err(err) = parse(&text, "prop.toml", &[]).and_then(|c| {
+                crate::runner::check(&c)?;
+                Ok(c)
+            }) {
+                prop_assert_eq!(crate::error::exit_code(&err), 2, "{:#}", err);
+            }
+        }
+
+        #[test]
+        fn any_override_loads_or_is_a_usage_error(set in "[a-z_.]{0,16}=?[ -~]{0,12}") {
+            if let Err(err) = parse("", "prop.toml", std::slice::from_ref(&set)) {
+                prop_assert_eq!(crate::error::exit_code(&err), 2, "{:#}", err);
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -115,6 +115,7 @@ pub fn run_pipeline(cfg: &RunConfig, run: &Path, sel: &Selection) -> Result<Vec<
     let cfg = &with_absolute_inputs(cfg)?;
     let plans = plan(cfg, run);
     reject_invalid(&plans)?;
+    check_inputs(cfg)?;
     validate_selection(&plans, sel)?;
     fs::create_dir_all(run)
         .with_context(|| format!("cannot create run directory {}", run.display()))?;
@@ -157,7 +158,40 @@ pub fn run_pipeline(cfg: &RunConfig, run: &Path, sel: &Selection) -> Result<Vec<
 /// Checks every section's values, as `ember run` does before its first stage: a usage error
 /// listing each wrong value by its key path.
 pub fn check(cfg: &RunConfig) -> Result<()> {
-    reject_invalid(&plan(cfg, Path::new(".")))
+    reject_invalid(&plan(cfg, Path::new(".")))?;
+    check_inputs(cfg)
+}
+
+/// The files a run reads from outside its directory exist: `[data] inputs` match files, and
+/// `base` is a policy directory. Checked before the first stage, not when the stage starts.
+fn check_inputs(cfg: &RunConfig) -> Result<()> {
+    if let DataConfig::Ingest { inputs, .. } = &cfg.data {
+        datasets::read::expand_inputs(inputs)
+            .map_err(|e| usage(format!("invalid config value data.inputs: {e}")))?;
+    }
+    if let Some(base) = &cfg.base {
+        let dir = plan::expand_home(base);
+        let missing: Vec<&str> = [
+            policy::CONFIG_FILE,
+            policy::WEIGHTS_FILE,
+            policy::TOKENIZER_FILE,
+        ]
+        .into_iter()
+        .filter(|f| !dir.join(f).is_file())
+        .collect();
+        if !missing.is_empty() {
+            return Err(UsageError::with_hint(
+                format!(
+                    "invalid config value base: {} is not a policy directory (no {})",
+                    dir.display(),
+                    missing.join(", ")
+                ),
+                "make one with `ember import` (or `make pretrained` for SmolLM2)",
+            )
+            .into());
+        }
+    }
+    Ok(())
 }
 
 fn reject_invalid(plans: &[Planned]) -> Result<()> {
