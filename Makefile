@@ -4,7 +4,7 @@ CARGO ?= cargo
 # Benchmarks run by `make bench` (`ember bench NAME` for each).
 BENCHES ?= forward sft sample reward
 
-.PHONY: all setup build test demo fmt clippy bench ci pretrained smollm2-gguf
+.PHONY: all setup build test test-long demo fmt clippy bench ci pretrained smollm2-gguf
 
 # The installed pretrained backbone: SmolLM2-135M-Instruct, as an Ember policy directory.
 EMBER_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/ember
@@ -30,6 +30,10 @@ pretrained: build smollm2-gguf
 
 test: setup smollm2-gguf
 	$(CARGO) test --release --workspace
+
+# The slow checks `make test` leaves out: signals at random moments of ember demo, ten seeds.
+test-long: setup smollm2-gguf
+	$(CARGO) test --release --workspace -- --ignored
 
 demo: setup
 	$(CARGO) run --release -- demo
