@@ -895,12 +895,12 @@ fn run_config_mistakes_are_refused_before_any_stage_runs() {
         (
             "[reward]\nmax_len = 0",
             &[],
-            "reward.max_len: must be at least 3",
+            "line 2: reward.max_len: must be at least 3",
         ),
         (
             "[reward.optim]\nlr = nan",
             &[],
-            "reward.optim.lr: must be a positive number",
+            "line 2: reward.optim.lr: must be a positive number",
         ),
         (
             "[sft]\nsteps = \"three hundred\"",

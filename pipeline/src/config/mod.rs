@@ -18,7 +18,7 @@ use crate::stages;
 mod invalid;
 mod keys;
 
-pub use invalid::{reject, reject_sections, Invalid};
+pub use invalid::{reject, reject_sections, Invalid, KeyLines};
 pub use keys::{check_keys, closest, edit_distance, KeyError};
 
 /// A whole run: shared settings and one section per stage.
@@ -62,6 +62,9 @@ pub struct RunConfig {
     pub compare: stages::compare::Config,
     /// `[report]`: the Markdown report with plots.
     pub report: stages::report::Config,
+    /// Where each key stands in the file, for messages (not a value of the config).
+    #[serde(skip)]
+    pub lines: KeyLines,
 }
 
 impl Default for RunConfig {
@@ -82,6 +85,7 @@ impl Default for RunConfig {
             refine: Default::default(),
             compare: Default::default(),
             report: stages::report::Config::default(),
+            lines: KeyLines::default(),
         }
     }
 }
@@ -268,7 +272,14 @@ pub fn parse(text: &str, source: &str, overrides: &[String]) -> Result<RunConfig
     if let Some(err) = check_keys(&table, &schema, "") {
         return Err(UsageError::with_hint(format!("{source}: {}", err.message), err.hint).into());
     }
-    build(table, text, source, overrides.is_empty())
+    let mut cfg = build(table, text, source, overrides.is_empty())?;
+    cfg.lines = KeyLines::of(text);
+    for o in overrides {
+        if let Some((key, _)) = o.split_once('=') {
+            cfg.lines.forget(key.trim());
+        }
+    }
+    Ok(cfg)
 }
 
 /// The typed config of a checked table. A value of the wrong type is a usage error naming its

@@ -114,7 +114,7 @@ pub struct Outcome {
 pub fn run_pipeline(cfg: &RunConfig, run: &Path, sel: &Selection) -> Result<Vec<Outcome>> {
     let cfg = &with_absolute_inputs(cfg)?;
     let plans = plan(cfg, run);
-    reject_invalid(&plans)?;
+    reject_invalid(&plans, &cfg.lines)?;
     check_inputs(cfg)?;
     validate_selection(&plans, sel)?;
     fs::create_dir_all(run)
@@ -158,7 +158,7 @@ pub fn run_pipeline(cfg: &RunConfig, run: &Path, sel: &Selection) -> Result<Vec<
 /// Checks every section's values, as `ember run` does before its first stage: a usage error
 /// listing each wrong value by its key path.
 pub fn check(cfg: &RunConfig) -> Result<()> {
-    reject_invalid(&plan(cfg, Path::new(".")))?;
+    reject_invalid(&plan(cfg, Path::new(".")), &cfg.lines)?;
     check_inputs(cfg)
 }
 
@@ -194,8 +194,8 @@ fn check_inputs(cfg: &RunConfig) -> Result<()> {
     Ok(())
 }
 
-fn reject_invalid(plans: &[Planned]) -> Result<()> {
-    config::reject_sections(plans.iter().map(|p| (p.name, &p.invalid)))
+fn reject_invalid(plans: &[Planned], lines: &config::KeyLines) -> Result<()> {
+    config::reject_sections(plans.iter().map(|p| (p.name, &p.invalid)), lines)
 }
 
 /// The config with `[data] inputs` made absolute against the working directory, so that the
