@@ -64,9 +64,11 @@ tests/fixtures/smollm2/   (part "smollm2": SmolLM2-135M-Instruct Q4_1 GGUF via t
                  and ids_smollm (only where it differs) the ids under the file's own "smollm" split:
                  HH-RLHF helpful test-split turns and transcripts (from shared/data, read in place),
                  unicode, whitespace runs, numbers/code/punctuation, and special-token strings.
-  logits.safetensors  logits float32 [8, V]: next-token logits at the last position of 8 prompts
-                 (1 to ~300 tokens, run one at a time, no padding), and ids_{i} int64 [n_i], the
-                 exact ids of prompt i.
+  logits.safetensors  next-token logits at the last position of 8 prompts (1 to ~300 tokens, run
+                 one at a time, no padding), compact (49k-vocab rows in full would be 1.5 MB):
+                 top_idx/top_val [8, 256] the 256 largest logits, tail_idx/tail_val [8, 256]
+                 256 other positions drawn with seed 0, lse float32 [8] the logsumexp over the
+                 whole vocabulary; and ids_{i} int64 [n_i], the exact ids of prompt i.
   chat.json      [{"messages", "add_generation_prompt", "rendered"}]: apply_chat_template(...,
                  tokenize=False) for 7 conversations.
   greedy.json    greedy decode (do_sample=False, max_new_tokens=24) of the Paris question:
@@ -621,7 +623,7 @@ def make_smollm2(gguf_path):
             rows.append(model(ids[None]).logits[0, -1].float())
             out[f"ids_{i}"] = ids.contiguous()
             print(f"smollm2: prompt {i}: {len(ids)} tokens", file=sys.stderr)
-    out["logits"] = torch.stack(rows).contiguous()
+    out.update(compact_logits(torch.stack(rows)))
     save_file(out, str(SMOL_DIR / "logits.safetensors"))
 
     # greedy.json
@@ -648,6 +650,23 @@ def make_smollm2(gguf_path):
             times.append(time.perf_counter() - t0)
     print(f"smollm2: forward of {ids.shape[1]} tokens: median {statistics.median(times):.3f} s "
           f"({torch.get_num_threads()} threads)", file=sys.stderr)
+
+
+def compact_logits(logits, k=256, tail=256, seed=0):
+    """[N, V] float32 logits as what the test compares: the k largest of each row, `tail` other
+    positions of each row (drawn with `seed`), and each row's logsumexp over all V."""
+    top_val, top_idx = logits.topk(k, dim=-1)
+    g = torch.Generator().manual_seed(seed)
+    tail_idx = []
+    for i in range(logits.shape[0]):
+        rest = torch.ones(logits.shape[1], dtype=torch.bool)
+        rest[top_idx[i]] = False
+        pool = rest.nonzero()[:, 0]
+        tail_idx.append(pool[torch.randperm(len(pool), generator=g)[:tail]].sort().values)
+    tail_idx = torch.stack(tail_idx)
+    return {"top_idx": top_idx.contiguous(), "top_val": top_val.contiguous(),
+            "tail_idx": tail_idx.contiguous(), "tail_val": logits.gather(1, tail_idx).contiguous(),
+            "lse": logits.logsumexp(-1).contiguous()}
 
 
 def main():

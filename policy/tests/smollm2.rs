@@ -70,6 +70,9 @@ fn check_config(p: &Policy) {
     assert_eq!(c.rope_theta, m["gguf"]["rope_theta"].as_f64().unwrap());
 }
 
+/// Ember's next-token logits against `transformers`' at the last position of 8 prompts: the
+/// 256 largest and 256 other positions of each row, and the logsumexp over the whole vocabulary
+/// (which an error anywhere in the row would move).
 fn check_logits(p: &Policy) {
     let tensors = Tensor::read_safetensors(reference("logits.safetensors")).unwrap();
     let get = |n: &str| {
@@ -80,21 +83,33 @@ fn check_logits(p: &Policy) {
             .1
             .shallow_clone()
     };
-    let expected = get("logits");
-    let n = expected.size()[0];
+    let (top_idx, top_val) = (get("top_idx"), get("top_val"));
+    let (tail_idx, tail_val, lse) = (get("tail_idx"), get("tail_val"), get("lse"));
+    let n = top_idx.size()[0];
     assert!(n >= 8, "{n} prompts");
     let mut worst = 0f64;
     for i in 0..n {
         let ids = get(&format!("ids_{i}")).view([1, -1]);
         let logits = tch::no_grad(|| p.model.logits(&ids, &ids.ones_like(), false));
-        let last = logits.get(0).get(ids.size()[1] - 1);
-        let diff = (last - expected.get(i)).abs().max().double_value(&[]);
-        assert!(
-            diff <= 1e-3,
-            "prompt {i} ({} tokens): max |Δ| {diff}",
-            ids.size()[1]
-        );
-        worst = worst.max(diff);
+        let last = logits.get(0).get(ids.size()[1] - 1); // [V]
+        let diffs = [
+            (last.gather(0, &top_idx.get(i), false) - top_val.get(i))
+                .abs()
+                .max(),
+            (last.gather(0, &tail_idx.get(i), false) - tail_val.get(i))
+                .abs()
+                .max(),
+            (last.logsumexp([0], false) - lse.get(i)).abs(),
+        ];
+        for (what, d) in ["top 256", "256 others", "logsumexp"].iter().zip(diffs) {
+            let d = d.double_value(&[]);
+            assert!(
+                d <= 1e-3,
+                "prompt {i} ({} tokens), {what}: max |Δ| {d}",
+                ids.size()[1]
+            );
+            worst = worst.max(d);
+        }
     }
     eprintln!("smollm2 logits: {n} prompts, worst max |Δ| vs transformers {worst:.2e}");
 }
