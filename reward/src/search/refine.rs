@@ -246,6 +246,7 @@ pub fn refine(
     let (mut best, mut best_energy) = (start.to_vec(), start_energy);
     let mut trace = Vec::new();
     for step in 0..cfg.steps {
+        policy::interrupt::check(None)?; // Ctrl-C: refine and compare keep nothing partial
         if budget.is_some_and(|b| ledger.energy_fwd + refine_step_cost(true) > b + 1e-9) {
             break;
         }
