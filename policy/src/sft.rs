@@ -80,6 +80,8 @@ pub struct SftReport {
     pub train_loss: f64,
     pub val_loss: f64,
     pub val_ppl: f64,
+    /// The starting model's validation loss, when the run started from one (`init`).
+    pub init_val_loss: Option<f64>,
     pub train_pairs: usize,
     pub val_pairs: usize,
     pub dropped_pairs: usize,
@@ -252,11 +254,28 @@ pub fn train(
         sampler: EpochSampler::wrapping(key, train_pairs.len(), cfg.batch),
         tokens: 0,
     };
+    // From a pretrained model, its own validation loss is the bar the run must not fall under.
+    let init_val_loss = (init.is_some() && start == 0 && !val_pairs.is_empty()).then(|| {
+        let v = steps.val_loss();
+        info!(val_loss = v, "validation loss of the starting model");
+        v
+    });
+    if let Some(v) = init_val_loss {
+        metrics.write(&serde_json::json!({ "step": 0, "val_loss": v, "val_ppl": v.exp() }))?;
+    }
     let clock = Instant::now();
     let (train_loss, mut val_loss) = steps.run(start, &ckpt, &mut metrics)?;
     let tokens_per_s = steps.tokens as f64 / clock.elapsed().as_secs_f64().max(1e-9);
     if start >= cfg.steps {
         val_loss = steps.val_loss();
+    }
+    if let Some(v) = init_val_loss.filter(|v| val_loss.is_finite() && val_loss > *v) {
+        tracing::warn!(
+            start = v,
+            end = val_loss,
+            "SFT ended with a higher validation loss than the model it started from: the \
+             fine-tuned policy is worse on held-out data (lower the learning rate or the steps)"
+        );
     }
     policy.save(out)?;
     Ok(SftReport {
@@ -265,6 +284,7 @@ pub fn train(
         train_loss,
         val_loss,
         val_ppl: val_loss.exp(),
+        init_val_loss,
         train_pairs: train_pairs.len(),
         val_pairs: val_pairs.len(),
         dropped_pairs: d1 + d2,

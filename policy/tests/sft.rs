@@ -176,3 +176,58 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
     }
 }
+
+#[test]
+fn a_run_from_a_pretrained_model_reports_the_loss_it_started_from() {
+    let _guard = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let (train_rows, val_rows) = (addition(200, 0), addition(20, 1));
+    let base = tempfile::tempdir().unwrap();
+    let first = train(
+        &config(40),
+        tokenizer(),
+        &train_rows,
+        &val_rows,
+        None,
+        base.path(),
+        Device::Cpu,
+    )
+    .unwrap();
+    assert_eq!(
+        first.init_val_loss, None,
+        "a fresh model has no start to beat"
+    );
+    // Far too hot a learning rate: the fine-tuned model ends worse than where it started.
+    let hot = SftConfig {
+        optim: OptimConfig {
+            lr: 0.5,
+            min_lr: 0.5,
+            warmup_steps: 0,
+            ..Default::default()
+        },
+        ..config(5)
+    };
+    let out = tempfile::tempdir().unwrap();
+    let worse = train(
+        &hot,
+        tokenizer(),
+        &train_rows,
+        &val_rows,
+        Some(base.path()),
+        out.path(),
+        Device::Cpu,
+    )
+    .unwrap();
+    let start = worse
+        .init_val_loss
+        .expect("the starting model's validation loss");
+    assert!(
+        (start - first.val_loss).abs() < 1e-5,
+        "{start} vs {}",
+        first.val_loss
+    );
+    assert!(worse.val_loss > start, "{} !> {start}", worse.val_loss);
+    let first_line = std::fs::read_to_string(out.path().join("metrics.jsonl")).unwrap();
+    let first_line: serde_json::Value =
+        serde_json::from_str(first_line.lines().next().unwrap()).unwrap();
+    assert_eq!(first_line["step"], 0);
+}
