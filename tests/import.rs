@@ -6,18 +6,12 @@ use std::path::PathBuf;
 
 use common::{assert_exit_2, ember_abs, ok};
 
-/// The GGUF `scripts/setup-pretrained.sh` caches (`make test` runs it); absent is a failure.
+/// The installed GGUF ([`policy::gguf::smollm2_gguf_path`]); absent is a failure.
 fn smollm2_gguf() -> PathBuf {
-    if let Some(p) = std::env::var_os("EMBER_SMOLLM2_GGUF") {
-        return PathBuf::from(p);
-    }
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache"));
-    let path = cache.join("ember/models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let path = policy::gguf::smollm2_gguf_path();
     assert!(
         path.exists(),
-        "{} is missing: run `make smollm2-gguf` (make test does)",
+        "{} is missing: run `make smollm2-gguf` (make test does) or set EMBER_SMOLLM2_GGUF",
         path.display()
     );
     path

@@ -23,16 +23,9 @@ fn json(name: &str) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("parsing {}: {e}", path.display()))
 }
 
-/// The GGUF: `$EMBER_SMOLLM2_GGUF`, else where `scripts/setup-pretrained.sh` caches it. Absent
-/// is a failure, not a skip.
+/// The installed GGUF ([`policy::gguf::smollm2_gguf_path`]). Absent is a failure, not a skip.
 fn gguf() -> PathBuf {
-    if let Some(p) = std::env::var_os("EMBER_SMOLLM2_GGUF") {
-        return PathBuf::from(p);
-    }
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache"));
-    let path = cache.join("ember/models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let path = policy::gguf::smollm2_gguf_path();
     assert!(
         path.exists(),
         "{} is missing: run `make smollm2-gguf` (make test does) or set EMBER_SMOLLM2_GGUF",

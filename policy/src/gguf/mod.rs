@@ -20,6 +20,21 @@ pub mod tokenizer;
 
 pub use import::{config, import};
 
+/// Where `scripts/setup-pretrained.sh` (`make smollm2-gguf`, run by `make test`) installs
+/// SmolLM2-135M-Instruct's GGUF: `$EMBER_SMOLLM2_GGUF` if set, else
+/// `${XDG_CACHE_HOME:-~/.cache}/ember/models/SmolLM2-135M-Instruct.Q4_1.gguf`. The file may be
+/// absent; the caller decides what that means.
+pub fn smollm2_gguf_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("EMBER_SMOLLM2_GGUF") {
+        return PathBuf::from(p);
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from(".cache"));
+    cache.join("ember/models/SmolLM2-135M-Instruct.Q4_1.gguf")
+}
+
 /// An open GGUF file: its parsed header, and the file to read tensors from.
 pub struct Gguf {
     path: PathBuf,
