@@ -65,8 +65,8 @@ fn ember_in(dir: &Path, args: &[String]) -> Output {
 /// Runs `args` in `dir` and checks the guarantees every refusal keeps: exit `code`, each of
 /// `words` in the output, no panic or backtrace, and not one file of `dir` or of the
 /// fixtures changed.
-fn refused(dir: &Path, args: &[&str], code: i32, words: &[&str]) -> String {
-    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+fn refused(dir: &Path, args: &[impl AsRef<str>], code: i32, words: &[&str]) -> String {
+    let args: Vec<String> = args.iter().map(|a| a.as_ref().to_string()).collect();
     let (before, fx_before) = (tree(dir), tree(fixtures()));
     let o = ember_in(dir, &args);
     let t = text(&o);
@@ -185,7 +185,6 @@ fn ingest_out_replaced_the_directory_holding_its_input() {
         a.into_iter().map(String::from).collect::<Vec<_>>()
     };
     let run = |a: Vec<String>, words: &[&str]| {
-        let a: Vec<&str> = a.iter().map(String::as_str).collect();
         refused(d, &a, 2, words);
     };
     run(
@@ -326,7 +325,6 @@ fn file_outputs_never_overwrite_an_input() {
         ]
     };
     let run = |a: Vec<String>, words: &[&str]| {
-        let a: Vec<&str> = a.iter().map(String::as_str).collect();
         refused(d, &a, 2, words);
     };
     run(score("rows.jsonl"), &["is an input of this command"]);
@@ -472,10 +470,7 @@ fn corrupt_weights_went_unnoticed() {
     rows_file(d);
     copy_dir(&fx("04-reward"), &d.join("rm"));
     poison(&d.join("rm"));
-    let run = |a: Vec<String>, code: i32, words: &[&str]| {
-        let a: Vec<&str> = a.iter().map(String::as_str).collect();
-        refused(d, &a, code, words)
-    };
+    let run = |a: Vec<String>, code: i32, words: &[&str]| refused(d, &a, code, words);
     run(
         score_args("rm", &[]),
         2,
@@ -560,10 +555,8 @@ fn a_config_that_disagrees_with_its_weights_loaded_silently_or_printed_a_backtra
         edit_config(&rm, key, value);
         let rm = rm.display().to_string();
         let a = score_args(&rm, &["--no-verify"]);
-        let a: Vec<&str> = a.iter().map(String::as_str).collect();
         refused(d, &a, 2, &[words]);
         let a = score_args(&rm, &[]);
-        let a: Vec<&str> = a.iter().map(String::as_str).collect();
         refused(d, &a, 2, &["config.json does not match its checksum"]);
     }
     let pol = d.join("pol");
@@ -590,12 +583,10 @@ fn weights_that_are_not_a_safetensors_file_or_missing() {
     copy_dir(&fx("04-reward"), &d.join("rm"));
     fs::write(d.join("rm/model.safetensors"), b"\x01\x00").unwrap();
     let a = score_args("rm", &["--no-verify"]);
-    let a: Vec<&str> = a.iter().map(String::as_str).collect();
     refused(d, &a, 2, &["not a safetensors file"]);
     fs::remove_file(d.join("rm/model.safetensors")).unwrap();
     refused(d, &a, 2, &["model.safetensors"]);
     let a = score_args(&fx("01-data"), &[]);
-    let a: Vec<&str> = a.iter().map(String::as_str).collect();
     refused(d, &a, 2, &["not an energy model directory"]);
 }
 
@@ -634,7 +625,6 @@ fn error_chains_were_duplicated_and_debug_formatted() {
     copy_dir(&fx("04-reward"), &d.join("rm"));
     fs::remove_file(d.join("rm/model.safetensors")).unwrap();
     let a = score_args("rm", &["--no-verify"]);
-    let a: Vec<&str> = a.iter().map(String::as_str).collect();
     let t = refused(d, &a, 2, &["No such file or directory"]);
     let lines: Vec<&str> = t.lines().filter(|l| l.contains("No such file")).collect();
     assert_eq!(lines.len(), 1, "the cause is printed once: {t}");
@@ -711,10 +701,8 @@ fn a_failed_rank_committed_its_output_and_a_load_error_left_a_partial() {
         .map(String::from)
     };
     let a = rank("rm");
-    let a: Vec<&str> = a.iter().map(String::as_str).collect();
     refused(d, &a, 2, &["non-finite values"]);
     let a = rank("missing-model");
-    let a: Vec<&str> = a.iter().map(String::as_str).collect();
     refused(d, &a, 2, &["missing-model"]);
 }
 
@@ -722,9 +710,9 @@ fn a_failed_rank_committed_its_output_and_a_load_error_left_a_partial() {
 
 /// Starts `ember ARGS` in `dir`, waits for `marker` to appear or change (training under way),
 /// sends `signal`, and returns the finished process's output.
-fn signal_when(dir: &Path, args: &[&str], marker: &Path, signal: i32) -> Output {
+fn signal_when(dir: &Path, args: &[impl AsRef<str>], marker: &Path, signal: i32) -> Output {
     let child = Command::new(EMBER)
-        .args(args)
+        .args(args.iter().map(AsRef::as_ref))
         .current_dir(dir)
         .env("RUST_LOG", "info")
         .stdout(std::process::Stdio::piped())
@@ -763,7 +751,6 @@ fn sigint_and_sigterm_killed_the_process_without_a_word_and_left_the_lock() {
         .map(String::from)
     };
     let a = sft("pol");
-    let a: Vec<&str> = a.iter().map(String::as_str).collect();
     let metrics = d.join("pol.partial/metrics.jsonl");
     for (signal, code) in [(libc::SIGINT, 130), (libc::SIGTERM, 143)] {
         let o = signal_when(d, &a, &metrics, signal);

@@ -17,23 +17,7 @@ const SHOWN: usize = 4;
 /// Loads `path` (safetensors) into `vs` after checking that its tensors are exactly `vs`'s,
 /// then checks that every weight is finite.
 pub fn load_checked(vs: &mut nn::VarStore, path: &Path) -> Result<()> {
-    let header = read_shapes(path)?;
-    let vars = vs.variables();
-    let expected: BTreeMap<&str, Vec<i64>> =
-        vars.iter().map(|(k, t)| (k.as_str(), t.size())).collect();
-    let problems = mismatches(&expected, &header);
-    if !problems.is_empty() {
-        return Err(PolicyError::Weights {
-            path: path.to_path_buf(),
-            message: format!(
-                "the weights do not match the model its config.json describes: {}",
-                problems.join("; ")
-            ),
-        });
-    }
-    vs.load(path)
-        .map_err(|e| PolicyError::torch(format!("loading {}", path.display()), e))?;
-    check_finite(vs, path)
+    load_matching(vs, path, |_| false, true)
 }
 
 /// Loads the tensors of `path` that `vs` has (a policy's trunk into an energy model): every
@@ -44,6 +28,17 @@ pub fn load_checked_partial(
     path: &Path,
     may_miss: impl Fn(&str) -> bool,
 ) -> Result<()> {
+    load_matching(vs, path, may_miss, false)
+}
+
+/// The one check behind both loads: `vs`'s variables (less those `may_miss` allows to be
+/// absent) against the file's header, the file's other tensors an error only when `exact`.
+fn load_matching(
+    vs: &mut nn::VarStore,
+    path: &Path,
+    may_miss: impl Fn(&str) -> bool,
+    exact: bool,
+) -> Result<()> {
     let header = read_shapes(path)?;
     let vars = vs.variables();
     let expected: BTreeMap<&str, Vec<i64>> = vars
@@ -53,18 +48,21 @@ pub fn load_checked_partial(
         .collect();
     let file: BTreeMap<String, Vec<i64>> = header
         .into_iter()
-        .filter(|(k, _)| vars.contains_key(k))
+        .filter(|(k, _)| exact || vars.contains_key(k))
         .collect();
     let problems = mismatches(&expected, &file);
     if !problems.is_empty() {
+        let what = if exact {
+            "the weights do not match the model its config.json describes"
+        } else {
+            "not a checkpoint of this model's shape"
+        };
         return Err(PolicyError::Weights {
             path: path.to_path_buf(),
-            message: format!(
-                "not a checkpoint of this model's shape: {}",
-                problems.join("; ")
-            ),
+            message: format!("{what}: {}", problems.join("; ")),
         });
     }
+    // Names and shapes are checked: what is left to load is exactly what the file has of `vs`.
     vs.load_partial(path)
         .map_err(|e| PolicyError::torch(format!("loading {}", path.display()), e))?;
     check_finite(vs, path)

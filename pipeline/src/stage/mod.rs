@@ -102,6 +102,16 @@ pub fn run<S: Stage>(
     }
 }
 
+/// [`run`] for a subcommand: into its `--out`, replacing what `--force` allows.
+pub fn run_cli<S: Stage>(
+    cfg: &S,
+    common: &Common,
+    inputs: &S::Inputs,
+    out: &OutArg,
+) -> Result<Manifest> {
+    run(cfg, common, inputs, &out.path, out.replace())
+}
+
 /// Runs stage `S` for a command whose `--out` is either a stage directory or, when it ends in
 /// `artifact`'s extension, the one file `artifact` itself (no manifest). The file is written
 /// beside `out` and renamed into place, so a failed run leaves nothing. Returns the metrics.
@@ -113,21 +123,14 @@ pub fn run_to<S: Stage>(
     artifact: &str,
 ) -> Result<serde_json::Value> {
     let ext = Path::new(artifact).extension();
-    let (out, replace) = (&out.path, out.replace());
-    if ext.is_none() || out.extension() != ext {
-        return Ok(run::<S>(cfg, common, inputs, out, replace)?.metrics);
+    if ext.is_none() || out.path.extension() != ext {
+        return Ok(run_cli(cfg, common, inputs, out)?.metrics);
     }
+    let out = &out.path;
     crate::config::reject(cfg.check(), S::NAME)?;
     let paths = S::input_paths(inputs);
-    let inputs_ref: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
-    check_file_out(out, &inputs_ref)?;
+    let _target = Target::claim_file(out, &paths)?;
     paths.iter().try_for_each(|p| verify_input(p))?;
-    let _lock = Lock::acquire(&output::sibling(out, "lock"), |pid| {
-        format!(
-            "{} is being written by another ember process (pid {pid})",
-            out.display()
-        )
-    })?;
     let tmp = staging_path(out);
     let result = fs::create_dir_all(&tmp)
         .with_context(|| format!("creating {}", tmp.display()))

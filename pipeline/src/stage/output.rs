@@ -81,7 +81,19 @@ impl Target {
             )
             .into());
         }
-        let lock = Lock::acquire(&sibling(&resolved, "lock"), |pid| {
+        Self::lock(out, &resolved)
+    }
+
+    /// Checks that a one-file output may be written ([`check_file_out`]) and takes its lock.
+    pub fn claim_file(out: &Path, inputs: &[PathBuf]) -> Result<Self> {
+        let inputs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
+        check_file_out(out, &inputs)?;
+        Self::lock(out, &resolve(out)?)
+    }
+
+    /// Takes `OUT.lock` beside the resolved output.
+    fn lock(out: &Path, resolved: &Path) -> Result<Self> {
+        let lock = Lock::acquire(&sibling(resolved, "lock"), |pid| {
             format!(
                 "{} is being written by another ember process (pid {pid}); refusing to write it concurrently",
                 out.display()

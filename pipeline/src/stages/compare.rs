@@ -173,8 +173,7 @@ pub fn cli(args: Args) -> Result<ExitCode> {
     let mut cfg = args.config;
     cfg.optimiser = args.optimiser.apply(&cfg.optimiser);
     let (common, inputs) = (Common::new(&args.seed, &args.runtime), &args.on);
-    stage::run(&cfg, &common, inputs, &args.out.path, args.out.replace())
-        .context("ember compare failed")?;
+    stage::run_cli(&cfg, &common, inputs, &args.out).context("ember compare failed")?;
     let report = std::fs::read_to_string(args.out.path.join(REPORT)).unwrap_or_default();
     print!("{}", report.split("## Plots").next().unwrap_or_default());
     println!("compare: report → {}", args.out.path.join(REPORT).display());

@@ -70,14 +70,8 @@ pub struct Args {
 }
 
 pub fn cli(args: Args) -> Result<ExitCode> {
-    let m = stage::run(
-        &args.config,
-        &Common::default(),
-        &args.inputs,
-        &args.out.path,
-        args.out.replace(),
-    )
-    .context("ember export failed")?;
+    let m = stage::run_cli(&args.config, &Common::default(), &args.inputs, &args.out)
+        .context("ember export failed")?;
     println!(
         "export: {} parameters → {}",
         m.metrics["parameters"],

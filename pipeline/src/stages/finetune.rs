@@ -344,8 +344,8 @@ pub fn cli(args: Args) -> Result<ExitCode> {
     let mut cfg = args.config;
     args.lr.apply(&mut cfg.optim);
     let (common, inputs) = (Common::new(&args.seed, &args.runtime), args.inputs);
-    let manifest = stage::run(&cfg, &common, &inputs, &args.out.path, args.out.replace())
-        .context("ember finetune failed")?;
+    let manifest =
+        stage::run_cli(&cfg, &common, &inputs, &args.out).context("ember finetune failed")?;
     let rows: Vec<RoundRow> = serde_json::from_value(manifest.metrics["rounds"].clone())?;
     print!("{}", render_rounds(&rows));
     println!(

@@ -90,14 +90,8 @@ pub struct Args {
 }
 
 pub fn cli(args: Args) -> Result<ExitCode> {
-    let m = stage::run(
-        &args.config,
-        &Common::default(),
-        &args.inputs,
-        &args.out.path,
-        args.out.replace(),
-    )
-    .context("ember import failed")?;
+    let m = stage::run_cli(&args.config, &Common::default(), &args.inputs, &args.out)
+        .context("ember import failed")?;
     println!(
         "import: {} parameters → {}",
         m.metrics["parameters"],

@@ -147,7 +147,7 @@ pub struct Args {
 pub fn cli(args: Args) -> Result<ExitCode> {
     let (cfg, common) = (&args.config, Common::seeded(&args.seed));
     let inputs = Inputs { data: args.inputs };
-    let manifest = stage::run(cfg, &common, &inputs, &args.out.path, args.out.replace())
+    let manifest = stage::run_cli(cfg, &common, &inputs, &args.out)
         .with_context(|| format!("ember ingest --format {} failed", cfg.format))?;
     let m = &manifest.metrics;
     println!(

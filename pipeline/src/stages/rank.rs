@@ -176,8 +176,8 @@ pub struct Args {
 
 pub fn cli(args: Args) -> Result<ExitCode> {
     let (cfg, common) = (&args.config, Common::new(&args.seed, &args.runtime));
-    let manifest = stage::run(cfg, &common, &args.on, &args.out.path, args.out.replace())
-        .context("ember rank failed")?;
+    let manifest =
+        stage::run_cli(cfg, &common, &args.on, &args.out).context("ember rank failed")?;
     let rows: Vec<SummaryRow> = serde_json::from_value(manifest.metrics["rows"].clone())?;
     print!("{}", render(&rows));
     println!(

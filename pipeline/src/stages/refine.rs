@@ -216,8 +216,7 @@ pub fn cli(args: Args) -> Result<ExitCode> {
     cfg.optimiser = args.optimiser.apply(&cfg.optimiser);
     cfg.optimiser.steps = args.steps;
     let (common, inputs) = (Common::new(&args.seed, &args.runtime), &args.on);
-    let m = stage::run(&cfg, &common, inputs, &args.out.path, args.out.replace())
-        .context("ember refine failed")?;
+    let m = stage::run_cli(&cfg, &common, inputs, &args.out).context("ember refine failed")?;
     let g = |k: &str| {
         m.metrics[k]
             .as_f64()

@@ -87,13 +87,7 @@ pub fn cli(args: Args) -> Result<ExitCode> {
     let inputs = Inputs {
         stages: args.stages,
     };
-    stage::run(
-        &args.config,
-        &Common::default(),
-        &inputs,
-        &args.out.path,
-        args.out.replace(),
-    )?;
+    stage::run_cli(&args.config, &Common::default(), &inputs, &args.out)?;
     println!("{}", args.out.path.join("report.md").display());
     Ok(ExitCode::SUCCESS)
 }

@@ -263,8 +263,7 @@ pub fn cli(args: Args) -> Result<ExitCode> {
         tokenizer: args.tokenizer,
         init: args.init,
     };
-    let m = stage::run(&cfg, &common, &inputs, &args.out.path, args.out.replace())
-        .context("ember sft failed")?;
+    let m = stage::run_cli(&cfg, &common, &inputs, &args.out).context("ember sft failed")?;
     if cfg.steps == 0 {
         println!(
             "sft: 0 steps, the init policy as it is → {}",

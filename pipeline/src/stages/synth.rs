@@ -137,14 +137,8 @@ pub struct Args {
 
 pub fn cli(args: Args) -> Result<ExitCode> {
     let common = Common::seeded(&args.seed);
-    let manifest = stage::run(
-        &args.config,
-        &common,
-        &Inputs,
-        &args.out.path,
-        args.out.replace(),
-    )
-    .context("ember synth failed")?;
+    let manifest =
+        stage::run_cli(&args.config, &common, &Inputs, &args.out).context("ember synth failed")?;
     let m = &manifest.metrics;
     println!(
         "synth: {} pairs ({} train / {} val / {} test), {} demos, {} eval prompts → {}",

@@ -168,7 +168,7 @@ pub fn cli(cmd: Command) -> Result<ExitCode> {
     let cfg = args.config;
     let vocab = if args.out.path.extension().is_some_and(|e| e == "json") {
         crate::config::reject(cfg.check(), "tokenizer")?;
-        stage::check_file_out(&args.out.path, &[&args.data])?;
+        let _target = stage::Target::claim_file(&args.out.path, std::slice::from_ref(&args.data))?;
         let tok = build(&cfg, &args.data)?;
         let tmp = args.out.path.with_extension("json.partial");
         tok.save(&tmp)?;
@@ -180,14 +180,8 @@ pub fn cli(cmd: Command) -> Result<ExitCode> {
             data: args.data.clone(),
             base: None,
         };
-        let m = stage::run(
-            &cfg,
-            &Common::default(),
-            &inputs,
-            &args.out.path,
-            args.out.replace(),
-        )
-        .context("ember tokenizer train failed")?;
+        let m = stage::run_cli(&cfg, &Common::default(), &inputs, &args.out)
+            .context("ember tokenizer train failed")?;
         m.metrics["vocab_size"].as_i64().unwrap_or(0)
     };
     println!("tokenizer: {vocab} tokens → {}", args.out.path.display());

@@ -304,7 +304,7 @@ fn train_cli(a: TrainArgs) -> Result<ExitCode> {
         init: a.init,
         negatives_from: a.negatives_from,
     };
-    let m = stage::run(&cfg, &common, &inputs, &a.out.path, a.out.replace())?;
+    let m = stage::run_cli(&cfg, &common, &inputs, &a.out)?;
     let v = &m.metrics["val"];
     println!(
         "val accuracy {:.4} (length heuristic {:.4}) over {} pairs; best step {}; {:.0} tokens/s; model in {}",
