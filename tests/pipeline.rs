@@ -64,15 +64,26 @@ fn status_row(cwd: &Path, run: &str, stage: &str) -> String {
         .to_string()
 }
 
+/// `ember run CFG --run-dir run EXTRA…` in `dir`: asserts it succeeded and returns the events
+/// it added to `run/events.jsonl`.
+fn run_again(dir: &Path, cfg: &str, extra: &[&str]) -> Vec<(String, String)> {
+    let run = dir.join("run");
+    let n = events(&run, 0).len();
+    let out = ember(
+        &[&["run", cfg, "--run-dir", "run"][..], extra].concat(),
+        dir,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    events(&run, n)
+}
+
 #[test]
 fn second_run_skips_and_a_changed_config_reruns() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = write_config(tmp.path(), CONFIG);
     let cfg = cfg.to_str().unwrap();
     let run = tmp.path().join("run");
-    let out = ember(&["run", cfg, "--run-dir", "run"], tmp.path());
-    assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(ran(&events(&run, 0)), all());
+    assert_eq!(ran(&run_again(tmp.path(), cfg, &[])), all());
     assert!(run.join("09-report/report.md").exists());
     assert!(run.join("04-reward/val_energies.parquet").exists());
     for stage in ALL {
@@ -92,63 +103,30 @@ fn second_run_skips_and_a_changed_config_reruns() {
     }
 
     // Everything is current: every stage is skipped.
-    let n = events(&run, 0).len();
-    let out = ember(&["run", cfg, "--run-dir", "run"], tmp.path());
-    assert!(out.status.success(), "{}", text(&out));
     let skipped: Vec<(String, String)> = ALL
         .iter()
         .map(|s| (s.to_string(), "skip".to_string()))
         .collect();
-    assert_eq!(events(&run, n), skipped);
+    assert_eq!(run_again(tmp.path(), cfg, &[]), skipped);
 
     // A reward setting changes reward and everything downstream of it, nothing upstream.
-    let n = events(&run, 0).len();
-    let out = ember(
-        &["run", cfg, "--run-dir", "run", "--set", "reward.steps=8"],
-        tmp.path(),
+    let steps = ["--set", "reward.steps=8"];
+    assert_eq!(
+        ran(&run_again(tmp.path(), cfg, &steps)),
+        all()[3..].to_vec()
     );
-    assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(ran(&events(&run, n)), all()[3..].to_vec());
 
     // The title only touches the report.
-    let n = events(&run, 0).len();
-    let out = ember(
-        &[
-            "run",
-            cfg,
-            "--run-dir",
-            "run",
-            "--set",
-            "reward.steps=8",
-            "--set",
-            "report.title=other",
-        ],
-        tmp.path(),
-    );
-    assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(ran(&events(&run, n)), vec!["report".to_string()]);
+    let args = [&steps[..], &["--set", "report.title=other"]].concat();
+    assert_eq!(ran(&run_again(tmp.path(), cfg, &args)), vec!["report"]);
     let md = fs::read_to_string(run.join("09-report/report.md")).unwrap();
     assert!(md.starts_with("# other"), "{md}");
 
     // --only reruns one stage whose output is then identical, so nothing downstream changes.
-    let n = events(&run, 0).len();
-    let args = [
-        "run",
-        cfg,
-        "--run-dir",
-        "run",
-        "--set",
-        "reward.steps=8",
-        "--set",
-        "report.title=other",
-    ];
-    let out = ember(&[&args[..], &["--only", "rank"]].concat(), tmp.path());
-    assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(ran(&events(&run, n)), vec!["rank".to_string()]);
-    let n = events(&run, 0).len();
-    let out = ember(&args, tmp.path());
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(ran(&events(&run, n)).is_empty(), "{:?}", events(&run, n));
+    let only = [&args[..], &["--only", "rank"]].concat();
+    assert_eq!(ran(&run_again(tmp.path(), cfg, &only)), vec!["rank"]);
+    let events = run_again(tmp.path(), cfg, &args);
+    assert!(ran(&events).is_empty(), "{events:?}");
 }
 
 #[test]

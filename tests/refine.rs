@@ -100,30 +100,48 @@ fn models(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
 fn refine_and_compare_end_to_end() {
     let tmp = tempfile::tempdir().unwrap();
     let (prompts, pol, rm) = models(tmp.path());
-    let (p, po, r) = (
-        prompts.to_str().unwrap(),
-        pol.to_str().unwrap(),
-        rm.to_str().unwrap(),
-    );
+    let on = Models {
+        prompts: prompts.to_str().unwrap(),
+        policy: pol.to_str().unwrap(),
+        reward: rm.to_str().unwrap(),
+    };
+    let refined = refine_is_deterministic_and_never_worse(tmp.path(), &on);
+    finals_score_as_reward_score_says(tmp.path(), &on, &refined);
+    compare_respects_budgets_and_reports(tmp.path(), &on);
+}
 
-    let out = tmp.path().join("refined");
-    let o = out.to_str().unwrap();
-    let args = [
-        "refine",
-        "--policy",
-        po,
-        "--reward",
-        r,
-        "--prompts",
-        p,
-        "--out",
-        o,
-        "--steps",
-        "5",
-        "--max-prompts",
-        "6",
-    ];
-    let stdout = ok(&ember(&args));
+/// The three inputs of refine and compare.
+struct Models<'a> {
+    prompts: &'a str,
+    policy: &'a str,
+    reward: &'a str,
+}
+
+impl<'a> Models<'a> {
+    /// `cmd --policy … --reward … --prompts … --out OUT` followed by `extra`.
+    fn args(&self, cmd: &'a str, out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+        let mut args = vec![
+            cmd,
+            "--policy",
+            self.policy,
+            "--reward",
+            self.reward,
+            "--prompts",
+            self.prompts,
+            "--out",
+            out,
+        ];
+        args.extend(extra);
+        args
+    }
+}
+
+/// `ember refine` writes its columns, never ends worse than it started, logs one trace row per
+/// step, and gives the same answers for the same seed. Returns refined.parquet.
+fn refine_is_deterministic_and_never_worse(tmp: &Path, on: &Models) -> DataFrame {
+    let out = tmp.join("refined");
+    let extra = ["--steps", "5", "--max-prompts", "6"];
+    let stdout = ok(&ember(&on.args("refine", out.to_str().unwrap(), &extra)));
     assert!(stdout.contains("refine: 6 prompts"), "{stdout}");
     let refined = read(&out.join("refined.parquet"));
     assert_eq!(refined.height(), 6);
@@ -157,29 +175,30 @@ fn refine_and_compare_end_to_end() {
     );
     assert!(out.join("manifest.json").exists());
     // Same seed, same result.
-    let again = tmp.path().join("again");
-    let mut args2 = args;
-    args2[8] = again.to_str().unwrap();
-    ok(&ember(&args2));
+    let again = tmp.join("again");
+    ok(&ember(&on.args("refine", again.to_str().unwrap(), &extra)));
     assert_eq!(
         strs(&read(&again.join("refined.parquet")), "final_answer"),
         strs(&refined, "final_answer")
     );
+    refined
+}
 
-    // The energies of the final answers are exactly what `ember reward score` says.
-    let jsonl: String = strs(&refined, "prompt")
+/// The energies of the final answers are exactly what `ember reward score` says.
+fn finals_score_as_reward_score_says(tmp: &Path, on: &Models, refined: &DataFrame) {
+    let jsonl: String = strs(refined, "prompt")
         .iter()
-        .zip(strs(&refined, "final_answer"))
+        .zip(strs(refined, "final_answer"))
         .map(|(p, a)| format!("{}\n", serde_json::json!({"prompt": p, "answer": a})))
         .collect();
-    let input = tmp.path().join("finals.jsonl");
+    let input = tmp.join("finals.jsonl");
     std::fs::write(&input, jsonl).unwrap();
-    let scored = tmp.path().join("scored.jsonl");
+    let scored = tmp.join("scored.jsonl");
     ok(&ember(&[
         "reward",
         "score",
         "--model",
-        r,
+        on.reward,
         "--input",
         input.to_str().unwrap(),
         "--out",
@@ -194,29 +213,20 @@ fn refine_and_compare_end_to_end() {
                 .unwrap()
         })
         .collect();
+    let best = f64s(refined, "best_energy");
     for (e, b) in energies.iter().zip(&best) {
         assert!((e - b).abs() < 1e-4, "reward score {e} vs refine {b}");
     }
+}
 
-    let cmp = tmp.path().join("compare");
+/// `ember compare`: one row per prompt × method × budget × seed within its budget, CIs that
+/// hold their mean, a report with its sections and plots (when a font exists), and a zero
+/// budget refused as a usage error.
+fn compare_respects_budgets_and_reports(tmp: &Path, on: &Models) {
+    let cmp = tmp.join("compare");
     let c = cmp.to_str().unwrap();
-    let stdout = ok(&ember(&[
-        "compare",
-        "--policy",
-        po,
-        "--reward",
-        r,
-        "--prompts",
-        p,
-        "--out",
-        c,
-        "--budgets",
-        "1,2,9",
-        "--seeds",
-        "2",
-        "--max-prompts",
-        "4",
-    ]));
+    let extra = ["--budgets", "1,2,9", "--seeds", "2", "--max-prompts", "4"];
+    let stdout = ok(&ember(&on.args("compare", c, &extra)));
     assert!(stdout.contains("| budget |"), "{stdout}");
     let rows = read(&cmp.join("compare.parquet"));
     assert_eq!(rows.height(), 4 * 3 * 3 * 2);
@@ -257,25 +267,8 @@ fn refine_and_compare_end_to_end() {
             );
         }
     }
-
-    let bad = ember(&[
-        "compare",
-        "--policy",
-        po,
-        "--reward",
-        r,
-        "--prompts",
-        p,
-        "--out",
-        c,
-        "--budgets",
-        "0,4",
-    ]);
-    assert_eq!(
-        bad.status.code(),
-        Some(2),
-        "{}",
-        String::from_utf8_lossy(&bad.stderr)
-    );
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("budgets"));
+    let bad = ember(&on.args("compare", c, &["--budgets", "0,4"]));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("budgets"), "{stderr}");
 }

@@ -220,24 +220,26 @@ fn check(cfg: &SynthConfig) -> Result<()> {
     Ok(())
 }
 
-/// Generates the task into `out_dir` (which must exist).
-#[instrument(skip_all, fields(task = cfg.task.name(), pairs = cfg.pairs))]
-pub fn generate(cfg: &SynthConfig, out_dir: &Path) -> Result<SynthStats> {
-    check(cfg)?;
-    let generated: Vec<(PairRow, [AnswerKind; 2])> = (0..cfg.pairs as u64)
-        .into_par_iter()
-        .map(|i| labelled_pair(cfg, i))
-        .collect();
-    let demos: Vec<(String, String, bool)> = (0..cfg.demos as u64)
-        .into_par_iter()
-        .map(|i| demo(cfg, i))
-        .collect();
+/// What [`generate`] counts of the generated pairs while it splits them (duplicate ids kept once).
+struct Tally {
+    answer_kinds: BTreeMap<String, usize>,
+    /// Labels against the gold order, pairs whose gold differs, and the expected share of the
+    /// former under the label noise.
+    against: usize,
+    with_gap: usize,
+    expected: f64,
+    /// Distinct pair ids.
+    unique: usize,
+    by_split: BTreeMap<Split, Vec<PairRow>>,
+}
+
+fn tally(cfg: &SynthConfig, generated: &[(PairRow, [AnswerKind; 2])]) -> Tally {
     let mut answer_kinds = BTreeMap::new();
     let (mut against, mut with_gap, mut expected) = (0, 0, 0.0);
     let mut ids = HashSet::new();
     let mut by_split: BTreeMap<Split, Vec<PairRow>> =
         Split::ALL.iter().map(|s| (*s, Vec::new())).collect();
-    for (row, kinds) in &generated {
+    for (row, kinds) in generated {
         for k in kinds {
             *answer_kinds
                 .entry(
@@ -266,6 +268,36 @@ pub fn generate(cfg: &SynthConfig, out_dir: &Path) -> Result<SynthStats> {
                 .push(row.clone());
         }
     }
+    Tally {
+        answer_kinds,
+        against,
+        with_gap,
+        expected,
+        unique: ids.len(),
+        by_split,
+    }
+}
+
+/// Generates the task into `out_dir` (which must exist).
+#[instrument(skip_all, fields(task = cfg.task.name(), pairs = cfg.pairs))]
+pub fn generate(cfg: &SynthConfig, out_dir: &Path) -> Result<SynthStats> {
+    check(cfg)?;
+    let generated: Vec<(PairRow, [AnswerKind; 2])> = (0..cfg.pairs as u64)
+        .into_par_iter()
+        .map(|i| labelled_pair(cfg, i))
+        .collect();
+    let demos: Vec<(String, String, bool)> = (0..cfg.demos as u64)
+        .into_par_iter()
+        .map(|i| demo(cfg, i))
+        .collect();
+    let Tally {
+        answer_kinds,
+        against,
+        with_gap,
+        expected,
+        unique,
+        by_split,
+    } = tally(cfg, &generated);
     for (split, rows) in &by_split {
         write_pairs(&out_dir.join(split.file_name()), rows, None, true)?;
     }
@@ -277,7 +309,7 @@ pub fn generate(cfg: &SynthConfig, out_dir: &Path) -> Result<SynthStats> {
     let stats = SynthStats {
         task: cfg.task.name().into(),
         pairs_generated: generated.len(),
-        duplicates_dropped: generated.len() - ids.len(),
+        duplicates_dropped: generated.len() - unique,
         splits: by_split
             .iter()
             .map(|(s, r)| {
@@ -297,7 +329,7 @@ pub fn generate(cfg: &SynthConfig, out_dir: &Path) -> Result<SynthStats> {
     };
     write_stats(&out_dir.join("stats.json"), &stats)?;
     info!(
-        pairs = ids.len(),
+        pairs = unique,
         demos = demos.len(),
         eval = eval.len(),
         "synthesised"

@@ -96,10 +96,26 @@ pub fn from_gguf(g: &Gguf) -> Result<Tokenizer> {
         )));
     }
     let merges = g.strings("tokenizer.ggml.merges")?;
+    let json = bpe_json(&tokens, &types, &merges, pre_tokenizer);
+    let inner = tokenizers::Tokenizer::from_str(&json.to_string())
+        .map_err(|e| g.err(format!("building the tokenizer: {e}")))?;
+    Tokenizer::with_config(inner, tokenizer_config(g, &tokens)?, g.path())
+}
+
+/// The `tokenizer.json` of a byte-level BPE: GGUF spells a token as its text, `tokenizer.json`
+/// in GPT-2's byte alphabet, so tokens outside that alphabet are respelled; control tokens
+/// (type 3) and user-defined ones (type 4) are added tokens.
+fn bpe_json(
+    tokens: &[&str],
+    types: &[i64],
+    merges: &[&str],
+    pre_tokenizer: serde_json::Value,
+) -> serde_json::Value {
     let alphabet = byte_alphabet();
     let spelled: std::collections::HashSet<char> = alphabet.iter().copied().collect();
+    let in_alphabet = |t: &str| t.chars().all(|c| spelled.contains(&c));
     let respell = |t: &str| -> String {
-        if t.chars().all(|c| spelled.contains(&c)) {
+        if in_alphabet(t) {
             t.to_string()
         } else {
             t.bytes().map(|b| alphabet[b as usize]).collect()
@@ -110,17 +126,16 @@ pub fn from_gguf(g: &Gguf) -> Result<Tokenizer> {
         vocab.insert(respell(t), i.into());
     }
     let mut added = Vec::new();
-    for (i, (t, ty)) in tokens.iter().zip(&types).enumerate() {
+    for (i, (t, ty)) in tokens.iter().zip(types).enumerate() {
         // 3 = control (special), 4 = user-defined (matched whole, not special).
-        let in_alphabet = t.chars().all(|c| spelled.contains(&c));
-        if (*ty == 3 && in_alphabet) || *ty == 4 {
+        if (*ty == 3 && in_alphabet(t)) || *ty == 4 {
             added.push(json!({
                 "id": i, "content": t, "single_word": false, "lstrip": false,
                 "rstrip": false, "normalized": false, "special": *ty == 3,
             }));
         }
     }
-    let json = json!({
+    json!({
         "version": "1.0",
         "truncation": null,
         "padding": null,
@@ -134,9 +149,11 @@ pub fn from_gguf(g: &Gguf) -> Result<Tokenizer> {
             "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
             "ignore_merges": false, "vocab": vocab, "merges": merges,
         },
-    });
-    let inner = tokenizers::Tokenizer::from_str(&json.to_string())
-        .map_err(|e| g.err(format!("building the tokenizer: {e}")))?;
+    })
+}
+
+/// The special tokens, BOS rule and chat template of the GGUF's metadata.
+fn tokenizer_config(g: &Gguf, tokens: &[&str]) -> Result<TokenizerConfig> {
     let special = |key: &str| -> Result<Option<String>> {
         let key = format!("tokenizer.ggml.{key}");
         match g.get(&key) {
@@ -154,7 +171,7 @@ pub fn from_gguf(g: &Gguf) -> Result<Tokenizer> {
         Some(_) => g.bool("tokenizer.ggml.add_bos_token")?,
         None => false,
     };
-    let config = TokenizerConfig {
+    Ok(TokenizerConfig {
         bos_token: special("bos_token_id")?,
         eos_token: special("eos_token_id")?,
         pad_token: special("padding_token_id")?,
@@ -164,8 +181,7 @@ pub fn from_gguf(g: &Gguf) -> Result<Tokenizer> {
         },
         add_bos_token,
         tokenizer_class: "PreTrainedTokenizerFast".into(),
-    };
-    Tokenizer::with_config(inner, config, g.path())
+    })
 }
 
 #[cfg(test)]

@@ -189,6 +189,19 @@ impl<'de> Deserialize<'de> for TrunkConfig {
     }
 }
 
+/// Accessors of the fields every architecture's config has under the same name and type.
+macro_rules! shared_fields {
+    ($($(#[$doc:meta])* $name:ident: $ty:ty,)*) => {$(
+        $(#[$doc])*
+        pub fn $name(&self) -> $ty {
+            match self {
+                Self::Gpt2(c) => c.$name,
+                Self::Llama(c) => c.$name,
+            }
+        }
+    )*};
+}
+
 impl TrunkConfig {
     /// A message for the first inconsistent field, if any.
     pub fn check(&self) -> Result<(), String> {
@@ -205,40 +218,13 @@ impl TrunkConfig {
         }
     }
 
-    pub fn vocab_size(&self) -> i64 {
-        match self {
-            Self::Gpt2(c) => c.vocab_size,
-            Self::Llama(c) => c.vocab_size,
-        }
-    }
-
-    /// Longest sequence the model is meant for (GPT-2: what its position table covers).
-    pub fn n_ctx(&self) -> i64 {
-        match self {
-            Self::Gpt2(c) => c.n_ctx,
-            Self::Llama(c) => c.n_ctx,
-        }
-    }
-
-    pub fn d_model(&self) -> i64 {
-        match self {
-            Self::Gpt2(c) => c.d_model,
-            Self::Llama(c) => c.d_model,
-        }
-    }
-
-    pub fn n_layer(&self) -> i64 {
-        match self {
-            Self::Gpt2(c) => c.n_layer,
-            Self::Llama(c) => c.n_layer,
-        }
-    }
-
-    pub fn n_head(&self) -> i64 {
-        match self {
-            Self::Gpt2(c) => c.n_head,
-            Self::Llama(c) => c.n_head,
-        }
+    shared_fields! {
+        vocab_size: i64,
+        /// Longest sequence the model is meant for (GPT-2: what its position table covers).
+        n_ctx: i64,
+        d_model: i64,
+        n_layer: i64,
+        n_head: i64,
     }
 
     /// Whether the LM head is the token embedding.

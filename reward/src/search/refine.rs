@@ -216,6 +216,18 @@ fn score_cached(
     Ok(e)
 }
 
+/// One step of the logits: Adam's update of `grad`, plus Gaussian noise of scale
+/// sqrt(2·lr)·`cfg.noise` (Langevin dynamics; none when the noise is 0).
+fn langevin_step(z: &Tensor, adam: &mut Adam, grad: &Tensor, cfg: &RefineConfig) -> Tensor {
+    tch::no_grad(|| {
+        let mut next = z + adam.delta(grad, cfg.lr);
+        if cfg.noise > 0.0 {
+            next += next.randn_like() * ((2.0 * cfg.lr).sqrt() * cfg.noise);
+        }
+        next
+    })
+}
+
 /// Refines `start` (token ids, no end-of-answer) against `energy`. `start_energy` is its discrete
 /// energy when the caller already has it (otherwise it is scored here). Stops after
 /// `cfg.steps` steps or before a step would take the ledger's energy cost past `budget`.
@@ -254,13 +266,7 @@ pub fn refine(
         let (relaxed_energy, kl, objective, grad) =
             objective_and_grad(energy, &z, tau, cfg, ledger)?;
         let previous = z.shallow_clone();
-        z = tch::no_grad(|| {
-            let mut next = &z + adam.delta(&grad, cfg.lr);
-            if cfg.noise > 0.0 {
-                next += next.randn_like() * ((2.0 * cfg.lr).sqrt() * cfg.noise);
-            }
-            next
-        });
+        z = langevin_step(&z, &mut adam, &grad, cfg);
         let answer = decode(&z, eos);
         let e = score_cached(energy, &answer, &mut cache, ledger)?;
         let accepted = !(cfg.accept_if_lower && e > current_energy);

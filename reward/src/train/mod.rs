@@ -104,16 +104,7 @@ pub fn train(
         store::restore(&vs, b)?;
     }
     let (val, val_energies) = stats::final_validation(cfg, &data, &model, device);
-    // An untrained head orders pairs like a coin; a model below that learned them backwards.
-    if val.pairs > 0 && val.accuracy < 0.5 {
-        tracing::warn!(
-            accuracy = val.accuracy,
-            pairs = val.pairs,
-            "the model's validation accuracy is below chance: it ranks more pairs the wrong way \
-             round than a coin would (check chosen/rejected order, the learning rate and \
-             metrics.jsonl)"
-        );
-    }
+    stats::warn_below_chance(&val);
     store::save_model(out, &vs, &data.ecfg, &data.tok)?;
     store::write_json(&out.join(store::TRAIN_CONFIG_FILE), cfg)?;
     let stats = energy_stats(

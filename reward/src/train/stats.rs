@@ -107,6 +107,20 @@ pub fn energy_stats(
     }
 }
 
+/// Warns when the final validation accuracy is below 0.5: an untrained head orders pairs like a
+/// coin, so a model below that learned them backwards.
+pub(super) fn warn_below_chance(val: &EvalReport) {
+    if val.pairs > 0 && val.accuracy < 0.5 {
+        tracing::warn!(
+            accuracy = val.accuracy,
+            pairs = val.pairs,
+            "the model's validation accuracy is below chance: it ranks more pairs the wrong way \
+             round than a coin would (check chosen/rejected order, the learning rate and \
+             metrics.jsonl)"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
