@@ -103,17 +103,23 @@ impl std::fmt::Display for TieMode {
 
 /// Loss hyper-parameters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
 #[serde(default, deny_unknown_fields)]
 pub struct LossConfig {
-    /// The loss.
+    /// The loss: log (Bradley–Terry), hinge, square-square, square-exp or nll (InfoNCE).
+    #[cfg_attr(feature = "clap", arg(long = "loss", value_name = "LOSS", default_value_t = LossConfig::default().kind))]
     pub kind: LossKind,
     /// Margin m of the hinge and square-square losses.
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = LossConfig::default().margin))]
     pub margin: f64,
     /// γ of the square-exponential loss.
+    #[cfg_attr(feature = "clap", arg(skip = LossConfig::default().gamma))]
     pub gamma: f64,
     /// Inverse temperature β of the nll loss.
+    #[cfg_attr(feature = "clap", arg(skip = LossConfig::default().beta))]
     pub beta: f64,
     /// Weight λ of the zero-anchor term λ·mean(E⁺²) (0 disables it).
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = LossConfig::default().anchor))]
     pub anchor: f64,
 }
 

@@ -59,6 +59,22 @@ impl Common {
     }
 }
 
+/// `--seed`, `--device` and `--precision`: the [`Common`] settings of a subcommand that runs a
+/// model (`Common::from(&args.common)`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct CommonArgs {
+    #[command(flatten)]
+    pub seed: SeedArg,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+impl From<&CommonArgs> for Common {
+    fn from(args: &CommonArgs) -> Self {
+        Self::new(&args.seed, &args.runtime)
+    }
+}
+
 /// `--seed`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SeedArg {

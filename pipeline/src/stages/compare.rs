@@ -12,9 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::compare_report::{write_outputs, REPORT};
 use crate::config::Invalid;
-use crate::stage::{self, Common, OutArg, RuntimeArgs, SeedArg, Stage};
-use crate::stages::rank::load_prompts;
-use crate::stages::refine::load_models;
+use crate::stage::{self, Common, CommonArgs, OutArg, Stage};
 
 /// The `[compare]` section of a run config, and the flags of `ember compare`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, clap::Args)]
@@ -65,8 +63,6 @@ impl Default for Config {
         }
     }
 }
-
-impl Config {}
 
 /// Upstream artifacts: a policy directory, a reward model directory and a prompts file.
 pub type Inputs = super::OnPolicy;
@@ -121,27 +117,23 @@ impl Stage for Config {
                 format!("must be in (0, 1), got {}", self.hybrid_share),
             ));
         }
-        let why = "best-of-N needs distinct samples";
-        let t = Invalid::below("temperature", self.temperature, 0.0, false);
-        bad.extend(t.map(|i| Invalid::new(i.key, format!("{}; {why}", i.message))));
+        bad.extend(super::sampled_temperature(self.temperature));
         bad
     }
 
     fn execute(&self, common: &Common, inputs: &Inputs, dir: &Path) -> Result<serde_json::Value> {
         let cfg = self;
-        let (device, _amp) = common.device()?;
-        let prompts = load_prompts(&inputs.prompts, cfg.max_prompts)?;
-        let (policy, scorer) = load_models(&inputs.policy, &inputs.reward, device)?;
+        let on = inputs.load(common, cfg.max_prompts, None)?;
         let rows = compare(
             &compare_config(cfg, common.seed),
-            &policy,
-            &scorer,
-            &prompts,
+            &on.policy,
+            &on.scorer,
+            &on.prompts,
         )?;
         let metrics = write_outputs(
             dir,
             &(cfg, common),
-            prompts.len(),
+            on.prompts.len(),
             cfg.seeds,
             &rows,
             cfg.resamples,
@@ -162,9 +154,7 @@ pub struct Args {
     #[command(flatten)]
     pub optimiser: super::refine::OptimiserArgs,
     #[command(flatten)]
-    pub seed: SeedArg,
-    #[command(flatten)]
-    pub runtime: RuntimeArgs,
+    pub common: CommonArgs,
     #[command(flatten)]
     pub out: OutArg,
 }
@@ -172,7 +162,7 @@ pub struct Args {
 pub fn cli(args: Args) -> Result<ExitCode> {
     let mut cfg = args.config;
     cfg.optimiser = args.optimiser.apply(&cfg.optimiser);
-    let (common, inputs) = (Common::new(&args.seed, &args.runtime), &args.on);
+    let (common, inputs) = (Common::from(&args.common), &args.on);
     stage::run_cli(&cfg, &common, inputs, &args.out).context("ember compare failed")?;
     let report = std::fs::read_to_string(args.out.path.join(REPORT)).unwrap_or_default();
     print!("{}", report.split("## Plots").next().unwrap_or_default());

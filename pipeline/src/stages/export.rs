@@ -10,26 +10,21 @@ use serde::{Deserialize, Serialize};
 use crate::stage::{self, Common, OutArg, Stage};
 
 /// Checkpoint formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     /// Hugging Face `transformers` GPT-2 (`config.json` + `model.safetensors` + `tokenizer.json`).
+    #[default]
     Hf,
 }
 
 /// The flags of `ember export`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, clap::Args)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, clap::Args)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Target format.
-    #[arg(long, value_enum, default_value_t = Format::Hf)]
+    #[arg(long, value_enum, default_value_t)]
     pub format: Format,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self { format: Format::Hf }
-    }
 }
 
 /// Upstream artifacts.

@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Invalid;
 use crate::error::usage;
-use crate::stage::{self, Common, LrArg, OutArg, RuntimeArgs, SeedArg, Stage};
-use crate::stages::rank::load_prompts;
+use crate::stage::{self, Common, CommonArgs, LrArg, OutArg, Stage};
+use crate::stages::load_prompts;
 
 pub const POLICY_DIR: &str = "policy";
 
@@ -333,9 +333,7 @@ pub struct Args {
     #[command(flatten)]
     pub lr: LrArg,
     #[command(flatten)]
-    pub seed: SeedArg,
-    #[command(flatten)]
-    pub runtime: RuntimeArgs,
+    pub common: CommonArgs,
     #[command(flatten)]
     pub out: OutArg,
 }
@@ -343,7 +341,7 @@ pub struct Args {
 pub fn cli(args: Args) -> Result<ExitCode> {
     let mut cfg = args.config;
     args.lr.apply(&mut cfg.optim);
-    let (common, inputs) = (Common::new(&args.seed, &args.runtime), args.inputs);
+    let (common, inputs) = (Common::from(&args.common), args.inputs);
     let manifest =
         stage::run_cli(&cfg, &common, &inputs, &args.out).context("ember finetune failed")?;
     let rows: Vec<RoundRow> = serde_json::from_value(manifest.metrics["rounds"].clone())?;

@@ -14,28 +14,23 @@ use crate::error::usage;
 use crate::stage::{self, Common, OutArg, Stage};
 
 /// Formats `ember import` reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     /// Hugging Face `transformers` (GPT-2, Llama, Qwen2, Mistral): a directory.
+    #[default]
     Hf,
     /// llama.cpp GGUF (Llama-family architectures): one file.
     Gguf,
 }
 
 /// The flags of `ember import`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, clap::Args)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, clap::Args)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Source format.
-    #[arg(long, value_enum, default_value_t = Format::Hf)]
+    #[arg(long, value_enum, default_value_t)]
     pub format: Format,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self { format: Format::Hf }
-    }
 }
 
 /// Upstream artifacts.

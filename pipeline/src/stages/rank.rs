@@ -8,15 +8,12 @@ use std::process::ExitCode;
 use anyhow::{Context as _, Result};
 use policy::pool::{best_per_prompt, draw, write_candidates};
 use policy::sample::SampleConfig;
-use policy::Policy;
 use reward::search::summary::{summarize, SummaryRow};
-use reward::EnergyScorer;
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
 use crate::config::Invalid;
-use crate::error::usage;
-use crate::stage::{self, Common, OutArg, RuntimeArgs, SeedArg, Stage};
+use crate::stage::{self, Common, CommonArgs, OutArg, Stage};
 
 pub const CANDIDATES: &str = "candidates.parquet";
 pub const SELECTED: &str = "selected.parquet";
@@ -85,19 +82,6 @@ impl Config {
 /// Upstream artifacts: a policy directory, a reward model directory and a prompts file.
 pub type Inputs = super::OnPolicy;
 
-/// Reads the prompts (at most `max`, 0 = all); an empty file is a usage error.
-pub fn load_prompts(path: &Path, max: usize) -> Result<Vec<String>> {
-    let mut prompts = datasets::read_prompts(path)
-        .with_context(|| format!("reading prompts from {}", path.display()))?;
-    if max > 0 {
-        prompts.truncate(max);
-    }
-    if prompts.is_empty() {
-        return Err(usage(format!("{}: no prompts", path.display())));
-    }
-    Ok(prompts)
-}
-
 /// The stage: `candidates.parquet`, `selected.parquet` and `summary.json`.
 impl Stage for Config {
     const NAME: &'static str = "rank";
@@ -115,28 +99,19 @@ impl Stage for Config {
         ];
         let mut bad: Vec<Invalid> = Invalid::zero(&zero).into_iter().collect();
         bad.extend(Invalid::zero(&[("max_new_tokens", self.max_new_tokens)]));
-        let why = "best-of-n needs distinct samples";
-        let t = Invalid::below("temperature", self.temperature, 0.0, false);
-        bad.extend(t.map(|i| Invalid::new(i.key, format!("{}; {why}", i.message))));
+        bad.extend(super::sampled_temperature(self.temperature));
         bad
     }
 
     /// Samples, scores, selects; writes the candidates, the selected answers and the table.
     fn execute(&self, common: &Common, inputs: &Inputs, dir: &Path) -> Result<serde_json::Value> {
         let cfg = self;
-        let (device, _amp) = common.device()?;
-        let prompts = load_prompts(&inputs.prompts, cfg.max_prompts)?;
-        tch::manual_seed(common.seed as i64);
-        let policy = Policy::load(&inputs.policy, device)
-            .with_context(|| format!("loading the policy from {}", inputs.policy.display()))?;
-        let scorer = EnergyScorer::load(&inputs.reward, device).with_context(|| {
-            format!("loading the reward model from {}", inputs.reward.display())
-        })?;
+        let on = inputs.load(common, cfg.max_prompts, Some(common.seed as i64))?;
         let started = std::time::Instant::now();
         let cands = draw(
-            &policy,
-            &scorer,
-            &prompts,
+            &on.policy,
+            &on.scorer,
+            &on.prompts,
             &cfg.sampling(common.seed),
             cfg.score_batch,
         )?;
@@ -146,7 +121,7 @@ impl Stage for Config {
         write_candidates(&dir.join(SELECTED), &best_per_prompt(&cands))?;
         let rows = summarize(&cands, cfg.n)?;
         let summary = serde_json::json!({
-            "prompts": prompts.len(),
+            "prompts": on.prompts.len(),
             "n": cfg.n,
             "sample_and_score_seconds": seconds,
             "rows": rows,
@@ -167,15 +142,13 @@ pub struct Args {
     #[command(flatten)]
     pub config: Config,
     #[command(flatten)]
-    pub seed: SeedArg,
-    #[command(flatten)]
-    pub runtime: RuntimeArgs,
+    pub common: CommonArgs,
     #[command(flatten)]
     pub out: OutArg,
 }
 
 pub fn cli(args: Args) -> Result<ExitCode> {
-    let (cfg, common) = (&args.config, Common::new(&args.seed, &args.runtime));
+    let (cfg, common) = (&args.config, Common::from(&args.common));
     let manifest =
         stage::run_cli(cfg, &common, &args.on, &args.out).context("ember rank failed")?;
     let rows: Vec<SummaryRow> = serde_json::from_value(manifest.metrics["rows"].clone())?;

@@ -6,18 +6,14 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
 use policy::sample::SampleConfig;
-use policy::Policy;
-use reward::search::energy::check_compatible;
 use reward::search::io::{write_refined, write_traces, Init};
 use reward::search::refined::{refine_prompts, summary};
 use reward::search::RefineConfig;
-use reward::EnergyScorer;
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
 use crate::config::Invalid;
-use crate::stage::{self, Common, OutArg, RuntimeArgs, SeedArg, Stage};
-use crate::stages::rank::load_prompts;
+use crate::stage::{self, Common, CommonArgs, OutArg, Stage};
 
 pub const REFINED: &str = "refined.parquet";
 pub const TRACES: &str = "traces.parquet";
@@ -76,23 +72,6 @@ impl Config {
 /// Upstream artifacts: a policy directory, a reward model directory and a prompts file.
 pub type Inputs = super::OnPolicy;
 
-/// Loads the policy and the energy model with frozen weights (refinement differentiates with
-/// respect to the answer only) and checks they share a tokenizer.
-pub fn load_models(
-    inputs_policy: &Path,
-    inputs_reward: &Path,
-    device: tch::Device,
-) -> Result<(Policy, EnergyScorer)> {
-    let mut policy = Policy::load(inputs_policy, device)
-        .with_context(|| format!("loading the policy from {}", inputs_policy.display()))?;
-    let mut scorer = EnergyScorer::load(inputs_reward, device)
-        .with_context(|| format!("loading the reward model from {}", inputs_reward.display()))?;
-    policy.vs.freeze();
-    scorer.vs.freeze();
-    check_compatible(&scorer, &policy)?;
-    Ok((policy, scorer))
-}
-
 /// The stage: `refined.parquet` and `traces.parquet`.
 impl Stage for Config {
     const NAME: &'static str = "refine";
@@ -126,14 +105,15 @@ impl Stage for Config {
 
     fn execute(&self, common: &Common, inputs: &Inputs, dir: &Path) -> Result<serde_json::Value> {
         let cfg = self;
-        let (device, _amp) = common.device()?;
-        let prompts = load_prompts(&inputs.prompts, cfg.max_prompts)?;
-        tch::manual_seed(policy::rng::torch_seed(common.seed, "refine", 0));
-        let (policy, scorer) = load_models(&inputs.policy, &inputs.reward, device)?;
+        let on = inputs.load(
+            common,
+            cfg.max_prompts,
+            Some(policy::rng::torch_seed(common.seed, "refine", 0)),
+        )?;
         let refined = refine_prompts(
-            &policy,
-            &scorer,
-            &prompts,
+            &on.policy,
+            &on.scorer,
+            &on.prompts,
             cfg.init,
             &cfg.sampling(common.seed),
             &cfg.optimiser,
@@ -161,9 +141,7 @@ pub struct Args {
     #[command(flatten)]
     pub optimiser: OptimiserArgs,
     #[command(flatten)]
-    pub seed: SeedArg,
-    #[command(flatten)]
-    pub runtime: RuntimeArgs,
+    pub common: CommonArgs,
     #[command(flatten)]
     pub out: OutArg,
 }
@@ -215,7 +193,7 @@ pub fn cli(args: Args) -> Result<ExitCode> {
     let mut cfg = args.config;
     cfg.optimiser = args.optimiser.apply(&cfg.optimiser);
     cfg.optimiser.steps = args.steps;
-    let (common, inputs) = (Common::new(&args.seed, &args.runtime), &args.on);
+    let (common, inputs) = (Common::from(&args.common), &args.on);
     let m = stage::run_cli(&cfg, &common, inputs, &args.out).context("ember refine failed")?;
     let g = |k: &str| {
         m.metrics[k]

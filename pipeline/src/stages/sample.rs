@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Invalid;
 use crate::error::usage;
-use crate::stage::{self, Common, OutArg, RuntimeArgs, SeedArg, Stage};
+use crate::stage::{self, Common, CommonArgs, OutArg, Stage};
 
 pub const SAMPLES_FILE: &str = "samples.parquet";
 
@@ -144,15 +144,13 @@ pub struct Args {
     #[command(flatten)]
     pub config: Config,
     #[command(flatten)]
-    pub seed: SeedArg,
-    #[command(flatten)]
-    pub runtime: RuntimeArgs,
+    pub common: CommonArgs,
     #[command(flatten)]
     pub out: OutArg,
 }
 
 pub fn cli(args: Args) -> Result<ExitCode> {
-    let common = Common::new(&args.seed, &args.runtime);
+    let common = Common::from(&args.common);
     let metrics = stage::run_to(&args.config, &common, &args.inputs, &args.out, SAMPLES_FILE)
         .context("ember sample failed")?;
     println!(

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Invalid;
 use crate::error::usage;
-use crate::stage::{self, Common, LrArg, OutArg, RuntimeArgs, SeedArg, Stage};
+use crate::stage::{self, Common, CommonArgs, LrArg, OutArg, Stage};
 
 /// The `[sft]` section of a run config, and the flags of `ember sft`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, clap::Args)]
@@ -236,9 +236,7 @@ pub struct Args {
     #[command(flatten)]
     pub lr: LrArg,
     #[command(flatten)]
-    pub seed: SeedArg,
-    #[command(flatten)]
-    pub runtime: RuntimeArgs,
+    pub common: CommonArgs,
 }
 
 pub fn cli(args: Args) -> Result<ExitCode> {
@@ -257,7 +255,7 @@ pub fn cli(args: Args) -> Result<ExitCode> {
             }
         };
     }
-    let common = Common::new(&args.seed, &args.runtime);
+    let common = Common::from(&args.common);
     let inputs = Inputs {
         data: args.data,
         tokenizer: args.tokenizer,

@@ -8,12 +8,10 @@ use std::process::ExitCode;
 use anyhow::{Context as _, Result};
 use clap::Subcommand;
 use polars::prelude::{Column, DataFrame};
-use reward::loss::{LossKind, TieMode};
-use reward::model::{Pooling, Score};
 
 use crate::config::Invalid;
 use crate::error::usage;
-use crate::stage::{self, Common, LrArg, OutArg, RuntimeArgs, SeedArg, Stage};
+use crate::stage::{self, Common, CommonArgs, LrArg, OutArg, Stage};
 
 mod tools;
 
@@ -23,14 +21,19 @@ pub use tools::{eval_table, prompts_answers, read_rows};
 pub type Config = reward::train::TrainConfig;
 
 /// Upstream artifacts the stage reads.
+#[derive(Debug, Clone, clap::Args)]
 pub struct Inputs {
-    /// Directory with `train.parquet` and `val.parquet` (from `ember ingest` or `ember synth`).
+    /// Directory with train.parquet and val.parquet (from `ember ingest` or `ember synth`).
+    #[arg(long)]
     pub data: PathBuf,
-    /// `tokenizer.json`; defaults to the init checkpoint's.
+    /// tokenizer.json, or the directory holding it (defaults to the one in --init).
+    #[arg(long)]
     pub tokenizer: Option<PathBuf>,
-    /// A policy (SFT) checkpoint directory whose trunk initialises the model.
+    /// Policy (SFT) checkpoint directory whose trunk initialises the model (recommended).
+    #[arg(long)]
     pub init: Option<PathBuf>,
-    /// The policy that `sampled_negatives` are drawn from (default: `init`).
+    /// nll: a policy to sample extra negatives from (default: --init when -k is set).
+    #[arg(long, value_name = "DIR")]
     pub negatives_from: Option<PathBuf>,
 }
 
@@ -155,130 +158,19 @@ pub enum Command {
     Doctor(tools::DoctorArgs),
 }
 
-/// `ember reward train`: the flags over the trainer's config.
+/// `ember reward train`: the trainer's config as flags, with `--lr`, the inputs and `--out`.
 #[derive(Debug, clap::Args)]
 pub struct TrainArgs {
-    /// Directory with train.parquet and val.parquet.
-    #[arg(long)]
-    pub data: PathBuf,
-    /// tokenizer.json, or the directory holding it (defaults to the one in --init).
-    #[arg(long)]
-    pub tokenizer: Option<PathBuf>,
-    /// Policy (SFT) checkpoint directory whose trunk initialises the model (recommended).
-    #[arg(long)]
-    pub init: Option<PathBuf>,
     #[command(flatten)]
-    pub out: OutArg,
-    /// Loss: log (Bradley–Terry), hinge, square-square, square-exp, nll (InfoNCE).
-    #[arg(long, default_value_t = Config::default().loss.kind)]
-    pub loss: LossKind,
-    /// Optimiser steps.
-    #[arg(long, default_value_t = Config::default().steps)]
-    pub steps: u64,
-    /// Pairs per step.
-    #[arg(long, default_value_t = Config::default().batch)]
-    pub batch: usize,
+    pub inputs: Inputs,
+    #[command(flatten)]
+    pub config: Config,
     #[command(flatten)]
     pub lr: LrArg,
-    /// Longest sequence (prompt + answer); prompts are truncated from the left.
-    #[arg(long, default_value_t = Config::default().max_len)]
-    pub max_len: usize,
-    /// Margin m of hinge / square-square.
-    #[arg(long, default_value_t = Config::default().loss.margin)]
-    pub margin: f64,
-    /// Weight λ of the zero-anchor term λ·mean(E⁺²).
-    #[arg(long, default_value_t = Config::default().loss.anchor)]
-    pub anchor: f64,
-    /// What the score reads: head (a linear head at the EOS), or head+nll (plus the answer's
-    /// negative log-likelihood under the trunk; start it from an SFT trunk with --init).
-    #[arg(long, default_value_t = Config::default().score)]
-    pub score: Score,
-    /// Where the head reads the trunk: eos (the end-of-answer token) or mean (the mean over the
-    /// answer's tokens; what probes of a frozen pretrained trunk read best).
-    #[arg(long, default_value_t = Config::default().pooling)]
-    pub pooling: Pooling,
-    /// Tie rows: skip, or equal (trained towards equal energy).
-    #[arg(long, default_value_t = Config::default().ties)]
-    pub ties: TieMode,
-    /// nll: other prompts' chosen answers used as extra negatives of each prompt.
-    #[arg(long, default_value_t = Config::default().in_batch_negatives)]
-    pub in_batch_negatives: usize,
-    /// nll: a policy to sample extra negatives from (default: --init when -k is set).
-    #[arg(long, value_name = "DIR")]
-    pub negatives_from: Option<PathBuf>,
-    /// nll: answers sampled from that policy per training prompt, used as extra negatives.
-    #[arg(short = 'k', long = "sampled-negatives", default_value_t = Config::default().sampled_negatives)]
-    pub sampled_negatives: usize,
-    /// Validate every N steps.
-    #[arg(long, default_value_t = Config::default().eval_every)]
-    pub eval_every: u64,
-    /// Write a resumable checkpoint every N steps.
-    #[arg(long, default_value_t = Config::default().checkpoint_every)]
-    pub checkpoint_every: u64,
-    /// Early stopping: evaluations without improvement before stopping (0 = off).
-    #[arg(long, default_value_t = Config::default().patience)]
-    pub patience: u64,
-    /// From scratch: width, layers, heads of the trunk.
-    #[arg(long, default_value_t = Config::default().d_model)]
-    pub d_model: i64,
-    #[arg(long, default_value_t = Config::default().n_layer)]
-    pub n_layer: i64,
-    #[arg(long, default_value_t = Config::default().n_head)]
-    pub n_head: i64,
-    /// Train only the top K blocks of the trunk (with its final norm and the head); the rest
-    /// stays as --init has it. 0: the head and final norm only. Default: the whole trunk.
-    #[arg(long, value_name = "K")]
-    pub train_blocks: Option<u64>,
-    /// With --train-blocks: recompute the frozen blocks every step instead of caching their
-    /// output per sequence (saves memory: f32 T × d_model per sequence).
-    #[arg(long)]
-    pub no_cache_frozen: bool,
-    /// Validation pairs scored at each evaluation (0 = all).
-    #[arg(long, default_value_t = Config::default().eval_pairs)]
-    pub eval_pairs: usize,
-    /// Train on N usable pairs drawn by the seed (0 = all): fewer pairs for more epochs, where
-    /// a pretrained trunk's first epoch is what costs.
-    #[arg(long, default_value_t = Config::default().train_pairs)]
-    pub train_pairs: usize,
-    /// Training pairs summarised in energy_stats.json after training (one forward pass each).
-    #[arg(long, default_value_t = Config::default().stats_pairs)]
-    pub stats_pairs: usize,
     #[command(flatten)]
-    pub seed: SeedArg,
+    pub common: CommonArgs,
     #[command(flatten)]
-    pub runtime: RuntimeArgs,
-}
-
-impl TrainArgs {
-    fn config(&self) -> Config {
-        let mut cfg = Config {
-            steps: self.steps,
-            batch: self.batch,
-            max_len: self.max_len,
-            score: self.score,
-            pooling: self.pooling,
-            ties: self.ties,
-            in_batch_negatives: self.in_batch_negatives,
-            sampled_negatives: self.sampled_negatives,
-            eval_every: self.eval_every,
-            patience: self.patience,
-            checkpoint_every: self.checkpoint_every,
-            d_model: self.d_model,
-            n_layer: self.n_layer,
-            n_head: self.n_head,
-            train_blocks: self.train_blocks,
-            cache_frozen: !self.no_cache_frozen,
-            eval_pairs: self.eval_pairs,
-            train_pairs: self.train_pairs,
-            stats_pairs: self.stats_pairs,
-            ..Config::default()
-        };
-        cfg.loss.kind = self.loss;
-        cfg.loss.margin = self.margin;
-        cfg.loss.anchor = self.anchor;
-        self.lr.apply(&mut cfg.optim);
-        cfg
-    }
+    pub out: OutArg,
 }
 
 pub fn cli(cmd: Command) -> Result<ExitCode> {
@@ -291,20 +183,16 @@ pub fn cli(cmd: Command) -> Result<ExitCode> {
 }
 
 fn train_cli(a: TrainArgs) -> Result<ExitCode> {
-    if !a.data.join("train.parquet").exists() {
+    let data = &a.inputs.data;
+    if !data.join("train.parquet").exists() {
         return Err(usage(format!(
             "{} has no train.parquet (run `ember ingest` or `ember synth`)",
-            a.data.display()
+            data.display()
         )));
     }
-    let (cfg, common) = (a.config(), Common::new(&a.seed, &a.runtime));
-    let inputs = Inputs {
-        data: a.data,
-        tokenizer: a.tokenizer,
-        init: a.init,
-        negatives_from: a.negatives_from,
-    };
-    let m = stage::run_cli(&cfg, &common, &inputs, &a.out)?;
+    let (mut cfg, common, inputs) = (a.config, Common::from(&a.common), &a.inputs);
+    a.lr.apply(&mut cfg.optim);
+    let m = stage::run_cli(&cfg, &common, inputs, &a.out)?;
     let v = &m.metrics["val"];
     println!(
         "val accuracy {:.4} (length heuristic {:.4}) over {} pairs; best step {}; {:.0} tokens/s; model in {}",
