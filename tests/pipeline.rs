@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 mod common;
 use common::{ember, kill_after_second_checkpoint, text, TINY as CONFIG};
 
-const ALL: [&str; 9] = [
+const ALL: [&str; 10] = [
     "data",
     "tokenizer",
     "sft",
@@ -17,6 +17,7 @@ const ALL: [&str; 9] = [
     "finetune",
     "refine",
     "compare",
+    "eval",
     "report",
 ];
 
@@ -84,13 +85,13 @@ fn second_run_skips_and_a_changed_config_reruns() {
     let cfg = cfg.to_str().unwrap();
     let run = tmp.path().join("run");
     assert_eq!(ran(&run_again(tmp.path(), cfg, &[])), all());
-    assert!(run.join("09-report/report.md").exists());
+    assert!(run.join("10-report/report.md").exists());
     assert!(run.join("04-reward/val_energies.parquet").exists());
     for stage in ALL {
         let row = status_row(tmp.path(), "run", stage);
         assert!(row.contains("done"), "{stage}: {row}");
     }
-    let md = fs::read_to_string(run.join("09-report/report.md")).unwrap();
+    let md = fs::read_to_string(run.join("10-report/report.md")).unwrap();
     for section in [
         "## synth",
         "## sft",
@@ -98,6 +99,8 @@ fn second_run_skips_and_a_changed_config_reruns() {
         "## rank",
         "## finetune",
         "## compare",
+        "## eval",
+        "longer answer [95% CI]",
     ] {
         assert!(md.contains(section), "report lacks {section}:\n{md}");
     }
@@ -119,7 +122,7 @@ fn second_run_skips_and_a_changed_config_reruns() {
     // The title only touches the report.
     let args = [&steps[..], &["--set", "report.title=other"]].concat();
     assert_eq!(ran(&run_again(tmp.path(), cfg, &args)), vec!["report"]);
-    let md = fs::read_to_string(run.join("09-report/report.md")).unwrap();
+    let md = fs::read_to_string(run.join("10-report/report.md")).unwrap();
     assert!(md.starts_with("# other"), "{md}");
 
     // --only reruns one stage whose output is then identical, so nothing downstream changes.
@@ -375,7 +378,7 @@ fn second_concurrent_run_refuses() {
         "{}",
         text(&out)
     );
-    assert!(!run.join("09-report").exists());
+    assert!(!run.join("10-report").exists());
     drop(lock);
     let out = ember(
         &["run", cfg.to_str().unwrap(), "--run-dir", "run"],
@@ -424,7 +427,7 @@ fn a_run_from_a_pretrained_base_keeps_its_tokenizer_and_weights() {
     let rm: serde_json::Value =
         serde_json::from_slice(&bytes(&run.join("04-reward/config.json"))).unwrap();
     assert_eq!(rm["trunk"]["architecture"], "llama", "{rm}");
-    assert!(run.join("09-report/report.md").exists());
+    assert!(run.join("10-report/report.md").exists());
 
     let bad = write_config(
         tmp.path(),

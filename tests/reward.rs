@@ -4,7 +4,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 mod common;
+#[path = "reward/tools.rs"]
+mod tools;
 use common::{ember_abs as ember, ok};
+use tools::*;
 
 /// Synthetic addition pairs and a character-level tokenizer over their text.
 fn synth_data(dir: &Path) -> (PathBuf, PathBuf) {
@@ -136,93 +139,6 @@ impl ValEnergies {
     }
 }
 
-/// `ember reward score --model MODEL --input INPUT --out OUT`.
-fn score(model: &str, input: &Path, out: &Path) {
-    ok(&ember(&[
-        "reward",
-        "score",
-        "--model",
-        model,
-        "--input",
-        input.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]));
-}
-
-/// `reward score` on two validation answers, JSONL in, JSONL and Parquet out: order and extra
-/// fields kept, and each energy the one training wrote for that answer.
-fn score_matches_training(model: &str, dir: &Path, val: &ValEnergies) {
-    let input = dir.join("rows.jsonl");
-    let rows = [
-        (&val.pairs[0].prompt, &val.pairs[0].chosen, 1),
-        (&val.pairs[1].prompt, &val.pairs[1].rejected, 2),
-    ];
-    let jsonl: String = rows
-        .iter()
-        .map(|(p, a, k)| {
-            format!(
-                "{}\n",
-                serde_json::json!({"prompt": p, "answer": a, "k": k})
-            )
-        })
-        .collect();
-    std::fs::write(&input, jsonl).unwrap();
-    let scored = dir.join("scored.jsonl");
-    score(model, &input, &scored);
-    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&scored)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(lines.len(), 2);
-    assert_eq!(lines[1]["k"], 2);
-    let energies: Vec<f64> = lines
-        .iter()
-        .map(|l| l["energy"].as_f64().unwrap())
-        .collect();
-    let want = [val.e_chosen[0], val.e_rejected[1]];
-    for (e, w) in energies.iter().zip(want) {
-        assert!((e - w).abs() < 1e-4, "reward score {e} vs training's {w}");
-    }
-    // The same f32 energies in Parquet (JSON writes the shortest decimal that rounds back).
-    let scored_pq = dir.join("scored.parquet");
-    score(model, &input, &scored_pq);
-    let pq_energies: Vec<f32> = datasets::table::read_parquet_rows(&scored_pq)
-        .unwrap()
-        .iter()
-        .map(|r| r["energy"].as_f64().unwrap() as f32)
-        .collect();
-    let jsonl_energies: Vec<f32> = energies.iter().map(|&e| e as f32).collect();
-    assert_eq!(pq_energies, jsonl_energies);
-}
-
-/// Runs `ember reward doctor` and asserts that its model checks pass; returns its stdout.
-fn doctor_passes(model: &str, data: &Path) -> String {
-    let o = ember(&[
-        "reward",
-        "doctor",
-        "--model",
-        model,
-        "--data",
-        data.to_str().unwrap(),
-    ]);
-    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
-    for check in [
-        "batch/padding invariance",
-        "pooling reads EOS",
-        "save/reload",
-    ] {
-        assert!(
-            stdout
-                .lines()
-                .any(|l| l.starts_with("PASS") && l.contains(check)),
-            "{check}: {stdout}"
-        );
-    }
-    stdout
-}
-
 #[test]
 fn synth_train_eval_score_doctor() {
     let tmp = tempfile::tempdir().unwrap();
@@ -270,6 +186,8 @@ fn synth_train_eval_score_doctor() {
     assert_eq!(ev.as_array().unwrap().len(), 2, "val and test");
     let val = ValEnergies::read(&data, &rm);
     val.assert_gold_accuracy(&ev[0]["gold"]);
+    eval_compares_with_the_longer_answer(&ev[0], &stdout);
+    eval_dir_holds_the_energies(r, &data, tmp.path());
     score_matches_training(r, tmp.path(), &val);
 
     let stdout = doctor_passes(r, &data.join("val.parquet"));

@@ -130,6 +130,7 @@ pub fn headline(stage: &str, metrics: &serde_json::Value) -> Option<(String, f64
         "finetune" => &["final_gold", "gold"],
         "refine" => &["gold", "final_gold"],
         "compare" => &["refine_minus_rank_gold", "delta_gold"],
+        "eval" => &["accuracy"],
         "report" => &["stages"],
         _ => &[],
     };

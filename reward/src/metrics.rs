@@ -5,6 +5,7 @@
 //! accuracy and how often the model agrees with it).
 use std::collections::BTreeMap;
 
+use datasets::stats::{bootstrap_ci, Ci};
 use serde::{Deserialize, Serialize};
 
 /// Fraction of pairs with E⁺ < E⁻ (strict: equal energies count as wrong). 0 for no pairs.
@@ -205,9 +206,74 @@ impl EvalReport {
     }
 }
 
+/// The model against the choose-the-longer-answer heuristic on the same pairs, each accuracy
+/// with a percentile bootstrap CI over pairs; the difference (model − longer) is bootstrapped
+/// pair by pair, so its interval says whether the model knows more than answer length does.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AgainstLength {
+    pub pairs: usize,
+    pub model: Ci,
+    pub longer: Ci,
+    pub difference: Ci,
+}
+
+/// [`AgainstLength`] of one set of pairs at confidence `level`, `resamples` bootstrap draws
+/// seeded by `seed` (the three intervals resample the same pairs). `None` for no pairs.
+pub fn against_length(
+    inp: &EvalInputs,
+    resamples: usize,
+    level: f64,
+    seed: u64,
+) -> Option<AgainstLength> {
+    let model: Vec<f64> = (inp.e_pos.iter().zip(inp.e_neg))
+        .map(|(p, n)| f64::from(u8::from(p < n)))
+        .collect();
+    let longer: Vec<f64> = (inp.len_chosen.iter().zip(inp.len_rejected))
+        .map(|(c, r)| length_heuristic_accuracy(&[*c], &[*r]))
+        .collect();
+    let difference: Vec<f64> = model.iter().zip(&longer).map(|(m, l)| m - l).collect();
+    let ci = |v: &[f64]| bootstrap_ci(v, resamples, level, seed);
+    Some(AgainstLength {
+        pairs: model.len(),
+        model: ci(&model)?,
+        longer: ci(&longer)?,
+        difference: ci(&difference)?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn against_length_pairs_the_bootstrap() {
+        // The model is right on pairs 0 and 3; the longer answer is chosen on 1, equal on 2.
+        let inp = EvalInputs {
+            e_pos: &POS,
+            e_neg: &NEG,
+            len_chosen: &[1, 5, 3, 2],
+            len_rejected: &[2, 4, 3, 3],
+            sources: &[],
+        };
+        let a = against_length(&inp, 500, 0.95, 7).unwrap();
+        assert_eq!(a.pairs, 4);
+        assert_eq!(a.model.mean, 0.5);
+        assert_eq!(a.longer.mean, 0.375); // (0 + 1 + ½ + 0) / 4
+        assert_eq!(a.difference.mean, 0.125);
+        for ci in [a.model, a.longer, a.difference] {
+            assert!(ci.lo <= ci.mean && ci.mean <= ci.hi, "{ci:?}");
+        }
+        // The same seed, the same intervals; the same resamples of each column.
+        assert_eq!(against_length(&inp, 500, 0.95, 7), Some(a));
+        let none = EvalInputs {
+            e_pos: &[],
+            e_neg: &[],
+            len_chosen: &[],
+            len_rejected: &[],
+            sources: &[],
+        };
+        assert_eq!(against_length(&none, 500, 0.95, 7), None);
+    }
 
     const POS: [f32; 4] = [0.1, 2.0, 0.5, 1.0];
     const NEG: [f32; 4] = [1.1, 1.0, 0.5, 3.0];

@@ -62,6 +62,8 @@ pub struct RunConfig {
     pub refine: stages::refine::Config,
     /// `[compare]`: best-of-N vs refine vs hybrid at equal energy-model compute.
     pub compare: stages::compare::Config,
+    /// `[eval]`: the energy model on the held-out test split, against the longer answer.
+    pub eval: stages::eval::Config,
     /// `[report]`: the Markdown report with plots.
     pub report: stages::report::Config,
     /// Where each key stands in the file, for messages (not a value of the config).
@@ -86,6 +88,7 @@ impl Default for RunConfig {
             finetune: Default::default(),
             refine: Default::default(),
             compare: Default::default(),
+            eval: Default::default(),
             report: stages::report::Config::default(),
             lines: KeyLines::default(),
         }

@@ -20,6 +20,7 @@ use crate::stages::report::Config;
 use crate::status;
 
 mod data;
+mod eval;
 mod selection;
 mod tables;
 mod training;
@@ -80,6 +81,7 @@ pub fn write(cfg: &Config, dirs: &[&Path], out: &Path) -> Result<Value> {
             "rank" => selection::rank_section(&mut doc, s)?,
             "finetune" => selection::finetune_section(&mut doc, s)?,
             "refine" => selection::refine_section(&mut doc, s)?,
+            "eval" => eval::eval_section(&mut doc, s)?,
             _ => {}
         }
         if s.m.stage == "compare" {

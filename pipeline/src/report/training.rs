@@ -108,14 +108,15 @@ pub(super) fn reward_section(doc: &mut Doc, s: &Stage) -> Result<()> {
         &["accuracy", "ece"],
         Some(("split", "val")),
     )?;
-    energy_histogram(doc, s)?;
+    let title = "Validation energies of chosen vs rejected answers";
+    energy_histogram(doc, s, "reward_energy_hist", title)?;
     Ok(())
 }
 
 /// Histograms (as frequency polygons) of chosen vs rejected energies from a per-pair table the
-/// reward stage wrote (a Parquet file with `e_chosen` and `e_rejected` columns); without one,
-/// the percentiles of `energy_stats.json`.
-fn energy_histogram(doc: &mut Doc, s: &Stage) -> Result<()> {
+/// stage wrote (a Parquet file with `e_chosen` and `e_rejected` columns), drawn as `stem`;
+/// without one, the percentiles of `energy_stats.json`.
+pub(super) fn energy_histogram(doc: &mut Doc, s: &Stage, stem: &str, title: &str) -> Result<()> {
     for rel in s.m.artifacts.keys().filter(|k| k.ends_with(".parquet")) {
         let df = read_parquet(s.dir.join(rel))?;
         let (Ok(c), Ok(r)) = (df.column("e_chosen"), df.column("e_rejected")) else {
@@ -130,13 +131,13 @@ fn energy_histogram(doc: &mut Doc, s: &Stage) -> Result<()> {
         };
         let (c, r) = (to_vec(c)?, to_vec(r)?);
         let plot = LinePlot {
-            title: "Energies of chosen vs rejected answers".into(),
+            title: title.into(),
             x_label: "energy".into(),
             y_label: "share of pairs".into(),
             log_x: false,
             series: histogram_series(&[("chosen", &c), ("rejected", &r)], doc.cfg.histogram_bins),
         };
-        return doc.plot("reward_energy_hist", &plot);
+        return doc.plot(stem, &plot);
     }
     let stats = s.dir.join("energy_stats.json");
     if let Ok(text) = fs::read_to_string(&stats) {

@@ -27,7 +27,7 @@ pub use events::{read_events, Event, RunLock};
 pub use plan::{plan, Planned};
 
 /// Every stage, in pipeline order; a run config wires those this build has.
-pub const STAGES: [&str; 9] = [
+pub const STAGES: [&str; 10] = [
     "data",
     "tokenizer",
     "sft",
@@ -36,6 +36,7 @@ pub const STAGES: [&str; 9] = [
     "finetune",
     "refine",
     "compare",
+    "eval",
     "report",
 ];
 pub const LOCK: &str = ".lock";

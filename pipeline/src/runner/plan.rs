@@ -87,7 +87,7 @@ impl Planned {
 /// per stage (its name, its config section, what it reads).
 #[rustfmt::skip]
 pub fn plan(cfg: &RunConfig, run: &Path) -> Vec<Planned> {
-    use stages::{report, reward, sft};
+    use stages::{eval, report, reward, sft};
     let (t, dir) = (Table { run, common: cfg.common() }, |name| stage_dir(run, name));
     let on_sft = on_sft(cfg, run);
     let base = cfg.base.as_deref().map(expand_home);
@@ -105,6 +105,7 @@ pub fn plan(cfg: &RunConfig, run: &Path) -> Vec<Planned> {
         t.row("finetune", &cfg.finetune, finetune_inputs(cfg, run, &on_sft)),
         t.row("refine", &cfg.refine, on_sft.clone()),
         t.row("compare", &cfg.compare, on_sft),
+        t.row("eval", &cfg.eval, eval::Inputs { model: dir("reward"), data: vec![dir("data").join("test.parquet")] }),
     ];
     let upstream = plans.iter().map(|p| p.dir.clone()).collect();
     plans.push(t.row("report", &cfg.report, report::Inputs { stages: upstream }));
@@ -213,8 +214,11 @@ mod tests {
         assert_eq!(names, super::super::STAGES);
         let plans = plan(&RunConfig::default(), run);
         let report = plans.last().unwrap();
-        let upstream: Vec<PathBuf> = plans[..8].iter().map(|p| p.dir.clone()).collect();
+        let upstream: Vec<PathBuf> = plans[..9].iter().map(|p| p.dir.clone()).collect();
         assert_eq!(report.inputs, upstream);
+        let eval = &plans[8];
+        let test = stage_dir(run, "data").join("test.parquet");
+        assert_eq!(eval.inputs, [stage_dir(run, "reward"), test]);
         assert_eq!(
             plans[2].inputs,
             [

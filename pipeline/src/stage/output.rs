@@ -113,21 +113,6 @@ pub fn check_file_out(out: &Path, inputs: &[&Path]) -> Result<()> {
     let resolved = resolve(out)?;
     let inputs: Vec<PathBuf> = inputs.iter().map(|p| p.to_path_buf()).collect();
     guard_inputs(out, &resolved, &inputs)?;
-    let within = inputs
-        .iter()
-        .filter(|p| p.is_dir())
-        .find(|p| p.canonicalize().is_ok_and(|dir| resolved.starts_with(dir)));
-    if let Some(dir) = within {
-        return Err(UsageError::with_hint(
-            format!(
-                "--out {} is inside {}, an input directory of this command; refusing to write into it",
-                out.display(),
-                dir.display()
-            ),
-            "write the output somewhere else",
-        )
-        .into());
-    }
     if out.is_dir() {
         return Err(UsageError::with_hint(
             format!("--out {} is a directory", out.display()),
@@ -171,7 +156,8 @@ fn resolve(out: &Path) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// Refuses an output that is, or holds, the working directory or an input.
+/// Refuses an output that is, or holds, the working directory or an input, or that lies inside
+/// an input directory (writing there would change, or replace a file of, what the command reads).
 fn guard_inputs(out: &Path, resolved: &Path, inputs: &[PathBuf]) -> Result<()> {
     let cwd = std::env::current_dir()
         .and_then(|c| c.canonicalize())
@@ -204,6 +190,21 @@ fn guard_inputs(out: &Path, resolved: &Path, inputs: &[PathBuf]) -> Result<()> {
             )
             .into());
         }
+    }
+    let within = inputs
+        .iter()
+        .filter(|p| p.is_dir())
+        .find(|p| p.canonicalize().is_ok_and(|dir| resolved.starts_with(dir)));
+    if let Some(dir) = within {
+        return Err(UsageError::with_hint(
+            format!(
+                "--out {} is inside {}, an input directory of this command; refusing to write into it",
+                out.display(),
+                dir.display()
+            ),
+            "write the output somewhere else",
+        )
+        .into());
     }
     Ok(())
 }

@@ -14,6 +14,7 @@ use crate::stage::Common;
 
 pub mod bench;
 pub mod compare;
+pub mod eval;
 pub mod export;
 pub mod finetune;
 pub mod import;

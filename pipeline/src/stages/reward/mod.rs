@@ -15,7 +15,7 @@ use crate::stage::{self, Common, CommonArgs, LrArg, OutArg, Stage};
 
 mod tools;
 
-pub use tools::{eval_table, prompts_answers, read_rows};
+pub use tools::{prompts_answers, read_rows};
 
 /// The `[reward]` section of a run config: the trainer's settings (its `seed` is the run's).
 pub type Config = reward::train::TrainConfig;
@@ -151,7 +151,7 @@ pub enum Command {
     /// Train an energy model on preference pairs.
     Train(Box<TrainArgs>),
     /// Pairwise accuracy, gap, calibration, length baseline of a model on preference tables.
-    Eval(tools::EvalArgs),
+    Eval(crate::stages::eval::Args),
     /// Add an `energy` column to rows with `prompt` and `answer` (Parquet or JSONL).
     Score(tools::ScoreArgs),
     /// Preflight checks of the classic reward-model bugs, each PASS/FAIL with its numbers.
@@ -176,7 +176,7 @@ pub struct TrainArgs {
 pub fn cli(cmd: Command) -> Result<ExitCode> {
     match cmd {
         Command::Train(a) => train_cli(*a),
-        Command::Eval(a) => tools::eval_cli(a),
+        Command::Eval(a) => crate::stages::eval::cli(a),
         Command::Score(a) => tools::score_cli(a),
         Command::Doctor(a) => tools::doctor_cli(a),
     }

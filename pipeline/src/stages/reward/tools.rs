@@ -1,6 +1,6 @@
-//! `ember reward eval|score|doctor`: a trained energy model put to use on tables — pairwise
-//! evaluation (against the gold order on synth), an `energy` column for any rows, and the
-//! preflight checks of the classic reward-model bugs.
+//! `ember reward score|doctor`: a trained energy model put to use on tables — an `energy`
+//! column for any rows, and the preflight checks of the classic reward-model bugs (`ember
+//! reward eval` is the `eval` stage, `stages::eval`).
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -9,31 +9,11 @@ use std::process::ExitCode;
 use anyhow::{bail, Context as _, Result};
 use polars::prelude::{Column, DataFrame};
 use policy::device::Autocast;
-use reward::loss::TieMode;
-use reward::metrics::{EvalReport, Thresholds};
 use reward::EnergyScorer;
 use serde_json::{json, Value};
 
 use crate::error::usage;
 use crate::stage::RuntimeArgs;
-
-/// `ember reward eval`.
-#[derive(Debug, clap::Args)]
-pub struct EvalArgs {
-    /// Model directory from `ember reward train`.
-    #[arg(long)]
-    pub model: PathBuf,
-    /// Preference tables (a directory means its val.parquet and test.parquet).
-    #[arg(long, required = true, num_args = 1..)]
-    pub data: Vec<PathBuf>,
-    /// Write the reports as JSON here.
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-    #[arg(long, default_value_t = 32)]
-    pub batch: usize,
-    #[command(flatten)]
-    pub runtime: RuntimeArgs,
-}
 
 /// `ember reward score`.
 #[derive(Debug, clap::Args)]
@@ -91,124 +71,6 @@ fn weights_error(err: &anyhow::Error) -> Option<String> {
                 _ => None,
             },
         })
-}
-
-/// The tables named by `--data`: files as given, directories as their val/test splits.
-fn expand_tables(data: &[PathBuf]) -> Vec<PathBuf> {
-    data.iter()
-        .flat_map(|p| {
-            if p.is_dir() {
-                ["val.parquet", "test.parquet"]
-                    .iter()
-                    .map(|f| p.join(f))
-                    .filter(|f| f.exists())
-                    .collect()
-            } else {
-                vec![p.clone()]
-            }
-        })
-        .collect()
-}
-
-/// Evaluates one table; for tables with gold columns, also against the noise-free gold order.
-pub fn eval_table(scorer: &EnergyScorer, path: &Path, batch: usize) -> Result<Value> {
-    let rows = reward::data::load_pairs(path)?;
-    let th = Thresholds {
-        eps: 0.1,
-        margin: 1.0,
-    };
-    let report = |rows: &[datasets::table::PairRow]| -> EvalReport {
-        let (pairs, _) = reward::data::encode_rows(
-            &scorer.tokenizer,
-            rows,
-            scorer.config.max_len,
-            TieMode::Skip,
-        );
-        reward::eval::evaluate(
-            &scorer.model,
-            rows,
-            &pairs,
-            batch,
-            scorer.tokenizer.pad_id(),
-            scorer.device,
-            th,
-        )
-    };
-    let (_, fit) = reward::data::encode_rows(
-        &scorer.tokenizer,
-        &rows,
-        scorer.config.max_len,
-        TieMode::Skip,
-    );
-    let mut out =
-        json!({ "file": path.display().to_string(), "fit": fit, "labels": report(&rows) });
-    if let Some(gold) = reward::data::gold_ordered(&rows) {
-        out["gold"] = serde_json::to_value(report(&gold))?;
-    }
-    Ok(out)
-}
-
-fn print_report(name: &str, r: &Value) {
-    let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
-    println!(
-        "{name:<36} {:>6} {:>8.4} {:>8.3} {:>7.3} {:>8.4} {:>8.4}",
-        r["pairs"],
-        f("accuracy"),
-        f("mean_gap"),
-        f("ece"),
-        f("length_heuristic_accuracy"),
-        r["length_agreement"].as_f64().unwrap_or(f64::NAN)
-    );
-}
-
-/// Accuracy per `source` of a report, one indented line each, when it has at least `min` sources.
-fn print_by_source(report: &Value, min: usize) {
-    if let Some(src) = report["by_source"].as_object().filter(|s| s.len() >= min) {
-        for (s, v) in src {
-            println!(
-                "    {s:<32} {:>6} {:>8.4}",
-                v["pairs"],
-                v["accuracy"].as_f64().unwrap_or(f64::NAN)
-            );
-        }
-    }
-}
-
-pub(super) fn eval_cli(a: EvalArgs) -> Result<ExitCode> {
-    if let Some(out) = &a.out {
-        let mut inputs: Vec<&Path> = a.data.iter().map(PathBuf::as_path).collect();
-        inputs.push(&a.model);
-        crate::stage::check_file_out(out, &inputs)?;
-    }
-    let (scorer, _amp) = load_scorer(&a.model, &a.runtime)?;
-    let tables = expand_tables(&a.data);
-    if tables.is_empty() {
-        return Err(usage("no preference tables found in --data"));
-    }
-    println!(
-        "{:<36} {:>6} {:>8} {:>8} {:>7} {:>8} {:>8}",
-        "table", "pairs", "acc", "gap", "ece", "len-acc", "len-agr"
-    );
-    let mut all = Vec::new();
-    for t in &tables {
-        let r = eval_table(&scorer, t, a.batch)
-            .with_context(|| format!("evaluating {}", t.display()))?;
-        let name: Vec<char> = t.display().to_string().chars().collect();
-        let short: String = name[name.len().saturating_sub(36)..].iter().collect();
-        print_report(&short, &r["labels"]);
-        print_by_source(&r["labels"], 2);
-        if r.get("gold").is_some() {
-            print_report("  (vs gold order)", &r["gold"]);
-            // Gold rows are grouped by what they ask (right vs wrong, near misses, …).
-            print_by_source(&r["gold"], 1);
-        }
-        all.push(r);
-    }
-    if let Some(out) = &a.out {
-        std::fs::write(out, serde_json::to_string_pretty(&all)?)
-            .with_context(|| format!("writing {}", out.display()))?;
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// Rows of a Parquet or JSON Lines file as JSON objects.
