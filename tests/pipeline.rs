@@ -449,3 +449,19 @@ fn a_run_from_a_pretrained_base_keeps_its_tokenizer_and_weights() {
         "nothing written for a bad config"
     );
 }
+
+/// Regression: a run directory made before the one-seed rule keeps a `config.toml` with the
+/// reward trainer's unused `seed` under [reward]; `ember status` refused to read it. A `seed`
+/// there in a config the user runs is still an error.
+#[test]
+fn status_reads_a_run_saved_with_a_reward_seed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("old");
+    fs::create_dir_all(&run).unwrap();
+    fs::write(run.join("config.toml"), "seed = 17\n[reward]\nseed = 0\n").unwrap();
+    let row = status_row(tmp.path(), "old", "reward");
+    assert!(row.contains("missing"), "{row}");
+    let out = ember(&["run", "old/config.toml", "--run-dir", "old"], tmp.path());
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("`reward.seed`"), "{}", text(&out));
+}

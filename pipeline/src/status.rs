@@ -56,7 +56,7 @@ pub fn rows(run: &Path) -> Result<Vec<Row>> {
             runner::CONFIG
         )));
     }
-    let cfg = config::load(&cfg_path, &[])?;
+    let cfg = config::load_saved(&cfg_path)?;
     let events = runner::read_events(run);
     let plans = runner::plan(&cfg, run);
     let mut not_done: BTreeSet<PathBuf> = BTreeSet::new();

@@ -131,6 +131,27 @@ pub fn load(path: &Path, overrides: &[String]) -> Result<RunConfig> {
     parse(&text, &path.display().to_string(), overrides)
 }
 
+/// The config a run directory keeps (`RUN/config.toml`, written by `ember run`). Before the
+/// one-seed rule (2026-11-29) ember wrote the reward trainer's own `seed` under `[reward]`, a key
+/// the runner overwrote with the run's seed; it is dropped here so that those runs still read.
+pub fn load_saved(path: &Path) -> Result<RunConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config {}", path.display()))?;
+    let source = path.display().to_string();
+    let mut table: toml::Table = toml::from_str(&text).map_err(|e| {
+        usage(format!(
+            "{source} is not valid TOML: {}",
+            e.message().trim()
+        ))
+    })?;
+    let reward = table.get_mut("reward").and_then(toml::Value::as_table_mut);
+    if reward.and_then(|r| r.remove("seed")).is_none() {
+        return parse(&text, &source, &[]);
+    }
+    let text = toml::to_string(&table).context("writing the config as TOML")?;
+    parse(&text, &source, &[])
+}
+
 /// Parses config text; `source` names it in errors (a path, or "the built-in demo config").
 pub fn parse(text: &str, source: &str, overrides: &[String]) -> Result<RunConfig> {
     let mut table: toml::Table = toml::from_str(text).map_err(|e| {
