@@ -282,7 +282,7 @@ fn every_section_is_checked_before_any_stage_runs() {
     let bad = "[data]\nmax_digits = 0\n[tokenizer]\nkind = \"bpe\"\nvocab = 10\n\
                [sft]\nsteps = 0\n[sft.optim]\nlr = nan\n[reward]\nsteps = 0\n\
                [rank]\nn = 0\n[finetune]\nrounds = 0\n[refine]\nbatch = 0\n\
-               [compare]\nbudgets = []\n[report]\nhistogram_bins = 0\n";
+               [compare]\nbudgets = []\n[eval]\nresamples = 0\n[report]\nhistogram_bins = 0\n";
     let cfg = write_config(tmp.path(), bad);
     let cfg = cfg.to_str().unwrap();
     for cmd in [vec!["run", cfg], vec!["config", "print", cfg]] {
@@ -299,6 +299,7 @@ fn every_section_is_checked_before_any_stage_runs() {
             "finetune.rounds",
             "refine.batch",
             "compare.budgets",
+            "eval.resamples",
             "report.histogram_bins",
         ] {
             assert!(msg.contains(key), "{key} not named in: {msg}");
