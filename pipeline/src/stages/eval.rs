@@ -78,8 +78,8 @@ impl Stage for Config {
     }
 }
 
-/// Every table of the inputs, evaluated.
-fn evaluate(cfg: &Config, common: &Common, inputs: &Inputs) -> Result<Vec<(PathBuf, TableEval)>> {
+/// Every table of the inputs, evaluated, with its name ([`table_names`]).
+fn evaluate(cfg: &Config, common: &Common, inputs: &Inputs) -> Result<Vec<(String, TableEval)>> {
     let tables = expand_tables(&inputs.data);
     if tables.is_empty() {
         return Err(usage("no preference tables found in --data"));
@@ -92,12 +92,34 @@ fn evaluate(cfg: &Config, common: &Common, inputs: &Inputs) -> Result<Vec<(PathB
         resamples: cfg.resamples,
         seed: policy::rng::key(common.seed, "eval"),
     };
+    let names = table_names(&tables);
     tables
-        .into_iter()
-        .map(|t| {
-            let e = evaluate_table(&scorer, &t, table_cfg)
+        .iter()
+        .zip(names)
+        .map(|(t, name)| {
+            let e = evaluate_table(&scorer, t, table_cfg)
                 .with_context(|| format!("evaluating {}", t.display()))?;
-            Ok((t, e))
+            Ok((name, e))
+        })
+        .collect()
+}
+
+/// What the outputs call each table: its file name (`test.parquet`), or the path as given
+/// when two tables share a file name. Outputs hold no run-directory path, so a run's artifacts
+/// are the same wherever it ran.
+fn table_names(tables: &[PathBuf]) -> Vec<String> {
+    let file_name = |t: &PathBuf| t.file_name().map(|n| n.to_string_lossy().into_owned());
+    let shared = |n: &String| {
+        tables
+            .iter()
+            .filter(|u| file_name(u).as_ref() == Some(n))
+            .count()
+    };
+    tables
+        .iter()
+        .map(|t| match file_name(t) {
+            Some(n) if shared(&n) == 1 => n,
+            _ => t.display().to_string(),
         })
         .collect()
 }
@@ -120,9 +142,9 @@ fn expand_tables(data: &[PathBuf]) -> Vec<PathBuf> {
 }
 
 /// One table's entry of `eval.json`.
-fn report(table: &Path, e: &TableEval) -> Value {
+fn report(table: &str, e: &TableEval) -> Value {
     let mut v = serde_json::to_value(e).expect("reports serialise");
-    v["file"] = table.display().to_string().into();
+    v["file"] = table.into();
     v
 }
 
@@ -138,13 +160,13 @@ fn metrics(tables: Vec<Value>) -> Value {
 }
 
 /// `energies.parquet`: one row per evaluated pair of every table.
-fn write_energies(path: &Path, evals: &[(PathBuf, TableEval)]) -> Result<()> {
+fn write_energies(path: &Path, evals: &[(String, TableEval)]) -> Result<()> {
     let (mut table, mut prompt, mut source) = (Vec::new(), Vec::new(), Vec::new());
     let (mut e_chosen, mut e_rejected) = (Vec::new(), Vec::new());
     for (t, e) in evals {
         for (i, &row) in e.row_of_pair.iter().enumerate() {
             let r = &e.rows[row];
-            table.push(t.display().to_string());
+            table.push(t.clone());
             prompt.push(r.prompt.clone());
             source.push(r.source.clone());
             e_chosen.push(e.e_pos[i]);
@@ -265,4 +287,18 @@ fn by_source(report: &Value, min: usize) -> String {
             format!("    {s:<32} {:>6} {acc:>8.4}\n", v["pairs"])
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_are_named_by_file_name_unless_two_share_it() {
+        let p = |s: &str| PathBuf::from(s);
+        let names = table_names(&[p("run/01-data/val.parquet"), p("run/01-data/test.parquet")]);
+        assert_eq!(names, ["val.parquet", "test.parquet"]);
+        let names = table_names(&[p("a/test.parquet"), p("b/test.parquet"), p("c/x.jsonl")]);
+        assert_eq!(names, ["a/test.parquet", "b/test.parquet", "x.jsonl"]);
+    }
 }
