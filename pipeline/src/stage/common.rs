@@ -59,6 +59,35 @@ impl Common {
     }
 }
 
+/// A stage's subcommand, one shape for all: what it reads (`I`), its config as flags (`C`), the
+/// flags of its own that are not config (`X`, e.g. `--lr`), the run settings (`R`: `--seed`,
+/// `--device`, `--precision`) and where it writes. Its `--help` text is its variant's doc in
+/// `cli.rs`.
+#[derive(Debug, clap::Args)]
+pub struct StageArgs<I, C, X = NoFlags, R = CommonArgs>
+where
+    I: clap::Args,
+    C: clap::Args,
+    X: clap::Args,
+    R: clap::Args,
+{
+    #[command(flatten)]
+    pub inputs: I,
+    #[command(flatten)]
+    pub config: C,
+    #[command(flatten)]
+    pub extra: X,
+    #[command(flatten)]
+    pub run: R,
+    #[command(flatten)]
+    pub out: super::OutArg,
+}
+
+/// The `X` or `R` of a [`StageArgs`] that has none.
+#[derive(Debug, Clone, clap::Args)]
+#[group(skip)]
+pub struct NoFlags {}
+
 /// `--seed`, `--device` and `--precision`: the [`Common`] settings of a subcommand that runs a
 /// model (`Common::from(&args.common)`).
 #[derive(Debug, Clone, clap::Args)]

@@ -21,7 +21,7 @@ pub mod manifest;
 pub mod output;
 pub mod staging;
 
-pub use common::{Common, CommonArgs, LrArg, RuntimeArgs, SeedArg};
+pub use common::{Common, CommonArgs, LrArg, NoFlags, RuntimeArgs, SeedArg, StageArgs};
 pub use manifest::{
     input_fingerprint, input_refs, list_files, read_manifest, sha256_file, verify, verify_input,
     Artifact, InputRef, Manifest, MANIFEST, VERSION,

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::compare_report::{write_outputs, REPORT};
 use crate::config::Invalid;
-use crate::stage::{self, Common, CommonArgs, OutArg, Stage};
+use crate::stage::{self, Common, Stage, StageArgs};
 
 /// The `[compare]` section of a run config, and the flags of `ember compare`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, clap::Args)]
@@ -143,26 +143,12 @@ impl Stage for Config {
     }
 }
 
-/// Compare best-of-N, gradient refinement and hybrids (best-of-m, then refine the winner) at
-/// equal energy-model compute; writes compare.parquet, compare.json and report.md with plots.
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    #[command(flatten)]
-    pub on: super::OnPolicy,
-    #[command(flatten)]
-    pub config: Config,
-    #[command(flatten)]
-    pub optimiser: super::refine::OptimiserArgs,
-    #[command(flatten)]
-    pub common: CommonArgs,
-    #[command(flatten)]
-    pub out: OutArg,
-}
+pub type Args = StageArgs<Inputs, Config, super::refine::OptimiserArgs>;
 
 pub fn cli(args: Args) -> Result<ExitCode> {
     let mut cfg = args.config;
-    cfg.optimiser = args.optimiser.apply(&cfg.optimiser);
-    let (common, inputs) = (Common::from(&args.common), &args.on);
+    cfg.optimiser = args.extra.apply(&cfg.optimiser);
+    let (common, inputs) = (Common::from(&args.run), &args.inputs);
     stage::run_cli(&cfg, &common, inputs, &args.out).context("ember compare failed")?;
     let report = std::fs::read_to_string(args.out.path.join(REPORT)).unwrap_or_default();
     print!("{}", report.split("## Plots").next().unwrap_or_default());

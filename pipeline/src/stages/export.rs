@@ -7,7 +7,7 @@ use anyhow::{Context as _, Result};
 use policy::Policy;
 use serde::{Deserialize, Serialize};
 
-use crate::stage::{self, Common, OutArg, Stage};
+use crate::stage::{self, Common, NoFlags, Stage, StageArgs};
 
 /// Checkpoint formats.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -53,16 +53,7 @@ impl Stage for Config {
     }
 }
 
-/// Export a policy to another checkpoint format.
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    #[command(flatten)]
-    pub inputs: Inputs,
-    #[command(flatten)]
-    pub config: Config,
-    #[command(flatten)]
-    pub out: OutArg,
-}
+pub type Args = StageArgs<Inputs, Config, NoFlags, NoFlags>;
 
 pub fn cli(args: Args) -> Result<ExitCode> {
     let m = stage::run_cli(&args.config, &Common::default(), &args.inputs, &args.out)

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Invalid;
 use crate::error::usage;
-use crate::stage::{self, Common, CommonArgs, LrArg, OutArg, Stage};
+use crate::stage::{self, Common, LrArg, Stage, StageArgs};
 use crate::stages::load_prompts;
 
 pub const POLICY_DIR: &str = "policy";
@@ -322,26 +322,12 @@ impl Stage for Config {
     }
 }
 
-/// Fine-tune the policy on its lowest-energy samples (rejection sampling / expert iteration),
-/// or with RLOO; logs held-out energy, gold, KL and diversity per round to rounds.jsonl.
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    #[command(flatten)]
-    pub inputs: Inputs,
-    #[command(flatten)]
-    pub config: Config,
-    #[command(flatten)]
-    pub lr: LrArg,
-    #[command(flatten)]
-    pub common: CommonArgs,
-    #[command(flatten)]
-    pub out: OutArg,
-}
+pub type Args = StageArgs<Inputs, Config, LrArg>;
 
 pub fn cli(args: Args) -> Result<ExitCode> {
     let mut cfg = args.config;
-    args.lr.apply(&mut cfg.optim);
-    let (common, inputs) = (Common::from(&args.common), args.inputs);
+    args.extra.apply(&mut cfg.optim);
+    let (common, inputs) = (Common::from(&args.run), args.inputs);
     let manifest =
         stage::run_cli(&cfg, &common, &inputs, &args.out).context("ember finetune failed")?;
     let rows: Vec<RoundRow> = serde_json::from_value(manifest.metrics["rounds"].clone())?;

@@ -11,7 +11,7 @@ use policy::Tokenizer;
 use serde::{Deserialize, Serialize};
 
 use crate::error::usage;
-use crate::stage::{self, Common, OutArg, Stage};
+use crate::stage::{self, Common, NoFlags, Stage, StageArgs};
 
 /// Formats `ember import` reads.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -73,16 +73,7 @@ impl Stage for Config {
     }
 }
 
-/// Import a checkpoint from another format as a policy directory.
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    #[command(flatten)]
-    pub inputs: Inputs,
-    #[command(flatten)]
-    pub config: Config,
-    #[command(flatten)]
-    pub out: OutArg,
-}
+pub type Args = StageArgs<Inputs, Config, NoFlags, NoFlags>;
 
 pub fn cli(args: Args) -> Result<ExitCode> {
     let m = stage::run_cli(&args.config, &Common::default(), &args.inputs, &args.out)

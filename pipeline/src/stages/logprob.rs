@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Invalid;
 use crate::error::usage;
-use crate::stage::{self, Common, OutArg, RuntimeArgs, Stage};
+use crate::stage::{self, Common, NoFlags, RuntimeArgs, Stage, StageArgs};
 
 pub const LOGPROBS_FILE: &str = "logprobs.parquet";
 
@@ -93,18 +93,7 @@ impl Stage for Config {
     }
 }
 
-/// Log-probabilities of given answers under a policy.
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    #[command(flatten)]
-    pub inputs: Inputs,
-    #[command(flatten)]
-    pub config: Config,
-    #[command(flatten)]
-    pub runtime: RuntimeArgs,
-    #[command(flatten)]
-    pub out: OutArg,
-}
+pub type Args = StageArgs<Inputs, Config, NoFlags, RuntimeArgs>;
 
 pub fn cli(args: Args) -> Result<ExitCode> {
     let ext = args
@@ -119,8 +108,8 @@ pub fn cli(args: Args) -> Result<ExitCode> {
         )));
     }
     let common = Common {
-        device: args.runtime.device,
-        precision: args.runtime.precision,
+        device: args.run.device,
+        precision: args.run.precision,
         ..Common::default()
     };
     let metrics = stage::run_to(

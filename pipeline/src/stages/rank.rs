@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use tracing::info;
 
 use crate::config::Invalid;
-use crate::stage::{self, Common, CommonArgs, OutArg, Stage};
+use crate::stage::{self, Common, Stage, StageArgs};
 
 pub const CANDIDATES: &str = "candidates.parquet";
 pub const SELECTED: &str = "selected.parquet";
@@ -133,24 +133,12 @@ impl Stage for Config {
     }
 }
 
-/// Best-of-N by lowest energy: N samples per prompt, every candidate and the selected answer
-/// written as Parquet, and the best-of-n table (energy, gold, win rate, KL) for n = 1, 2, 4, …, N.
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    #[command(flatten)]
-    pub on: super::OnPolicy,
-    #[command(flatten)]
-    pub config: Config,
-    #[command(flatten)]
-    pub common: CommonArgs,
-    #[command(flatten)]
-    pub out: OutArg,
-}
+pub type Args = StageArgs<Inputs, Config>;
 
 pub fn cli(args: Args) -> Result<ExitCode> {
-    let (cfg, common) = (&args.config, Common::from(&args.common));
+    let (cfg, common) = (&args.config, Common::from(&args.run));
     let manifest =
-        stage::run_cli(cfg, &common, &args.on, &args.out).context("ember rank failed")?;
+        stage::run_cli(cfg, &common, &args.inputs, &args.out).context("ember rank failed")?;
     let rows: Vec<SummaryRow> = serde_json::from_value(manifest.metrics["rows"].clone())?;
     print!("{}", render(&rows));
     println!(

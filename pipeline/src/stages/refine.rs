@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use tracing::info;
 
 use crate::config::Invalid;
-use crate::stage::{self, Common, CommonArgs, OutArg, Stage};
+use crate::stage::{self, Common, Stage, StageArgs};
 
 pub const REFINED: &str = "refined.parquet";
 pub const TRACES: &str = "traces.parquet";
@@ -127,23 +127,16 @@ impl Stage for Config {
     }
 }
 
-/// Refine policy answers by gradient descent on the energy in a continuous relaxation; writes
-/// refined.parquet (start and final answers, energies, gold, log-probs) and traces.parquet.
+pub type Args = StageArgs<Inputs, Config, Flags>;
+
+/// `ember refine`'s own flags: the steps and the optimiser.
 #[derive(Debug, clap::Args)]
-pub struct Args {
-    #[command(flatten)]
-    pub on: super::OnPolicy,
-    #[command(flatten)]
-    pub config: Config,
+pub struct Flags {
     /// Gradient steps per answer.
     #[arg(long, default_value_t = RefineConfig::default().steps)]
     pub steps: usize,
     #[command(flatten)]
     pub optimiser: OptimiserArgs,
-    #[command(flatten)]
-    pub common: CommonArgs,
-    #[command(flatten)]
-    pub out: OutArg,
 }
 
 /// The refinement optimiser's flags, shared by `ember refine` and `ember compare` (in a run
@@ -191,9 +184,9 @@ impl OptimiserArgs {
 
 pub fn cli(args: Args) -> Result<ExitCode> {
     let mut cfg = args.config;
-    cfg.optimiser = args.optimiser.apply(&cfg.optimiser);
-    cfg.optimiser.steps = args.steps;
-    let (common, inputs) = (Common::from(&args.common), &args.on);
+    cfg.optimiser = args.extra.optimiser.apply(&cfg.optimiser);
+    cfg.optimiser.steps = args.extra.steps;
+    let (common, inputs) = (Common::from(&args.run), &args.inputs);
     let m = stage::run_cli(&cfg, &common, inputs, &args.out).context("ember refine failed")?;
     let g = |k: &str| {
         m.metrics[k]

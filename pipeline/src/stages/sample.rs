@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Invalid;
 use crate::error::usage;
-use crate::stage::{self, Common, CommonArgs, OutArg, Stage};
+use crate::stage::{self, Common, Stage, StageArgs};
 
 pub const SAMPLES_FILE: &str = "samples.parquet";
 
@@ -136,21 +136,10 @@ impl Stage for Config {
     }
 }
 
-/// Sample answers from a policy.
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    #[command(flatten)]
-    pub inputs: Inputs,
-    #[command(flatten)]
-    pub config: Config,
-    #[command(flatten)]
-    pub common: CommonArgs,
-    #[command(flatten)]
-    pub out: OutArg,
-}
+pub type Args = StageArgs<Inputs, Config>;
 
 pub fn cli(args: Args) -> Result<ExitCode> {
-    let common = Common::from(&args.common);
+    let common = Common::from(&args.run);
     let metrics = stage::run_to(&args.config, &common, &args.inputs, &args.out, SAMPLES_FILE)
         .context("ember sample failed")?;
     println!(

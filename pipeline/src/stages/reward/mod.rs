@@ -11,7 +11,7 @@ use polars::prelude::{Column, DataFrame};
 
 use crate::config::Invalid;
 use crate::error::usage;
-use crate::stage::{self, Common, CommonArgs, LrArg, OutArg, Stage};
+use crate::stage::{self, Common, LrArg, Stage, StageArgs};
 
 mod tools;
 
@@ -158,20 +158,8 @@ pub enum Command {
     Doctor(tools::DoctorArgs),
 }
 
-/// `ember reward train`: the trainer's config as flags, with `--lr`, the inputs and `--out`.
-#[derive(Debug, clap::Args)]
-pub struct TrainArgs {
-    #[command(flatten)]
-    pub inputs: Inputs,
-    #[command(flatten)]
-    pub config: Config,
-    #[command(flatten)]
-    pub lr: LrArg,
-    #[command(flatten)]
-    pub common: CommonArgs,
-    #[command(flatten)]
-    pub out: OutArg,
-}
+/// `ember reward train`: the trainer's config as flags, with `--lr`.
+pub type TrainArgs = StageArgs<Inputs, Config, LrArg>;
 
 pub fn cli(cmd: Command) -> Result<ExitCode> {
     match cmd {
@@ -190,8 +178,8 @@ fn train_cli(a: TrainArgs) -> Result<ExitCode> {
             data.display()
         )));
     }
-    let (mut cfg, common, inputs) = (a.config, Common::from(&a.common), &a.inputs);
-    a.lr.apply(&mut cfg.optim);
+    let (mut cfg, common, inputs) = (a.config, Common::from(&a.run), &a.inputs);
+    a.extra.apply(&mut cfg.optim);
     let m = stage::run_cli(&cfg, &common, inputs, &a.out)?;
     let v = &m.metrics["val"];
     println!(
