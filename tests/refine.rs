@@ -106,6 +106,7 @@ fn refine_and_compare_end_to_end() {
         reward: rm.to_str().unwrap(),
     };
     let refined = refine_is_deterministic_and_never_worse(tmp.path(), &on);
+    swaps_lower_the_energy_and_trace_the_gold(tmp.path(), &on);
     finals_score_as_reward_score_says(tmp.path(), &on, &refined);
     compare_respects_budgets_and_reports(tmp.path(), &on);
 }
@@ -182,6 +183,31 @@ fn refine_is_deterministic_and_never_worse(tmp: &Path, on: &Models) -> DataFrame
         strs(&refined, "final_answer")
     );
     refined
+}
+
+/// `--method swap`: discrete answers only, never worse than the start, one trace row per step
+/// with the gold of the best answer so far, and the step diagnostics in the manifest.
+fn swaps_lower_the_energy_and_trace_the_gold(tmp: &Path, on: &Models) {
+    let out = tmp.join("swapped");
+    let extra = ["--method", "swap", "--steps", "4", "--max-prompts", "6"];
+    ok(&ember(&on.args("refine", out.to_str().unwrap(), &extra)));
+    let refined = read(&out.join("refined.parquet"));
+    let (start, best) = (
+        f64s(&refined, "start_energy"),
+        f64s(&refined, "best_energy"),
+    );
+    assert!(start.iter().zip(&best).all(|(s, b)| b <= s));
+    let traces = read(&out.join("traces.parquet"));
+    let steps: f64 = f64s(&refined, "steps").iter().sum();
+    assert_eq!(traces.height() as f64, steps);
+    let gold = f64s(&traces, "best_gold");
+    assert!(gold.iter().all(|g| (0.0..=1.0).contains(g)), "{gold:?}");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    let diag = &manifest["metrics"]["step_diagnostics"];
+    assert_eq!(diag["steps_total"].as_f64(), Some(steps), "{diag}");
+    let share = diag["steps_lowering_share"].as_f64().unwrap_or(0.0);
+    assert!((0.0..=1.0).contains(&share), "{diag}");
 }
 
 /// The energies of the final answers are exactly what `ember reward score` says.

@@ -184,6 +184,13 @@ pub fn parse(text: &str, source: &str, overrides: &[String]) -> Result<RunConfig
             reward.entry(key).or_insert(serde_json::Value::Null);
         }
     }
+    for section in ["refine", "compare"] {
+        if let Some(optimiser) = schema[section]["optimiser"].as_object_mut() {
+            for key in reward::search::RefineConfig::KEYS_SKIPPED_AT_DEFAULT {
+                optimiser.entry(key).or_insert(serde_json::Value::Null);
+            }
+        }
+    }
     if let Some(err) = check_keys(&table, &schema, "") {
         return Err(UsageError::with_hint(format!("{source}: {}", err.message), err.hint).into());
     }
@@ -359,6 +366,22 @@ mod tests {
         assert_eq!(closest("sed", keys.iter().copied()), Some("seed"));
         assert_eq!(closest("devise", keys.iter().copied()), Some("device"));
         assert_eq!(closest("zzzzzz", keys.iter().copied()), None);
+    }
+
+    /// The optimiser keys serialised only away from their defaults (so older fingerprints
+    /// stay) are still known keys.
+    #[test]
+    fn refine_method_keys_are_known_though_skipped_at_default() {
+        let text = "[refine.optimiser]\nmethod = \"swap\"\ncandidates = 6\n\
+                    [compare.optimiser]\nmethod = \"swap\"\n";
+        let cfg = parse(text, "t.toml", &[]).unwrap();
+        assert_eq!(cfg.refine.optimiser.method, reward::search::Method::Swap);
+        assert_eq!(cfg.refine.optimiser.candidates, 6);
+        assert_eq!(cfg.compare.optimiser.method, reward::search::Method::Swap);
+        let default = serde_json::to_value(RunConfig::default()).unwrap();
+        assert!(default["refine"]["optimiser"].get("method").is_none());
+        let err = parse("[refine.optimiser]\nmethod = \"magic\"\n", "t.toml", &[]).unwrap_err();
+        assert!(err.downcast_ref::<UsageError>().is_some(), "{err:#}");
     }
 
     #[test]

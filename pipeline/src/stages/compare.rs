@@ -104,7 +104,11 @@ impl Stage for Config {
                 "needs positive integers, e.g. [1, 2, 4, 8]",
             ));
         }
-        let zero = [("seeds", self.seeds), ("batch", self.batch)];
+        let zero = [
+            ("seeds", self.seeds),
+            ("batch", self.batch),
+            ("optimiser.candidates", self.optimiser.candidates),
+        ];
         bad.extend(Invalid::zero(&zero));
         let zero = [
             ("max_new_tokens", self.max_new_tokens),

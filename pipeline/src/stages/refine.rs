@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use anyhow::{Context as _, Result};
 use policy::sample::SampleConfig;
 use reward::search::io::{write_refined, write_traces, Init};
-use reward::search::refined::{refine_prompts, summary};
-use reward::search::RefineConfig;
+use reward::search::refined::{refine_prompts, step_diagnostics, summary};
+use reward::search::{Method, RefineConfig};
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
@@ -88,6 +88,7 @@ impl Stage for Config {
             ("max_new_tokens", self.max_new_tokens),
         ];
         let mut bad: Vec<Invalid> = Invalid::zero(&zero).into_iter().collect();
+        bad.extend(Invalid::zero(&[("optimiser.candidates", o.candidates)]));
         for (key, v) in [("lr", o.lr), ("tau", o.tau), ("tau_end", o.tau_end)] {
             bad.extend(Invalid::below(&format!("optimiser.{key}"), v, 0.0, false));
         }
@@ -121,7 +122,8 @@ impl Stage for Config {
         )?;
         write_refined(&dir.join(REFINED), &refined.rows)?;
         write_traces(&dir.join(TRACES), &refined.traces)?;
-        let metrics = summary(&refined.rows);
+        let mut metrics = summary(&refined.rows);
+        metrics["step_diagnostics"] = step_diagnostics(&refined.rows, &refined.traces);
         info!(%metrics, "refined");
         Ok(metrics)
     }
@@ -143,6 +145,13 @@ pub struct Flags {
 /// config: `[refine.optimiser]`, `[compare.optimiser]`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct OptimiserArgs {
+    /// soft (Adam on a continuous relaxation of the answer) or swap (gradient-guided token
+    /// swaps, each scored exactly).
+    #[arg(long, value_enum, default_value_t = RefineConfig::default().method)]
+    pub method: Method,
+    /// swap: candidate swaps scored per step.
+    #[arg(long, default_value_t = RefineConfig::default().candidates)]
+    pub candidates: usize,
     /// Adam learning rate on the answer logits.
     #[arg(long, default_value_t = RefineConfig::default().lr)]
     pub lr: f64,
@@ -170,6 +179,8 @@ impl OptimiserArgs {
     /// The optimiser of a config with these flags' values.
     pub fn apply(&self, optimiser: &RefineConfig) -> RefineConfig {
         RefineConfig {
+            method: self.method,
+            candidates: self.candidates,
             lr: self.lr,
             beta: self.beta,
             tau: self.tau,

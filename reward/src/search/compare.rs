@@ -227,6 +227,7 @@ mod tests {
             accepted: true,
             best_energy,
             best: vec![step as i64],
+            best_gold: None,
             energy_fwd,
             wall_s: step as f64,
         }

@@ -158,6 +158,7 @@ pub fn write_traces(path: &Path, traces: &[(usize, Vec<StepTrace>)]) -> Result<(
         col("discrete_energy", flat.iter().map(|f| f.1.discrete_energy)),
         col("accepted", flat.iter().map(|f| f.1.accepted)),
         col("best_energy", flat.iter().map(|f| f.1.best_energy)),
+        col("best_gold", flat.iter().map(|f| f.1.best_gold)),
         col("energy_fwd", flat.iter().map(|f| f.1.energy_fwd)),
         col("wall_s", flat.iter().map(|f| f.1.wall_s)),
     ];

@@ -7,6 +7,7 @@
 //! - [`summary`]: the best-of-n table of a pool, aggregated with Polars.
 //! - [`compute`]: the forward-pass-equivalent ledger every method records into.
 //! - [`refine`]: the optimiser over answer logits, generic over an [`Energy`].
+//! - [`swap`]: gradient-guided token swaps, the discrete optimiser (`method = "swap"`).
 //! - [`energy`]: the [`Energy`] trait and the real energy: a trained energy model and the
 //!   policy on one prompt.
 //! - [`analytic`]: a closed-form energy (distance to a target sequence) for tests.
@@ -24,7 +25,8 @@ pub mod methods;
 pub mod refine;
 pub mod refined;
 pub mod summary;
+pub mod swap;
 
 pub use compute::Compute;
 pub use energy::Energy;
-pub use refine::{refine, RefineConfig, RefineOutcome, StepTrace};
+pub use refine::{refine, Method, RefineConfig, RefineOutcome, StepTrace};

@@ -19,10 +19,29 @@ use super::compute::{refine_step_cost, Compute};
 use super::energy::Energy;
 use crate::error::Result;
 
+/// How a refinement moves: in the continuous relaxation, or by discrete token swaps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// Adam on soft-answer logits (COLD-style), decoded and scored after every step.
+    #[default]
+    Soft,
+    /// Gradient-guided single-token swaps scored exactly (HotFlip/GCG-style, [`super::swap`]).
+    Swap,
+}
+
 /// Optimiser settings of one refinement.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct RefineConfig {
+    /// `soft` (the relaxation below) or `swap` (token swaps; uses `steps`, `candidates` and
+    /// `extra_positions` only).
+    #[serde(skip_serializing_if = "is_soft")]
+    pub method: Method,
+    /// Swaps scored per step of `method = "swap"`.
+    #[serde(skip_serializing_if = "is_default_candidates")]
+    pub candidates: usize,
     /// Maximum number of gradient steps.
     pub steps: usize,
     /// Adam learning rate on the logits z.
@@ -46,9 +65,27 @@ pub struct RefineConfig {
     pub extra_positions: usize,
 }
 
+impl RefineConfig {
+    /// The keys left out of the serialised config at their defaults (so that fingerprints from
+    /// before they existed stay the same): a run config's key check must still know them.
+    pub const KEYS_SKIPPED_AT_DEFAULT: [&'static str; 2] = ["method", "candidates"];
+}
+
+const CANDIDATES: usize = 4;
+
+fn is_soft(m: &Method) -> bool {
+    *m == Method::Soft
+}
+
+fn is_default_candidates(n: &usize) -> bool {
+    *n == CANDIDATES
+}
+
 impl Default for RefineConfig {
     fn default() -> Self {
         Self {
+            method: Method::Soft,
+            candidates: CANDIDATES,
             steps: 8,
             lr: 0.5,
             beta: 0.05,
@@ -80,6 +117,9 @@ pub struct StepTrace {
     /// Best discrete energy so far and its answer.
     pub best_energy: f32,
     pub best: Vec<i64>,
+    /// Gold reward of the best answer so far, where the task has one (filled by the caller that
+    /// knows the prompt, e.g. [`super::refined::refine_prompts`]; `None` otherwise).
+    pub best_gold: Option<f32>,
     /// Energy forward equivalents spent so far by this refinement (start score included).
     pub energy_fwd: f64,
     /// Wall-clock seconds since the refinement started.
@@ -228,7 +268,8 @@ fn langevin_step(z: &Tensor, adam: &mut Adam, grad: &Tensor, cfg: &RefineConfig)
     })
 }
 
-/// Refines `start` (token ids, no end-of-answer) against `energy`. `start_energy` is its discrete
+/// Refines `start` (token ids, no end-of-answer) against `energy` (by token swaps when
+/// `cfg.method` is `swap`). `start_energy` is its discrete
 /// energy when the caller already has it (otherwise it is scored here). Stops after
 /// `cfg.steps` steps or before a step would take the ledger's energy cost past `budget`.
 /// Noise draws come from tch's generator, which the caller seeds (`tch::manual_seed`).
@@ -241,6 +282,9 @@ pub fn refine(
     budget: Option<f64>,
     ledger: &mut Compute,
 ) -> Result<RefineOutcome> {
+    if cfg.method == Method::Swap {
+        return super::swap::swap_refine(energy, start, start_energy, cfg, budget, ledger);
+    }
     let clock = std::time::Instant::now();
     let base = ledger.energy_fwd;
     let start_energy = match start_energy {
@@ -296,6 +340,7 @@ pub fn refine(
             accepted,
             best_energy,
             best: best.clone(),
+            best_gold: None,
             energy_fwd: ledger.energy_fwd - base,
             wall_s: clock.elapsed().as_secs_f64(),
         });

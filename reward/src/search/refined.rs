@@ -53,7 +53,11 @@ pub fn refine_prompts(
         let energy = PromptEnergy::new(scorer, policy, prompt, start.ids.len() + extra)?;
         let mut ledger = Compute::default();
         ledger.policy_generate(1, start.ids.len() + 1);
-        let out = refine(&energy, &start.ids, None, optimiser, None, &mut ledger)?;
+        let mut out = refine(&energy, &start.ids, None, optimiser, None, &mut ledger)?;
+        for step in &mut out.trace {
+            let answer = scorer.tokenizer.decode(&step.best);
+            step.best_gold = policy::pool::gold_of(prompt, &answer);
+        }
         let final_answer = scorer.tokenizer.decode(&out.best);
         rows.push(RefinedRow {
             prompt: prompt.clone(),
@@ -83,6 +87,45 @@ pub fn refine_prompts(
     Ok(Refined { rows, traces })
 }
 
+/// How the steps went, over every step of every prompt: the share that lowered the best
+/// discrete energy so far (the start's before the first step), and the Pearson correlation of
+/// the relaxed energy before a step with the discrete energy after it (near 1: the relaxation
+/// tracks the real objective). `traces` are by index into `rows`.
+pub fn step_diagnostics(
+    rows: &[RefinedRow],
+    traces: &[(usize, Vec<StepTrace>)],
+) -> serde_json::Value {
+    let mut lowered = 0usize;
+    for (i, t) in traces {
+        let mut before = rows[*i].start_energy;
+        for s in t {
+            lowered += usize::from(s.best_energy < before);
+            before = s.best_energy;
+        }
+    }
+    let steps: Vec<&StepTrace> = traces.iter().flat_map(|(_, t)| t).collect();
+    let x: Vec<f64> = steps.iter().map(|s| s.relaxed_energy).collect();
+    let y: Vec<f64> = steps.iter().map(|s| f64::from(s.discrete_energy)).collect();
+    serde_json::json!({
+        "steps_total": steps.len(),
+        "steps_lowering_share": (!steps.is_empty()).then(|| lowered as f64 / steps.len() as f64),
+        "relaxed_discrete_corr": pearson(&x, &y),
+    })
+}
+
+/// Pearson's r of two equal-length samples; `None` with fewer than two points or no spread.
+fn pearson(x: &[f64], y: &[f64]) -> Option<f64> {
+    let n = x.len() as f64;
+    if x.len() < 2 {
+        return None;
+    }
+    let (mx, my) = (x.iter().sum::<f64>() / n, y.iter().sum::<f64>() / n);
+    let cov: f64 = x.iter().zip(y).map(|(a, b)| (a - mx) * (b - my)).sum();
+    let vx: f64 = x.iter().map(|a| (a - mx).powi(2)).sum();
+    let vy: f64 = y.iter().map(|b| (b - my).powi(2)).sum();
+    (vx > 0.0 && vy > 0.0).then(|| cov / (vx * vy).sqrt())
+}
+
 /// Headline numbers: mean start and best energies, share improved, gold before and after.
 pub fn summary(rows: &[RefinedRow]) -> serde_json::Value {
     let n = rows.len().max(1) as f64;
@@ -109,4 +152,17 @@ pub fn summary(rows: &[RefinedRow]) -> serde_json::Value {
         "policy_fwd": avg(&|r| r.policy_fwd),
         "wall_s": avg(&|r| r.wall_s),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pearson_hand_values() {
+        assert_eq!(pearson(&[1.0, 2.0, 3.0], &[2.0, 4.0, 6.0]), Some(1.0));
+        assert_eq!(pearson(&[1.0, 2.0, 3.0], &[3.0, 2.0, 1.0]), Some(-1.0));
+        assert_eq!(pearson(&[1.0, 1.0], &[0.0, 5.0]), None);
+        assert_eq!(pearson(&[1.0], &[1.0]), None);
+    }
 }

@@ -1,0 +1,277 @@
+//! Gradient-guided token swaps (HotFlip, Ebrahimi et al. 2018; AutoPrompt, Shin et al. 2020;
+//! GCG, Zou et al. 2023): refinement that stays on discrete answers. Each step takes the
+//! gradient of the energy with respect to the one-hot answer, which ranks every single-token
+//! swap by its first-order change of the energy; the `candidates` best swaps (at most
+//! ⌈candidates / positions⌉ per position, so they spread over the answer) are scored exactly
+//! and the best one is taken when it lowers the energy. The gradient only chooses where to look.
+//!
+//! Swaps reach shorter answers (the end-of-answer token at position i cuts the answer there)
+//! and longer ones (a token at the row after the answer, up to `extra_positions` − 1 more
+//! tokens: the answer and its end-of-answer row fill the start's + `extra_positions` rows).
+//! A step costs one relaxed forward and its backward (3 forward equivalents) plus one forward
+//! per candidate not scored before; the search stops when no candidate lowers the energy (the
+//! next step would look at the same candidates).
+use std::collections::HashMap;
+
+use tch::{Kind, Tensor};
+use tracing::{debug, instrument};
+
+use super::compute::Compute;
+use super::energy::Energy;
+use super::refine::{RefineConfig, RefineOutcome, StepTrace};
+use crate::error::Result;
+
+/// The most a swap step can cost in energy forward equivalents with `candidates` candidates.
+pub fn swap_step_cost(candidates: usize) -> f64 {
+    3.0 + candidates as f64
+}
+
+/// Refines `start` (token ids, no end-of-answer) by token swaps; the arguments are those of
+/// [`super::refine::refine`], whose `cfg.steps`, `cfg.candidates` and `cfg.extra_positions`
+/// apply.
+#[instrument(skip_all, fields(len = start.len()))]
+pub fn swap_refine(
+    energy: &impl Energy,
+    start: &[i64],
+    start_energy: Option<f32>,
+    cfg: &RefineConfig,
+    budget: Option<f64>,
+    ledger: &mut Compute,
+) -> Result<RefineOutcome> {
+    let clock = std::time::Instant::now();
+    let base = ledger.energy_fwd;
+    let start_energy = match start_energy {
+        Some(e) => e,
+        None => {
+            ledger.energy_rescore(1);
+            energy.score(&[start.to_vec()])?[0]
+        }
+    };
+    // Rows: the answer and one end-of-answer row, within the start's + `extra_positions` rows
+    // the caller set the energy up for.
+    let max_len = start.len() + cfg.extra_positions.max(1) - 1;
+    let mut scored: HashMap<Vec<i64>, f32> = HashMap::from([(start.to_vec(), start_energy)]);
+    let (mut current, mut current_energy) = (start.to_vec(), start_energy);
+    let mut trace = Vec::new();
+    for step in 0..cfg.steps {
+        policy::interrupt::check(None)?; // Ctrl-C: refine and compare keep nothing partial
+        let cost = swap_step_cost(cfg.candidates.max(1));
+        if budget.is_some_and(|b| ledger.energy_fwd + cost > b + 1e-9) {
+            break;
+        }
+        let (relaxed, grad) = one_hot_grad(energy, &current, ledger)?;
+        let swaps = best_swaps(
+            &grad,
+            &current,
+            cfg.candidates.max(1),
+            energy.eos_id(),
+            max_len,
+        );
+        let fresh: Vec<Vec<i64>> = swaps
+            .iter()
+            .filter(|a| !scored.contains_key(*a))
+            .cloned()
+            .collect();
+        ledger.energy_rescore(fresh.len());
+        for (a, e) in fresh.iter().zip(energy.score(&fresh)?) {
+            scored.insert(a.clone(), e);
+        }
+        let best = swaps
+            .iter()
+            .map(|a| (scored[a], a))
+            .min_by(|x, y| x.0.total_cmp(&y.0));
+        let accepted = best.is_some_and(|(e, _)| e < current_energy);
+        if let (true, Some((e, a))) = (accepted, best) {
+            (current, current_energy) = (a.clone(), e);
+        }
+        let discrete = best.map_or(current_energy, |(e, _)| e);
+        debug!(step, relaxed, discrete, best = current_energy, "swap step");
+        trace.push(StepTrace {
+            step,
+            tau: 0.0,
+            relaxed_energy: relaxed,
+            kl: 0.0,
+            objective: relaxed,
+            discrete_energy: discrete,
+            accepted,
+            best_energy: current_energy,
+            best: current.clone(),
+            best_gold: None,
+            energy_fwd: ledger.energy_fwd - base,
+            wall_s: clock.elapsed().as_secs_f64(),
+        });
+        if !accepted {
+            break; // a local minimum of single swaps: the next step would look at the same ones
+        }
+    }
+    ledger.wall_s += clock.elapsed().as_secs_f64();
+    Ok(RefineOutcome {
+        start: start.to_vec(),
+        start_energy,
+        best: current.clone(),
+        best_energy: current_energy,
+        last: current,
+        steps: trace.len(),
+        trace,
+    })
+}
+
+/// The relaxed energy of `answer` as one-hot rows followed by one end-of-answer row (where a
+/// swap appends a token), and its gradient with respect to those rows `[L + 1, V]`.
+fn one_hot_grad(
+    energy: &impl Energy,
+    answer: &[i64],
+    ledger: &mut Compute,
+) -> Result<(f64, Tensor)> {
+    let mut rows = answer.to_vec();
+    rows.push(energy.eos_id());
+    let p = Tensor::from_slice(&rows)
+        .to_device(energy.device())
+        .one_hot(energy.vocab_size())
+        .to_kind(Kind::Float) // [L + 1, V]
+        .set_requires_grad(true);
+    let e = energy.soft_energy(&p)?;
+    ledger.energy_forward(1);
+    e.backward();
+    ledger.energy_backward(1);
+    Ok((e.double_value(&[]), p.grad()))
+}
+
+/// The `n` answers one swap away from `answer` whose first-order energy change, read off `grad`
+/// `[L + 1, V]`, is lowest; at most ⌈n / rows⌉ per row; no answer longer than `max_len`.
+fn best_swaps(grad: &Tensor, answer: &[i64], n: usize, eos: i64, max_len: usize) -> Vec<Vec<i64>> {
+    let grad = grad.to_device(tch::Device::Cpu).to_kind(Kind::Float);
+    let (rows, vocab) = (grad.size()[0], grad.size()[1]);
+    let mut current = answer.to_vec();
+    current.push(eos);
+    let now = grad.gather(1, &Tensor::from_slice(&current).unsqueeze(1), false); // [R, 1]
+                                                                                 // Energy decrease to first order of putting token t at row i: g[i, now_i] − g[i, t].
+    let mut gain = now - &grad; // [R, V]
+    let _ = gain.scatter_(
+        1,
+        &Tensor::from_slice(&current).unsqueeze(1),
+        &Tensor::full(
+            [rows, 1],
+            f64::NEG_INFINITY,
+            (Kind::Float, tch::Device::Cpu),
+        ),
+    );
+    if answer.len() >= max_len {
+        let _ = gain.narrow(0, rows - 1, 1).fill_(f64::NEG_INFINITY); // no room to append
+    }
+    let per_row = n.div_ceil(rows as usize).min(vocab as usize) as i64;
+    let (values, tokens) = gain.topk(per_row, 1, true, true); // [R, k]
+    let values = Vec::<f32>::try_from(values.reshape([-1])).unwrap_or_default();
+    let tokens = Vec::<i64>::try_from(tokens.reshape([-1])).unwrap_or_default();
+    let mut found: Vec<(f32, usize, i64)> = (0..values.len())
+        .filter(|&j| values[j].is_finite())
+        .map(|j| (values[j], j / per_row as usize, tokens[j]))
+        .collect();
+    found.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+    found
+        .into_iter()
+        .take(n)
+        .map(|(_, i, t)| swapped(answer, i, t, eos))
+        .collect()
+}
+
+/// `answer` with token `t` at position `i` (`i` = its length appends; the end-of-answer token
+/// cuts the answer at `i`).
+fn swapped(answer: &[i64], i: usize, t: i64, eos: i64) -> Vec<i64> {
+    let mut out = answer[..i.min(answer.len())].to_vec();
+    if t != eos {
+        out.push(t);
+        out.extend(answer.iter().skip(i + 1));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::analytic::TargetEnergy;
+    use super::*;
+
+    const V: i64 = 12;
+    const EOS: i64 = 11;
+
+    fn swap_cfg(steps: usize, candidates: usize) -> RefineConfig {
+        RefineConfig {
+            steps,
+            candidates,
+            ..RefineConfig::default()
+        }
+    }
+
+    #[test]
+    fn swapped_replaces_cuts_and_appends() {
+        assert_eq!(swapped(&[1, 2, 3], 1, 7, EOS), vec![1, 7, 3]);
+        assert_eq!(swapped(&[1, 2, 3], 1, EOS, EOS), vec![1]);
+        assert_eq!(swapped(&[1, 2, 3], 3, 4, EOS), vec![1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn swaps_walk_to_the_target_and_lower_the_energy_every_step() {
+        let target = vec![3, 1, 4, 1, 5];
+        let energy = TargetEnergy::new(target.clone(), V, EOS);
+        // Two wrong tokens, one missing at the end.
+        let start = vec![3, 7, 4, 2];
+        let mut ledger = Compute::default();
+        let out = swap_refine(&energy, &start, None, &swap_cfg(10, 4), None, &mut ledger).unwrap();
+        assert_eq!(out.best, target);
+        assert_eq!(out.best_energy, 0.0);
+        let accepted: Vec<f32> = (out.trace.iter().filter(|s| s.accepted))
+            .map(|s| s.best_energy)
+            .collect();
+        assert_eq!(
+            accepted,
+            [2.0, 1.0, 0.0],
+            "the append first (two positions), then the fixes"
+        );
+        // Three swaps (two fixes and an append), then a step that finds nothing better.
+        assert_eq!(out.steps, 4);
+        assert!(!out.trace.last().unwrap().accepted);
+    }
+
+    #[test]
+    fn the_ledger_counts_exactly_what_was_run() {
+        let energy = TargetEnergy::new(vec![3, 1, 4, 1, 5], V, EOS);
+        let mut ledger = Compute::default();
+        let out = swap_refine(
+            &energy,
+            &[0, 0, 0],
+            None,
+            &swap_cfg(6, 5),
+            None,
+            &mut ledger,
+        )
+        .unwrap();
+        let (soft, scored) = (energy.soft_calls.get(), energy.scored.get());
+        assert_eq!(soft, out.steps);
+        assert_eq!(ledger.energy_fwd, 3.0 * soft as f64 + scored as f64);
+        assert_eq!(ledger.rescores as usize, scored);
+        assert_eq!(out.trace.last().unwrap().energy_fwd, ledger.energy_fwd);
+        assert_eq!(energy.prior_calls.get(), 0);
+    }
+
+    #[test]
+    fn a_budget_stops_before_a_step_that_would_pass_it() {
+        let energy = TargetEnergy::new(vec![3, 1, 4, 1, 5], V, EOS);
+        let mut ledger = Compute {
+            energy_fwd: 1.0, // the start's score, paid by the caller
+            ..Compute::default()
+        };
+        let out = swap_refine(
+            &energy,
+            &[0, 0, 0, 0, 0],
+            Some(5.0),
+            &swap_cfg(50, 4),
+            Some(16.0),
+            &mut ledger,
+        )
+        .unwrap();
+        // 1 + 7 + 7 = 15 ≤ 16 < 22.
+        assert_eq!(out.steps, 2);
+        assert!(ledger.energy_fwd <= 16.0);
+        assert_eq!(out.best_energy, 3.0);
+    }
+}
