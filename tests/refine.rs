@@ -277,6 +277,8 @@ fn compare_respects_budgets_and_reports(tmp: &Path, on: &Models) {
         "95% CI",
         "## Who is ahead",
         "## Reading",
+        "**Refinement vs best-of-N on gold:**",
+        "**Refinement vs best-of-N on energy:**",
     ] {
         assert!(report.contains(s), "report lacks {s}:\n{report}");
     }

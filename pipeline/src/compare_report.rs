@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result};
 use datasets::stats::Ci;
 use reward::search::compare::{
-    aggregate, gao_summary, verdicts, Cell, GaoSummary, Row, Verdict, METHODS,
+    aggregate, gao_summary, head_to_head, verdicts, Cell, GaoSummary, HeadToHead, Row, Verdict,
+    METHODS,
 };
 use reward::search::io::write_rows;
 use serde::Serialize;
@@ -154,6 +155,47 @@ pub fn verdict_lines(verdicts: &[Verdict]) -> String {
     s
 }
 
+/// The plain answer on `metric`: at how many budgets the better refinement method beats
+/// best-of-N (and with separated CIs), at how many it loses, and the numbers at the largest
+/// budget.
+pub fn head_to_head_reading(h2h: &[HeadToHead], metric: &str) -> Option<String> {
+    let hs: Vec<&HeadToHead> = h2h.iter().filter(|h| h.metric == metric).collect();
+    let largest = hs.iter().max_by_key(|h| h.budget)?;
+    let tie = |h: &HeadToHead| h.challenger_mean == h.best_of_n_mean;
+    let count = |ahead: bool| {
+        let side: Vec<&&HeadToHead> = hs
+            .iter()
+            .filter(|h| h.challenger_ahead == ahead && !tie(h))
+            .collect();
+        (side.len(), side.iter().filter(|h| h.separated).count())
+    };
+    let ((won, won_sep), (lost, lost_sep)) = (count(true), count(false));
+    let tied = hs.iter().filter(|h| tie(h)).count();
+    let winner = if largest.challenger_ahead {
+        largest.challenger.as_str()
+    } else {
+        "best-of-n"
+    };
+    Some(format!(
+        "**Refinement vs best-of-N on {metric}:** the better of refine and hybrid beats best-of-N \
+         at {won} of {n} budgets ({won_sep} with separated 95% CIs), trails it at {lost} \
+         ({lost_sep} separated) and ties at {tied} (the same answers). At the largest budget \
+         ({b}): best-of-N {bon:.3}, {c} {cm:.3} \
+         ({d:+.3}); **{winner}** is ahead{sep}.",
+        n = hs.len(),
+        b = largest.budget,
+        bon = largest.best_of_n_mean,
+        c = largest.challenger,
+        cm = largest.challenger_mean,
+        d = largest.challenger_mean - largest.best_of_n_mean,
+        sep = if largest.separated {
+            ", with separated CIs"
+        } else {
+            ", but the CIs overlap"
+        },
+    ))
+}
+
 /// A paragraph reading the result from the verdicts, whichever method wins.
 pub fn reading(verdicts: &[Verdict], metric: &str) -> String {
     let vs: Vec<&Verdict> = verdicts.iter().filter(|v| v.metric == metric).collect();
@@ -221,6 +263,7 @@ pub fn write_outputs(
         "config": config,
         "cells": cells,
         "verdicts": verdicts,
+        "head_to_head": head_to_head(&cells),
         "gao": gao,
     });
     let path = dir.join(JSON);
@@ -241,7 +284,7 @@ pub fn write_outputs(
     let path = dir.join(REPORT);
     std::fs::write(&path, md).with_context(|| format!("writing {}", path.display()))?;
     Ok(
-        serde_json::json!({ "prompts": prompts, "seeds": seeds, "cells": cells, "verdicts": verdicts, "gao": gao }),
+        serde_json::json!({ "prompts": prompts, "seeds": seeds, "cells": cells, "verdicts": verdicts, "head_to_head": head_to_head(&cells), "gao": gao }),
     )
 }
 
@@ -268,6 +311,12 @@ pub fn markdown(
     s.push_str("\n## Who is ahead\n\n");
     s.push_str(&verdict_lines(verdicts));
     s.push_str("\n## Reading\n\n");
+    let h2h = head_to_head(cells);
+    for metric in ["gold", "energy"] {
+        if let Some(line) = head_to_head_reading(&h2h, metric) {
+            let _ = writeln!(s, "{line}\n");
+        }
+    }
     let metric = if cells.iter().any(|c| c.gold.is_some()) {
         "gold"
     } else {

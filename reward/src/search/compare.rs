@@ -184,6 +184,63 @@ pub fn verdicts(cells: &[Cell]) -> Vec<Verdict> {
     out
 }
 
+/// The question users bring, per budget and metric: the better of refine and hybrid against
+/// best-of-N, by how much, and whether their CIs separate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeadToHead {
+    pub budget: usize,
+    /// `energy` (lower is better) or `gold` (higher is better).
+    pub metric: String,
+    /// `refine` or `hybrid`, whichever is better at this budget on this metric.
+    pub challenger: String,
+    pub challenger_mean: f64,
+    pub best_of_n_mean: f64,
+    /// Whether the challenger is better than best-of-N (lower energy, higher gold).
+    pub challenger_ahead: bool,
+    /// Whether the two 95% CIs are disjoint.
+    pub separated: bool,
+}
+
+/// [`HeadToHead`] at every budget where best-of-N and a refinement method both have the metric.
+pub fn head_to_head(cells: &[Cell]) -> Vec<HeadToHead> {
+    let metrics: [Metric; 2] = [
+        ("energy", |c| Some(c.energy), 1.0),
+        ("gold", |c| c.gold, -1.0),
+    ];
+    let mut budgets: Vec<usize> = cells.iter().map(|c| c.budget).collect();
+    budgets.sort_unstable();
+    budgets.dedup();
+    let mut out = Vec::new();
+    for budget in budgets {
+        let at = |method: &str| {
+            cells
+                .iter()
+                .find(|c| c.budget == budget && c.method == method)
+        };
+        for (metric, get, sign) in metrics {
+            let Some(bon) = at("best-of-n").and_then(get) else {
+                continue;
+            };
+            let challenger = ["refine", "hybrid"]
+                .iter()
+                .filter_map(|m| Some((*m, get(at(m)?)?)))
+                .min_by(|a, b| (sign * a.1.mean).total_cmp(&(sign * b.1.mean)));
+            if let Some((method, ci)) = challenger {
+                out.push(HeadToHead {
+                    budget,
+                    metric: metric.to_string(),
+                    challenger: method.to_string(),
+                    challenger_mean: ci.mean,
+                    best_of_n_mean: bon.mean,
+                    challenger_ahead: sign * ci.mean < sign * bon.mean,
+                    separated: !ci.overlaps(&bon),
+                });
+            }
+        }
+    }
+    out
+}
+
 /// The Gao fit of best-of-N's gold gain over N = 1 against d = √KL(bound).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GaoSummary {
@@ -231,6 +288,45 @@ mod tests {
             energy_fwd,
             wall_s: step as f64,
         }
+    }
+
+    #[test]
+    fn head_to_head_takes_the_better_refinement_method_against_best_of_n() {
+        let ci = |mean: f64, half: f64| Ci {
+            mean,
+            lo: mean - half,
+            hi: mean + half,
+        };
+        let cell = |method: &str, energy: Ci, gold: Ci| Cell {
+            method: method.into(),
+            budget: 8,
+            prompts: 10,
+            energy,
+            gold: Some(gold),
+            kl: 0.0,
+            energy_fwd: 8.0,
+            policy_fwd: 8.0,
+            wall_s: 0.0,
+        };
+        let cells = [
+            cell("best-of-n", ci(2.0, 0.1), ci(0.30, 0.02)),
+            cell("refine", ci(1.5, 0.1), ci(0.10, 0.02)),
+            cell("hybrid", ci(1.95, 0.1), ci(0.29, 0.02)),
+        ];
+        let h = head_to_head(&cells);
+        assert_eq!(h.len(), 2);
+        let (energy, gold) = (&h[0], &h[1]);
+        assert_eq!(
+            (energy.metric.as_str(), energy.challenger.as_str()),
+            ("energy", "refine")
+        );
+        assert!(energy.challenger_ahead && energy.separated);
+        assert_eq!(
+            (gold.metric.as_str(), gold.challenger.as_str()),
+            ("gold", "hybrid")
+        );
+        assert!(!gold.challenger_ahead && !gold.separated);
+        assert_eq!((gold.challenger_mean, gold.best_of_n_mean), (0.29, 0.30));
     }
 
     #[test]
