@@ -3,7 +3,9 @@
 //! gradient of the energy with respect to the one-hot answer, which ranks every single-token
 //! swap by its first-order change of the energy; the `candidates` best swaps (at most
 //! ⌈candidates / positions⌉ per position, so they spread over the answer) are scored exactly
-//! and the best one is taken when it lowers the energy. The gradient only chooses where to look.
+//! and the best one is taken when it lowers the objective E(a) − β·log π(a) (`beta`: the
+//! policy's log-probability of the answer, one policy forward per scored answer; β = 0, the
+//! energy alone). The gradient only chooses where to look.
 //!
 //! Swaps reach shorter answers (the end-of-answer token at position i cuts the answer there)
 //! and longer ones (a token at the row after the answer, up to `extra_positions` − 1 more
@@ -50,8 +52,12 @@ pub fn swap_refine(
     // Rows: the answer and one end-of-answer row, within the start's + `extra_positions` rows
     // the caller set the energy up for.
     let max_len = start.len() + cfg.extra_positions.max(1) - 1;
-    let mut scored: HashMap<Vec<i64>, f32> = HashMap::from([(start.to_vec(), start_energy)]);
+    let start_objective =
+        objectives(energy, &[start.to_vec()], &[start_energy], cfg.beta, ledger)?[0];
+    let mut scored: HashMap<Vec<i64>, (f32, f64)> =
+        HashMap::from([(start.to_vec(), (start_energy, start_objective))]);
     let (mut current, mut current_energy) = (start.to_vec(), start_energy);
+    let mut current_objective = start_objective;
     let mut trace = Vec::new();
     for step in 0..cfg.steps {
         policy::interrupt::check(None)?; // Ctrl-C: refine and compare keep nothing partial
@@ -73,25 +79,27 @@ pub fn swap_refine(
             .cloned()
             .collect();
         ledger.energy_rescore(fresh.len());
-        for (a, e) in fresh.iter().zip(energy.score(&fresh)?) {
-            scored.insert(a.clone(), e);
+        let e = energy.score(&fresh)?;
+        let o = objectives(energy, &fresh, &e, cfg.beta, ledger)?;
+        for ((a, e), o) in fresh.iter().zip(e).zip(o) {
+            scored.insert(a.clone(), (e, o));
         }
         let best = swaps
             .iter()
             .map(|a| (scored[a], a))
-            .min_by(|x, y| x.0.total_cmp(&y.0));
-        let accepted = best.is_some_and(|(e, _)| e < current_energy);
-        if let (true, Some((e, a))) = (accepted, best) {
-            (current, current_energy) = (a.clone(), e);
+            .min_by(|x, y| x.0 .1.total_cmp(&y.0 .1));
+        let accepted = best.is_some_and(|((_, o), _)| o < current_objective);
+        if let (true, Some(((e, o), a))) = (accepted, best) {
+            (current, current_energy, current_objective) = (a.clone(), e, o);
         }
-        let discrete = best.map_or(current_energy, |(e, _)| e);
+        let discrete = best.map_or(current_energy, |((e, _), _)| e);
         debug!(step, relaxed, discrete, best = current_energy, "swap step");
         trace.push(StepTrace {
             step,
             tau: 0.0,
             relaxed_energy: relaxed,
             kl: 0.0,
-            objective: relaxed,
+            objective: current_objective,
             discrete_energy: discrete,
             accepted,
             best_energy: current_energy,
@@ -114,6 +122,34 @@ pub fn swap_refine(
         steps: trace.len(),
         trace,
     })
+}
+
+/// E(a) + β·(−log π(a)) of each answer (its energy `e`, the policy's log-probability of its
+/// tokens and end-of-answer): the policy prior keeps the search near answers the policy would
+/// write, as the KL term does for the soft relaxation. One policy forward per answer; with β = 0
+/// the energy alone, and no policy forward.
+fn objectives(
+    energy: &impl Energy,
+    answers: &[Vec<i64>],
+    e: &[f32],
+    beta: f64,
+    ledger: &mut Compute,
+) -> Result<Vec<f64>> {
+    if beta == 0.0 {
+        return Ok(e.iter().map(|&x| f64::from(x)).collect());
+    }
+    let mut out = Vec::with_capacity(answers.len());
+    for (a, &e) in answers.iter().zip(e) {
+        let mut rows = a.clone();
+        rows.push(energy.eos_id());
+        let ids = Tensor::from_slice(&rows).to_device(energy.device());
+        let p = ids.one_hot(energy.vocab_size()).to_kind(Kind::Float); // [L + 1, V]
+        let log_q = energy.prior_log_probs(&p)?; // [L + 1, V]
+        ledger.policy_forward(1);
+        let log_pi = log_q.gather(1, &ids.unsqueeze(1), false).sum(Kind::Float); // []
+        out.push(f64::from(e) - beta * log_pi.double_value(&[]));
+    }
+    Ok(out)
 }
 
 /// The relaxed energy of `answer` as one-hot rows followed by one end-of-answer row (where a
@@ -198,6 +234,7 @@ mod tests {
         RefineConfig {
             steps,
             candidates,
+            beta: 0.0,
             ..RefineConfig::default()
         }
     }
@@ -251,6 +288,29 @@ mod tests {
         assert_eq!(ledger.rescores as usize, scored);
         assert_eq!(out.trace.last().unwrap().energy_fwd, ledger.energy_fwd);
         assert_eq!(energy.prior_calls.get(), 0);
+    }
+
+    /// A prior that makes token 3 unlikely holds the search off the swap to 3 that the energy
+    /// alone takes; each scored answer costs one policy forward.
+    #[test]
+    fn the_policy_prior_weighs_against_unlikely_tokens() {
+        let mut energy = TargetEnergy::new(vec![3, 1], V, EOS);
+        energy.prior = (0..V).map(|v| if v == 3 { -20.0 } else { -1.0 }).collect();
+        let start = vec![0, 1];
+        let mut plain = Compute::default();
+        let out = swap_refine(&energy, &start, None, &swap_cfg(3, 4), None, &mut plain).unwrap();
+        assert_eq!(out.best, vec![3, 1]);
+        let cfg = RefineConfig {
+            beta: 0.2,
+            ..swap_cfg(3, 4)
+        };
+        let mut ledger = Compute::default();
+        let (calls, scored) = (energy.prior_calls.get(), energy.scored.get());
+        let out = swap_refine(&energy, &start, None, &cfg, None, &mut ledger).unwrap();
+        assert_ne!(out.best.first(), Some(&3), "{:?}", out.best);
+        // One policy forward for every answer scored (the start's included).
+        assert_eq!(ledger.policy_fwd, (energy.prior_calls.get() - calls) as f64);
+        assert_eq!(ledger.policy_fwd, (energy.scored.get() - scored) as f64);
     }
 
     #[test]
