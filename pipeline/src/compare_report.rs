@@ -188,10 +188,16 @@ pub fn head_to_head_reading(h2h: &[HeadToHead], metric: &str) -> Option<String> 
         c = largest.challenger,
         cm = largest.challenger_mean,
         d = largest.challenger_mean - largest.best_of_n_mean,
-        sep = if largest.separated {
-            ", with separated CIs"
-        } else {
-            ", but the CIs overlap"
+        sep = match (largest.separated, largest.difference) {
+            (true, _) => ", with separated CIs".to_string(),
+            (false, Some(d)) => format!(
+                "; the CIs overlap, and the paired difference over prompts is {:+.3} [{:+.3}, {:+.3}]{}",
+                d.mean,
+                d.lo,
+                d.hi,
+                if d.lo > 0.0 || d.hi < 0.0 { ", which excludes 0" } else { ", which includes 0" }
+            ),
+            (false, None) => ", but the CIs overlap".to_string(),
         },
     ))
 }
@@ -256,6 +262,7 @@ pub fn write_outputs(
     write_rows(&dir.join(PARQUET), rows)?;
     let cells = aggregate(rows, resamples, seed);
     let verdicts = verdicts(&cells);
+    let h2h = head_to_head(&cells, rows, resamples, seed);
     let gao = gao_summary(&cells);
     let json = serde_json::json!({
         "prompts": prompts,
@@ -263,7 +270,7 @@ pub fn write_outputs(
         "config": config,
         "cells": cells,
         "verdicts": verdicts,
-        "head_to_head": head_to_head(&cells),
+        "head_to_head": h2h,
         "gao": gao,
     });
     let path = dir.join(JSON);
@@ -277,14 +284,22 @@ pub fn write_outputs(
             (Vec::new(), Some(format!("{e:#}")))
         }
     };
-    let mut md = markdown(prompts, seeds, &cells, &verdicts, gao.as_ref(), &plots);
+    let mut md = markdown(
+        prompts,
+        seeds,
+        &cells,
+        &verdicts,
+        &h2h,
+        gao.as_ref(),
+        &plots,
+    );
     if let Some(e) = plot_error {
         let _ = writeln!(md, "_Plots skipped: {e}_");
     }
     let path = dir.join(REPORT);
     std::fs::write(&path, md).with_context(|| format!("writing {}", path.display()))?;
     Ok(
-        serde_json::json!({ "prompts": prompts, "seeds": seeds, "cells": cells, "verdicts": verdicts, "head_to_head": head_to_head(&cells), "gao": gao }),
+        serde_json::json!({ "prompts": prompts, "seeds": seeds, "cells": cells, "verdicts": verdicts, "head_to_head": h2h, "gao": gao }),
     )
 }
 
@@ -294,6 +309,7 @@ pub fn markdown(
     seeds: usize,
     cells: &[Cell],
     verdicts: &[Verdict],
+    h2h: &[HeadToHead],
     gao: Option<&GaoSummary>,
     plots: &[PathBuf],
 ) -> String {
@@ -311,9 +327,8 @@ pub fn markdown(
     s.push_str("\n## Who is ahead\n\n");
     s.push_str(&verdict_lines(verdicts));
     s.push_str("\n## Reading\n\n");
-    let h2h = head_to_head(cells);
     for metric in ["gold", "energy"] {
-        if let Some(line) = head_to_head_reading(&h2h, metric) {
+        if let Some(line) = head_to_head_reading(h2h, metric) {
             let _ = writeln!(s, "{line}\n");
         }
     }

@@ -92,14 +92,19 @@ pub struct Cell {
 /// Per-prompt means over seeds of `f`, in prompt order; `None` values are skipped, a prompt
 /// with none is left out.
 fn per_prompt(rows: &[&Row], f: impl Fn(&Row) -> Option<f64>) -> Vec<f64> {
+    by_prompt(rows, f).into_values().collect()
+}
+
+/// [`per_prompt`] keyed by prompt id.
+fn by_prompt(rows: &[&Row], f: impl Fn(&Row) -> Option<f64>) -> BTreeMap<usize, f64> {
     let mut by: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
     for r in rows {
         if let Some(v) = f(r) {
             by.entry(r.prompt_id).or_default().push(v);
         }
     }
-    by.values()
-        .map(|v| mean(v).expect("a prompt has a value"))
+    by.into_iter()
+        .map(|(p, v)| (p, mean(&v).expect("a prompt has a value")))
         .collect()
 }
 
@@ -199,10 +204,15 @@ pub struct HeadToHead {
     pub challenger_ahead: bool,
     /// Whether the two 95% CIs are disjoint.
     pub separated: bool,
+    /// Challenger − best-of-N, paired: the bootstrap 95% CI over prompts of the per-prompt
+    /// difference (both methods answer the same prompts with the same samples, so this is the
+    /// sharper test; it excludes 0 when the difference is real at that level).
+    pub difference: Option<Ci>,
 }
 
-/// [`HeadToHead`] at every budget where best-of-N and a refinement method both have the metric.
-pub fn head_to_head(cells: &[Cell]) -> Vec<HeadToHead> {
+/// [`HeadToHead`] at every budget where best-of-N and a refinement method both have the metric;
+/// the paired differences are bootstrapped from `rows` as [`aggregate`] does.
+pub fn head_to_head(cells: &[Cell], rows: &[Row], resamples: usize, seed: u64) -> Vec<HeadToHead> {
     let metrics: [Metric; 2] = [
         ("energy", |c| Some(c.energy), 1.0),
         ("gold", |c| c.gold, -1.0),
@@ -226,6 +236,7 @@ pub fn head_to_head(cells: &[Cell]) -> Vec<HeadToHead> {
                 .filter_map(|m| Some((*m, get(at(m)?)?)))
                 .min_by(|a, b| (sign * a.1.mean).total_cmp(&(sign * b.1.mean)));
             if let Some((method, ci)) = challenger {
+                let difference = paired_difference(rows, method, budget, metric, resamples, seed);
                 out.push(HeadToHead {
                     budget,
                     metric: metric.to_string(),
@@ -234,11 +245,39 @@ pub fn head_to_head(cells: &[Cell]) -> Vec<HeadToHead> {
                     best_of_n_mean: bon.mean,
                     challenger_ahead: sign * ci.mean < sign * bon.mean,
                     separated: !ci.overlaps(&bon),
+                    difference,
                 });
             }
         }
     }
     out
+}
+
+/// The bootstrap CI over prompts of `method` − best-of-N on `metric` at `budget`, prompt by
+/// prompt (seeds averaged first), over the prompts both have.
+fn paired_difference(
+    rows: &[Row],
+    method: &str,
+    budget: usize,
+    metric: &str,
+    resamples: usize,
+    seed: u64,
+) -> Option<Ci> {
+    let value = |r: &Row| match metric {
+        "energy" => Some(f64::from(r.energy)),
+        _ => r.gold.map(f64::from),
+    };
+    let of = |m: &str| {
+        let sel: Vec<&Row> = (rows.iter())
+            .filter(|r| r.method == m && r.budget == budget)
+            .collect();
+        by_prompt(&sel, value)
+    };
+    let (challenger, bon) = (of(method), of("best-of-n"));
+    let diffs: Vec<f64> = (challenger.iter())
+        .filter_map(|(p, c)| Some(c - bon.get(p)?))
+        .collect();
+    bootstrap_ci(&diffs, resamples, 0.95, seed)
 }
 
 /// The Gao fit of best-of-N's gold gain over N = 1 against d = √KL(bound).
@@ -313,7 +352,7 @@ mod tests {
             cell("refine", ci(1.5, 0.1), ci(0.10, 0.02)),
             cell("hybrid", ci(1.95, 0.1), ci(0.29, 0.02)),
         ];
-        let h = head_to_head(&cells);
+        let h = head_to_head(&cells, &[], 100, 0);
         assert_eq!(h.len(), 2);
         let (energy, gold) = (&h[0], &h[1]);
         assert_eq!(
@@ -327,6 +366,7 @@ mod tests {
         );
         assert!(!gold.challenger_ahead && !gold.separated);
         assert_eq!((gold.challenger_mean, gold.best_of_n_mean), (0.29, 0.30));
+        assert_eq!(gold.difference, None, "no rows, no paired difference");
     }
 
     #[test]
@@ -379,6 +419,29 @@ mod tests {
             wall_s: 0.1,
             steps: 0,
         }
+    }
+
+    /// The paired difference pairs prompt with prompt: gold differs by exactly +0.1 on every
+    /// prompt although the prompts' golds spread widely, so its CI is a point, while the
+    /// unpaired CIs of the two methods overlap.
+    #[test]
+    fn the_paired_difference_is_taken_prompt_by_prompt() {
+        let mut rows = Vec::new();
+        for p in 0..8 {
+            let base = 0.1 * p as f32;
+            rows.push(row(p, "best-of-n", 8, 0, 1.0, base));
+            rows.push(row(p, "hybrid", 8, 0, 1.0, base + 0.1));
+        }
+        let cells = aggregate(&rows, 500, 0);
+        let h = head_to_head(&cells, &rows, 500, 0);
+        let gold = h.iter().find(|h| h.metric == "gold").unwrap();
+        assert_eq!(gold.challenger, "hybrid");
+        assert!(!gold.separated);
+        let d = gold.difference.unwrap();
+        assert!(
+            (d.mean - 0.1).abs() < 1e-6 && (d.hi - d.lo).abs() < 1e-6,
+            "{d:?}"
+        );
     }
 
     #[test]
