@@ -7,6 +7,7 @@
 //! - [`summary`]: the best-of-n table of a pool, aggregated with Polars.
 //! - [`compute`]: the forward-pass-equivalent ledger every method records into.
 //! - [`refine`]: the optimiser over answer logits, generic over an [`Energy`].
+//! - [`optimiser`]: the settings of a refinement ([`RefineConfig`]), for either method.
 //! - [`swap`]: gradient-guided token swaps, the discrete optimiser (`method = "swap"`).
 //! - [`energy`]: the [`Energy`] trait and the real energy: a trained energy model and the
 //!   policy on one prompt.
@@ -22,6 +23,7 @@ pub mod compute;
 pub mod energy;
 pub mod io;
 pub mod methods;
+pub mod optimiser;
 pub mod refine;
 pub mod refined;
 pub mod summary;

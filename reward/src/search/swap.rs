@@ -20,7 +20,7 @@ use tracing::{debug, instrument};
 
 use super::compute::Compute;
 use super::energy::Energy;
-use super::refine::{RefineConfig, RefineOutcome, StepTrace};
+use super::refine::{start_energy_of, RefineConfig, RefineOutcome, StepTrace};
 use crate::error::Result;
 
 /// The most a swap step can cost in energy forward equivalents with `candidates` candidates.
@@ -42,13 +42,7 @@ pub fn swap_refine(
 ) -> Result<RefineOutcome> {
     let clock = std::time::Instant::now();
     let base = ledger.energy_fwd;
-    let start_energy = match start_energy {
-        Some(e) => e,
-        None => {
-            ledger.energy_rescore(1);
-            energy.score(&[start.to_vec()])?[0]
-        }
-    };
+    let start_energy = start_energy_of(energy, start, start_energy, ledger)?;
     // Rows: the answer and one end-of-answer row, within the start's + `extra_positions` rows
     // the caller set the energy up for.
     let max_len = start.len() + cfg.extra_positions.max(1) - 1;
@@ -78,12 +72,7 @@ pub fn swap_refine(
             .filter(|a| !scored.contains_key(*a))
             .cloned()
             .collect();
-        ledger.energy_rescore(fresh.len());
-        let e = energy.score(&fresh)?;
-        let o = objectives(energy, &fresh, &e, cfg.beta, ledger)?;
-        for ((a, e), o) in fresh.iter().zip(e).zip(o) {
-            scored.insert(a.clone(), (e, o));
-        }
+        score_fresh(energy, &fresh, cfg.beta, &mut scored, ledger)?;
         let best = swaps
             .iter()
             .map(|a| (scored[a], a))
@@ -122,6 +111,24 @@ pub fn swap_refine(
         steps: trace.len(),
         trace,
     })
+}
+
+/// Scores `fresh` answers (energy and objective) into `scored`: one energy forward each, and
+/// one policy forward each when β > 0.
+fn score_fresh(
+    energy: &impl Energy,
+    fresh: &[Vec<i64>],
+    beta: f64,
+    scored: &mut HashMap<Vec<i64>, (f32, f64)>,
+    ledger: &mut Compute,
+) -> Result<()> {
+    ledger.energy_rescore(fresh.len());
+    let e = energy.score(fresh)?;
+    let o = objectives(energy, fresh, &e, beta, ledger)?;
+    for ((a, e), o) in fresh.iter().zip(e).zip(o) {
+        scored.insert(a.clone(), (e, o));
+    }
+    Ok(())
 }
 
 /// E(a) + β·(−log π(a)) of each answer (its energy `e`, the policy's log-probability of its
