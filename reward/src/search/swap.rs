@@ -29,8 +29,8 @@ pub fn swap_step_cost(candidates: usize) -> f64 {
 }
 
 /// Refines `start` (token ids, no end-of-answer) by token swaps; the arguments are those of
-/// [`super::refine::refine`], whose `cfg.steps`, `cfg.candidates` and `cfg.extra_positions`
-/// apply.
+/// [`super::refine::refine`], whose `cfg.steps`, `cfg.candidates`, `cfg.beta` (the weight of
+/// −log π(answer)) and `cfg.extra_positions` apply.
 #[instrument(skip_all, fields(len = start.len()))]
 pub fn swap_refine(
     energy: &impl Energy,
