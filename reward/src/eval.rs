@@ -148,7 +148,6 @@ pub fn evaluate_table(
     };
     let (pairs, fit) = encode(&rows);
     let (e_pos, e_neg) = energies(&pairs);
-    let labels = report_from_energies(&rows, &pairs, &e_pos, &e_neg, TABLE_THRESHOLDS);
     let (len_chosen, len_rejected, sources) = lengths_and_sources(&rows, &pairs);
     let inputs = EvalInputs {
         e_pos: &e_pos,
@@ -157,6 +156,7 @@ pub fn evaluate_table(
         len_rejected: &len_rejected,
         sources: &sources,
     };
+    let labels = EvalReport::compute(&inputs, TABLE_THRESHOLDS);
     let against_length = against_length(&inputs, cfg.resamples, 0.95, cfg.seed);
     let gold = gold_ordered(&rows).map(|gold| {
         let (pairs, _) = encode(&gold);
