@@ -65,6 +65,15 @@ pub fn best_within(
     best
 }
 
+/// Policy forwards spent by a refinement's steps within `budget` (its last step that fitted).
+pub fn policy_within(out: &RefineOutcome, spent_before: f64, budget: f64) -> f64 {
+    let fitted = out
+        .trace
+        .iter()
+        .take_while(|s| spent_before + s.energy_fwd <= budget + 1e-9);
+    fitted.last().map_or(0.0, |s| s.policy_fwd)
+}
+
 /// Energy forwards spent by a refinement within `budget` (its last step that fitted).
 pub fn spent_within(out: &RefineOutcome, spent_before: f64, budget: f64) -> f64 {
     let last = out
@@ -325,6 +334,7 @@ mod tests {
             best: vec![step as i64],
             best_gold: None,
             energy_fwd,
+            policy_fwd: step as f64,
             wall_s: step as f64,
         }
     }
@@ -386,6 +396,8 @@ mod tests {
         assert_eq!(best_within(&out, 1.0, 12.0).0, 1.0);
         assert_eq!(spent_within(&out, 1.0, 9.0), 8.0);
         assert_eq!(spent_within(&out, 1.0, 2.0), 1.0);
+        assert_eq!(policy_within(&out, 1.0, 9.0), 1.0);
+        assert_eq!(policy_within(&out, 1.0, 2.0), 0.0);
     }
 
     #[test]

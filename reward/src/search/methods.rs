@@ -10,7 +10,7 @@ use rand::Rng as _;
 use tracing::{info, instrument};
 
 use super::bon::kl_bound;
-use super::compare::{best_within, hybrid_samples, spent_within, Row};
+use super::compare::{best_within, hybrid_samples, policy_within, spent_within, Row};
 use super::compute::Compute;
 use super::energy::{max_answer_positions, PromptEnergy};
 use super::refine::{refine, RefineConfig, RefineOutcome};
@@ -122,7 +122,7 @@ impl SeedRun<'_> {
     /// What `out` (started after `spent` forwards) had reached within budget `b`.
     fn reached(&self, out: &RefineOutcome, spent: usize, b: usize) -> Reached {
         let (energy, ids, steps, wall_s) = best_within(out, spent as f64, b as f64);
-        let policy_fwd = steps as f64 * f64::from(u8::from(self.cfg.optimiser.beta > 0.0));
+        let policy_fwd = policy_within(out, spent as f64, b as f64);
         Reached {
             energy,
             answer: self.scorer.tokenizer.decode(&ids),

@@ -42,6 +42,9 @@ pub struct StepTrace {
     pub best_gold: Option<f32>,
     /// Energy forward equivalents spent so far by this refinement (start score included).
     pub energy_fwd: f64,
+    /// Policy forward equivalents spent so far by this refinement (the KL term's, or the
+    /// prior's of swaps).
+    pub policy_fwd: f64,
     /// Wall-clock seconds since the refinement started.
     pub wall_s: f64,
 }
@@ -222,7 +225,7 @@ pub fn refine(
         return super::swap::swap_refine(energy, start, start_energy, cfg, budget, ledger);
     }
     let clock = std::time::Instant::now();
-    let base = ledger.energy_fwd;
+    let (base, policy_base) = (ledger.energy_fwd, ledger.policy_fwd);
     let start_energy = start_energy_of(energy, start, start_energy, ledger)?;
     let eos = energy.eos_id();
     let mut cache: HashMap<Vec<i64>, f32> = HashMap::from([(start.to_vec(), start_energy)]);
@@ -272,6 +275,7 @@ pub fn refine(
             best: best.clone(),
             best_gold: None,
             energy_fwd: ledger.energy_fwd - base,
+            policy_fwd: ledger.policy_fwd - policy_base,
             wall_s: clock.elapsed().as_secs_f64(),
         });
     }

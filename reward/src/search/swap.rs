@@ -41,17 +41,14 @@ pub fn swap_refine(
     ledger: &mut Compute,
 ) -> Result<RefineOutcome> {
     let clock = std::time::Instant::now();
-    let base = ledger.energy_fwd;
+    let (base, policy_base) = (ledger.energy_fwd, ledger.policy_fwd);
     let start_energy = start_energy_of(energy, start, start_energy, ledger)?;
     // Rows: the answer and one end-of-answer row, within the start's + `extra_positions` rows
     // the caller set the energy up for.
     let max_len = start.len() + cfg.extra_positions.max(1) - 1;
-    let start_objective =
-        objectives(energy, &[start.to_vec()], &[start_energy], cfg.beta, ledger)?[0];
-    let mut scored: HashMap<Vec<i64>, (f32, f64)> =
-        HashMap::from([(start.to_vec(), (start_energy, start_objective))]);
+    let mut scored: HashMap<Vec<i64>, (f32, f64)> = HashMap::new();
     let (mut current, mut current_energy) = (start.to_vec(), start_energy);
-    let mut current_objective = start_objective;
+    let mut current_objective = f64::from(start_energy);
     let mut trace = Vec::new();
     for step in 0..cfg.steps {
         policy::interrupt::check(None)?; // Ctrl-C: refine and compare keep nothing partial
@@ -59,29 +56,23 @@ pub fn swap_refine(
         if budget.is_some_and(|b| ledger.energy_fwd + cost > b + 1e-9) {
             break;
         }
-        let (relaxed, grad) = one_hot_grad(energy, &current, ledger)?;
-        let swaps = best_swaps(
-            &grad,
-            &current,
-            cfg.candidates.max(1),
-            energy.eos_id(),
-            max_len,
-        );
-        let fresh: Vec<Vec<i64>> = swaps
-            .iter()
-            .filter(|a| !scored.contains_key(*a))
-            .cloned()
-            .collect();
-        score_fresh(energy, &fresh, cfg.beta, &mut scored, ledger)?;
-        let best = swaps
-            .iter()
-            .map(|a| (scored[a], a))
-            .min_by(|x, y| x.0 .1.total_cmp(&y.0 .1));
-        let accepted = best.is_some_and(|((_, o), _)| o < current_objective);
-        if let (true, Some(((e, o), a))) = (accepted, best) {
-            (current, current_energy, current_objective) = (a.clone(), e, o);
+        if step == 0 {
+            // The start's objective, paid for only when a step runs.
+            current_objective = objectives(
+                energy,
+                &[current.clone()],
+                &[start_energy],
+                cfg.beta,
+                ledger,
+            )?[0];
+            scored.insert(current.clone(), (start_energy, current_objective));
         }
-        let discrete = best.map_or(current_energy, |((e, _), _)| e);
+        let (relaxed, best) = best_candidate(energy, &current, cfg, max_len, &mut scored, ledger)?;
+        let discrete = best.as_ref().map_or(current_energy, |b| b.0);
+        let accepted = best.as_ref().is_some_and(|b| b.1 < current_objective);
+        if let (true, Some((e, o, a))) = (accepted, best) {
+            (current, current_energy, current_objective) = (a, e, o);
+        }
         debug!(step, relaxed, discrete, best = current_energy, "swap step");
         trace.push(StepTrace {
             step,
@@ -95,6 +86,7 @@ pub fn swap_refine(
             best: current.clone(),
             best_gold: None,
             energy_fwd: ledger.energy_fwd - base,
+            policy_fwd: ledger.policy_fwd - policy_base,
             wall_s: clock.elapsed().as_secs_f64(),
         });
         if !accepted {
@@ -111,6 +103,34 @@ pub fn swap_refine(
         steps: trace.len(),
         trace,
     })
+}
+
+/// A scored answer: (energy, objective, token ids).
+type Candidate = (f32, f64, Vec<i64>);
+
+/// One step's search: the one-hot gradient at `current` (returned: its relaxed energy), the best
+/// swaps, those not seen before scored into `scored`, and the candidate with the lowest objective
+/// as (energy, objective, answer).
+fn best_candidate(
+    energy: &impl Energy,
+    current: &[i64],
+    cfg: &RefineConfig,
+    max_len: usize,
+    scored: &mut HashMap<Vec<i64>, (f32, f64)>,
+    ledger: &mut Compute,
+) -> Result<(f64, Option<Candidate>)> {
+    let (relaxed, grad) = one_hot_grad(energy, current, ledger)?;
+    let n = cfg.candidates.max(1);
+    let swaps = best_swaps(&grad, current, n, energy.eos_id(), max_len);
+    let fresh: Vec<Vec<i64>> = (swaps.iter())
+        .filter(|a| !scored.contains_key(*a))
+        .cloned()
+        .collect();
+    score_fresh(energy, &fresh, cfg.beta, scored, ledger)?;
+    let best = (swaps.into_iter())
+        .map(|a| (scored[&a].0, scored[&a].1, a))
+        .min_by(|x, y| x.1.total_cmp(&y.1));
+    Ok((relaxed, best))
 }
 
 /// Scores `fresh` answers (energy and objective) into `scored`: one energy forward each, and
