@@ -212,15 +212,18 @@ fn head_nll_score_trains_and_passes_doctor() {
     assert_eq!(bad.status.code(), Some(2), "{}", common::text(&bad));
 }
 
+/// `kill -9` mid-run with `--negatives refine`, then the same command: it resumes from the
+/// checkpoint (weights, optimizer, and the mined negatives' replay buffer) to the very weights
+/// an uninterrupted run ends with.
 #[test]
 fn killed_training_resumes_from_its_checkpoint() {
     let tmp = tempfile::tempdir().unwrap();
     let (_, rm, [d, t, r]) = synth_setup(tmp.path());
     let (d, t, r) = (d.as_str(), t.as_str(), r.as_str());
-    let mut args = train_args(d, t, r, "400");
-    args.extend(["--checkpoint-every", "5"]);
+    let whole = tmp.path().join("whole");
+    let args_r = mining_args(d, t, r, "150");
     let mut child = Command::new(env!("CARGO_BIN_EXE_ember"))
-        .args(&args)
+        .args(&args_r)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -228,23 +231,105 @@ fn killed_training_resumes_from_its_checkpoint() {
     let state = tmp.path().join("rm.partial/ckpt/state.json");
     let t0 = std::time::Instant::now();
     while !state.exists() && t0.elapsed().as_secs() < 120 {
-        std::thread::sleep(std::time::Duration::from_millis(50));
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(state.exists(), "no checkpoint within 120 s");
     assert!(!rm.exists(), "a killed run must not look finished");
-    let mut short = train_args(d, t, r, "400");
-    short.extend(["--checkpoint-every", "5"]);
-    ok(&ember(&short));
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    assert!(saved["mined"]["buffer"].is_object(), "{saved}");
+    ok(&ember(&args_r));
     let manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(rm.join("manifest.json")).unwrap()).unwrap();
+    let resumed = manifest["metrics"]["resumed_from"].as_u64().unwrap();
+    assert!((5..150).contains(&resumed), "{}", manifest["metrics"]);
+    assert_eq!(manifest["metrics"]["steps_done"], 150);
+
+    ok(&ember(&mining_args(d, t, whole.to_str().unwrap(), "150")));
+    let weights = |dir: &Path| std::fs::read(dir.join("model.safetensors")).unwrap();
     assert!(
-        manifest["metrics"]["resumed_from"].as_u64().unwrap() >= 5,
-        "{}",
-        manifest["metrics"]
+        weights(&rm) == weights(&whole),
+        "resumed from step {resumed}: weights differ from the uninterrupted run's"
     );
-    assert_eq!(manifest["metrics"]["steps_done"], 400);
+    let mined = |dir: &Path| {
+        let m: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap())
+                .unwrap();
+        let mut m = m["metrics"]["mined"].clone();
+        m.as_object_mut().unwrap().remove("seconds");
+        m
+    };
+    assert_eq!(mined(&rm), mined(&whole));
+}
+
+/// [`train_args`] with `--negatives refine`, one swap step per mined answer, 2 kept per pair.
+fn mining_args<'a>(data: &'a str, tok: &'a str, out: &'a str, steps: &'a str) -> Vec<&'a str> {
+    let mut a = train_args(data, tok, out, steps);
+    a.extend(["--checkpoint-every", "5", "--negatives", "refine"]);
+    a.extend(["--mine-steps", "1", "--replay", "2"]);
+    a
+}
+
+/// `--negatives refine`: token swaps on the current model mine negatives that join the loss;
+/// the manifest counts them, their cost, and how many gold says are really worse than the
+/// chosen answer; bad mining settings are usage errors naming the key.
+#[test]
+fn mined_negatives_join_training_and_are_counted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, rm, [d, t, r]) = synth_setup(tmp.path());
+    let mut args = train_args(&d, &t, &r, "40");
+    args.extend([
+        "--negatives",
+        "refine",
+        "--mine-every",
+        "2",
+        "--replay",
+        "3",
+    ]);
+    ok(&ember(&args));
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(rm.join("manifest.json")).unwrap()).unwrap();
+    let mined = &m["metrics"]["mined"];
+    let n = |k: &str| mined[k].as_u64().unwrap_or_else(|| panic!("{k}: {mined}"));
+    // 20 mining steps (every 2nd of 40) of one answer per pair, 16 pairs each.
+    assert_eq!(n("refined"), 20 * 16, "{mined}");
+    assert!(n("joined") > 0 && n("joined") <= n("refined"), "{mined}");
+    assert!(n("used") >= n("joined"), "{mined}");
+    assert!(
+        mined["energy_fwd"].as_f64().unwrap() >= 3.0 * 20.0 * 16.0,
+        "{mined}"
+    );
+    // Synth prompts have a gold reward: every joined negative is judged against the chosen.
+    assert_eq!(n("gold_known"), n("joined"));
+    assert_eq!(
+        n("gold_worse") + n("gold_equal") + n("gold_better"),
+        n("joined")
+    );
+    // Every training step's metrics count the mined negatives in its loss.
+    let metrics = std::fs::read_to_string(rm.join("metrics.jsonl")).unwrap();
+    let used: u64 = (metrics.lines())
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["mined"].as_u64())
+        .sum();
+    assert_eq!(used, n("used"));
+    let train_config = std::fs::read_to_string(rm.join("train_config.json")).unwrap();
+    assert!(
+        train_config.contains("\"negatives\": \"refine\""),
+        "{train_config}"
+    );
+
+    let bad_dir = tmp.path().join("bad");
+    let mut bad = train_args(&d, &t, bad_dir.to_str().unwrap(), "40");
+    bad.extend(["--negatives", "refine", "--mine-candidates", "0"]);
+    let bad = ember(&bad);
+    assert_eq!(bad.status.code(), Some(2), "{}", common::text(&bad));
+    assert!(
+        common::text(&bad).contains("mine.candidates"),
+        "{}",
+        common::text(&bad)
+    );
 }
 
 #[test]

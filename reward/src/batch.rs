@@ -59,7 +59,8 @@ pub struct EncodedPairRow {
 }
 
 /// A padded training batch: `ids`/`mask` `[R, T]` with rows `0..B` chosen, `B..2B` rejected,
-/// then `B·k` extra negatives (negative `j` of pair `i` at row `2B + i·k + j`).
+/// then `B·k` extra negatives (negative `j` of pair `i` at row `2B + i·k + j`), then the mined
+/// negatives (any number per pair, their pairs in `mined_pair`).
 #[derive(Debug)]
 pub struct PairBatch {
     pub ids: Tensor,
@@ -72,6 +73,8 @@ pub struct PairBatch {
     pub tie: Tensor,
     /// Real (non-pad) tokens in the batch.
     pub tokens: i64,
+    /// `[M]` i64: the pair of each mined negative (rows `R − M..R`); empty when none.
+    pub mined_pair: Vec<i64>,
 }
 
 impl PairBatch {
@@ -82,12 +85,29 @@ impl PairBatch {
         pad: i64,
         device: Device,
     ) -> Self {
+        Self::with_mined(pairs, negatives, &[], pad, device)
+    }
+
+    /// [`PairBatch::new`] plus `mined[i]`, any number of mined negatives of pair `i` (or no
+    /// `mined` at all).
+    pub fn with_mined(
+        pairs: &[&EncodedPairRow],
+        negatives: &[Vec<Vec<i64>>],
+        mined: &[Vec<Vec<i64>>],
+        pad: i64,
+        device: Device,
+    ) -> Self {
         let k = negatives.first().map_or(0, Vec::len);
         let mut seqs: Vec<Vec<i64>> = pairs.iter().map(|p| p.chosen.clone()).collect();
         seqs.extend(pairs.iter().map(|p| p.rejected.clone()));
         for negs in negatives {
             assert_eq!(negs.len(), k, "same number of negatives per pair");
             seqs.extend(negs.iter().cloned());
+        }
+        let mut mined_pair = Vec::new();
+        for (i, m) in mined.iter().enumerate() {
+            mined_pair.extend(std::iter::repeat_n(i as i64, m.len()));
+            seqs.extend(m.iter().cloned());
         }
         let tokens = seqs.iter().map(Vec::len).sum::<usize>() as i64;
         let (ids, mask) = policy::batch::pad_right(&seqs, pad, device);
@@ -101,7 +121,25 @@ impl PairBatch {
             margin: Tensor::from_slice(&margin).to_device(device),
             tie: Tensor::from_slice(&tie).to_device(device),
             tokens,
+            mined_pair,
         }
+    }
+
+    /// Rows whose frozen-trunk output may be cached: all but the mined negatives (new every
+    /// few steps).
+    pub fn cacheable_rows(&self) -> i64 {
+        self.pairs * (2 + self.negatives_per_pair)
+    }
+
+    /// The chosen energy of each mined negative's pair and the mined energies (`[M]` each), from
+    /// energies `e` `[R]`; `None` without mined negatives.
+    pub fn split_mined(&self, e: &Tensor) -> Option<(Tensor, Tensor)> {
+        let m = self.mined_pair.len() as i64;
+        (m > 0).then(|| {
+            let idx = Tensor::from_slice(&self.mined_pair).to_device(e.device());
+            let pos = e.narrow(0, 0, self.pairs).index_select(0, &idx);
+            (pos, e.narrow(0, e.size()[0] - m, m))
+        })
     }
 
     /// Splits energies `[R]` into (E⁺ `[B]`, E⁻ `[B]`, extra negatives `[B, k]` if any).

@@ -183,6 +183,9 @@ pub fn parse(text: &str, source: &str, overrides: &[String]) -> Result<RunConfig
         for key in reward::train::TrainConfig::KEYS_SKIPPED_AT_DEFAULT {
             reward.entry(key).or_insert(serde_json::Value::Null);
         }
+        // A section, so its own keys are checked.
+        reward["mine"] =
+            serde_json::to_value(reward::train::MineConfig::default()).expect("config serialises");
     }
     for section in ["refine", "compare"] {
         if let Some(optimiser) = schema[section]["optimiser"].as_object_mut() {

@@ -135,7 +135,7 @@ fn best_candidate(
 
 /// Scores `fresh` answers (energy and objective) into `scored`: one energy forward each, and
 /// one policy forward each when β > 0.
-fn score_fresh(
+pub(super) fn score_fresh(
     energy: &impl Energy,
     fresh: &[Vec<i64>],
     beta: f64,
@@ -155,7 +155,7 @@ fn score_fresh(
 /// tokens and end-of-answer): the policy prior keeps the search near answers the policy would
 /// write, as the KL term does for the soft relaxation. One policy forward per answer; with β = 0
 /// the energy alone, and no policy forward.
-fn objectives(
+pub(super) fn objectives(
     energy: &impl Energy,
     answers: &[Vec<i64>],
     e: &[f32],
@@ -202,7 +202,13 @@ fn one_hot_grad(
 
 /// The `n` answers one swap away from `answer` whose first-order energy change, read off `grad`
 /// `[L + 1, V]`, is lowest; at most ⌈n / rows⌉ per row; no answer longer than `max_len`.
-fn best_swaps(grad: &Tensor, answer: &[i64], n: usize, eos: i64, max_len: usize) -> Vec<Vec<i64>> {
+pub(crate) fn best_swaps(
+    grad: &Tensor,
+    answer: &[i64],
+    n: usize,
+    eos: i64,
+    max_len: usize,
+) -> Vec<Vec<i64>> {
     let grad = grad.to_device(tch::Device::Cpu).to_kind(Kind::Float);
     let (rows, vocab) = (grad.size()[0], grad.size()[1]);
     let mut current = answer.to_vec();

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use policy::train::OptimConfig;
 use serde::{Deserialize, Serialize};
 
+use super::mine::{MineConfig, Negatives};
 use crate::error::{Result, RewardError};
 use crate::loss::{LossConfig, TieMode};
 use crate::metrics::Thresholds;
@@ -60,6 +61,16 @@ pub struct TrainConfig {
     /// samples (LeCun et al. 2006, §2.2), drawn once before training. 0 = none.
     #[cfg_attr(feature = "clap", arg(short = 'k', long, default_value_t = TrainConfig::default().sampled_negatives))]
     pub sampled_negatives: usize,
+    /// `refine`: during training, token-swap refinement on the current model mines negatives
+    /// from the batch's answers, kept in a replay buffer per pair (`[reward.mine]`, the
+    /// `--mine-*` flags); `none`: only the data's (and the in-batch and sampled) negatives.
+    #[serde(skip_serializing_if = "is_no_negatives")]
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = TrainConfig::default().negatives))]
+    pub negatives: Negatives,
+    /// How `negatives = "refine"` mines.
+    #[serde(skip_serializing_if = "is_default_mine")]
+    #[cfg_attr(feature = "clap", command(flatten))]
+    pub mine: MineConfig,
     /// Write a resumable checkpoint every N steps (0 = only at evaluations).
     #[cfg_attr(feature = "clap", arg(long, default_value_t = TrainConfig::default().checkpoint_every))]
     pub checkpoint_every: u64,
@@ -113,13 +124,23 @@ impl TrainConfig {
     /// The keys left out of the serialised config at their defaults (so that configs and
     /// fingerprints from before they existed stay the same): a run config's key check must
     /// still know them.
-    pub const KEYS_SKIPPED_AT_DEFAULT: [&'static str; 5] = [
+    pub const KEYS_SKIPPED_AT_DEFAULT: [&'static str; 7] = [
         "pooling",
+        "negatives",
+        "mine",
         "train_blocks",
         "cache_frozen",
         "train_pairs",
         "stats_pairs",
     ];
+}
+
+fn is_no_negatives(n: &Negatives) -> bool {
+    *n == Negatives::None
+}
+
+fn is_default_mine(m: &MineConfig) -> bool {
+    *m == MineConfig::default()
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -162,6 +183,8 @@ impl Default for TrainConfig {
             patience: 0,
             in_batch_negatives: 2,
             sampled_negatives: 0,
+            negatives: Negatives::None,
+            mine: MineConfig::default(),
             checkpoint_every: 50,
             d_model: 64,
             n_layer: 2,
@@ -223,6 +246,9 @@ impl TrainConfig {
             "sampled_negatives",
             "sampled negatives need the nll loss (--loss nll)",
         );
+        if self.negatives == Negatives::Refine {
+            bad.extend(self.mine.problems());
+        }
         bad
     }
 

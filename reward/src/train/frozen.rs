@@ -54,12 +54,14 @@ impl Frozen {
         self.cache.as_ref().map_or(0, HashMap::len)
     }
 
-    /// Energies `[R]` of a right-padded batch `ids`, `mask` `[R, T]`.
+    /// Energies `[R]` of a right-padded batch `ids`, `mask` `[R, T]`; only its first
+    /// `cacheable` rows' frozen outputs are kept.
     pub fn energy(
         &mut self,
         model: &EnergyModel,
         ids: &Tensor,
         mask: &Tensor,
+        cacheable: i64,
         train: bool,
     ) -> Tensor {
         let k = self.k;
@@ -75,7 +77,7 @@ impl Frozen {
         };
         let x = match &mut self.cache {
             None => lower(ids, mask),
-            Some(cache) => cached_lower(cache, ids, mask, lower),
+            Some(cache) => cached_lower(cache, ids, mask, cacheable as usize, lower),
         };
         model.energy_from_lower(&x, ids, mask, k, train)
     }
@@ -95,12 +97,13 @@ fn rows_of(ids: &Tensor, mask: &Tensor) -> Vec<Vec<i64>> {
         .collect()
 }
 
-/// `[R, T, D]` frozen outputs of a right-padded batch, computing (in one batch) and caching
-/// the rows not seen before; padding positions are zero.
+/// `[R, T, D]` frozen outputs of a right-padded batch, computing (in one batch) the rows not
+/// cached and caching those among the first `cacheable`; padding positions are zero.
 fn cached_lower(
     cache: &mut HashMap<Vec<i64>, Tensor>,
     ids: &Tensor,
     mask: &Tensor,
+    cacheable: usize,
     lower: impl Fn(&Tensor, &Tensor) -> Tensor,
 ) -> Tensor {
     let rows = rows_of(ids, mask);
@@ -111,20 +114,31 @@ fn cached_lower(
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
+    let mut fresh = HashMap::new();
     if !missing.is_empty() {
         let (m_ids, m_mask) = pad_right(&missing, 0, ids.device());
         let x = lower(&m_ids, &m_mask);
         for (i, row) in missing.into_iter().enumerate() {
             let n = row.len() as i64;
-            cache.insert(row, x.get(i as i64).narrow(0, 0, n).copy());
+            fresh.insert(row, x.get(i as i64).narrow(0, 0, n).copy());
         }
     }
     let (r, t) = mask.size2().expect("mask is [R, T]");
-    let d = cache.values().next().map_or(0, |x| x.size()[1]);
+    let d = x_width(cache, &fresh);
     let out = Tensor::zeros([r, t, d], (Kind::Float, ids.device()));
     for (i, row) in rows.iter().enumerate() {
-        let x = &cache[row];
+        let x = cache.get(row).unwrap_or_else(|| &fresh[row]);
         out.get(i as i64).narrow(0, 0, x.size()[0]).copy_(x);
     }
+    for row in rows.into_iter().take(cacheable) {
+        if let Some(x) = fresh.remove(&row) {
+            cache.insert(row, x);
+        }
+    }
     out
+}
+
+/// The width D of the cached or fresh outputs.
+fn x_width(cache: &HashMap<Vec<i64>, Tensor>, fresh: &HashMap<Vec<i64>, Tensor>) -> i64 {
+    (cache.values().chain(fresh.values()).next()).map_or(0, |x| x.size()[1])
 }

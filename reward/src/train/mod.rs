@@ -23,12 +23,14 @@ use crate::store;
 
 mod config;
 mod frozen;
+mod mine;
 mod negatives;
 mod setup;
 mod stats;
 mod steps;
 
 pub use config::{TrainConfig, TrainInputs};
+pub use mine::{MineConfig, MineFrom, MineStats, Negatives};
 pub use stats::{energy_stats, Dist, EnergyStats, ValEnergy};
 
 use frozen::Frozen;
@@ -51,6 +53,9 @@ pub struct TrainSummary {
     pub seconds: f64,
     /// Answers sampled as extra negatives (per training prompt × prompts).
     pub sampled_negatives: usize,
+    /// What `--negatives refine` mined and what it cost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mined: Option<MineStats>,
     /// The final model's energies of the validation pairs it was evaluated on (not in the JSON).
     #[serde(skip)]
     pub val_energies: Vec<ValEnergy>,
@@ -115,7 +120,19 @@ pub fn train(
         device,
     );
     store::write_json(&out.join(store::STATS_FILE), &stats)?;
-    let state = progress.state;
+    if cfg.negatives == Negatives::Refine {
+        let m = &progress.mined.stats;
+        tracing::info!(
+            refined = m.refined,
+            joined = m.joined,
+            energy_fwd = m.energy_fwd,
+            seconds = m.seconds,
+            gold_worse = m.gold_worse,
+            gold_known = m.gold_known,
+            "mined negatives"
+        );
+    }
+    let state = progress.state.clone();
     Ok(TrainSummary {
         steps_done: state.step,
         best_step: state.best_step,
@@ -128,6 +145,7 @@ pub fn train(
         tokens_per_s: tokens as f64 / loop_s.max(1e-9),
         seconds: started.elapsed().as_secs_f64(),
         sampled_negatives: sampled.iter().map(Vec::len).sum(),
+        mined: (cfg.negatives == Negatives::Refine).then(|| progress.mined.stats.clone()),
         val_energies,
     })
 }

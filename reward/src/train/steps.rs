@@ -8,10 +8,12 @@ use policy::train::{
     checkpoint_due, clip_grad_norm, eval_due, load_checkpoint, lr_at, save_checkpoint, AdamW,
     EpochSampler, MetricsLog, NonFiniteGuard, NONFINITE_LIMIT,
 };
-use tch::{nn, Device, Tensor};
+use serde::{Deserialize, Serialize};
+use tch::{nn, Device, Kind, Tensor};
 use tracing::info;
 
 use super::frozen::Frozen;
+use super::mine::{Miner, MinerState, Negatives};
 use super::negatives::batch_negatives;
 use super::setup::Prepared;
 use super::TrainConfig;
@@ -26,9 +28,21 @@ use crate::store::{self, TrainState};
 /// Mixed into the seed for the batch order's generator ("reward" in ASCII).
 const SHUFFLE_KEY: u64 = 0x7265_7761_7264;
 
+/// What a checkpoint's `state.json` holds: the scalar state, and the mined negatives' replay
+/// buffer when mining.
+#[derive(Default, Serialize, Deserialize)]
+struct Saved {
+    #[serde(flatten)]
+    state: TrainState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    mined: Option<MinerState>,
+}
+
 /// Where a run stands: its checkpoint state and the best weights validation has seen.
 pub(super) struct Progress {
     pub state: TrainState,
+    /// The replay buffer and counts of `--negatives refine` (empty otherwise).
+    pub mined: MinerState,
     pub best: Option<Vec<(String, Tensor)>>,
     /// The step of the checkpoint this run resumed from.
     pub resumed_from: Option<u64>,
@@ -37,10 +51,12 @@ pub(super) struct Progress {
 impl Progress {
     /// Restores `out/ckpt` (and its best weights) into `vs` and `opt` when present.
     pub fn load(out: &Path, vs: &mut nn::VarStore, opt: &mut AdamW) -> Result<Self> {
-        let Some(state) = load_checkpoint::<TrainState>(&out.join(store::CKPT_DIR), vs, opt)?
+        let Some(Saved { state, mined }) =
+            load_checkpoint::<Saved>(&out.join(store::CKPT_DIR), vs, opt)?
         else {
             return Ok(Self {
                 state: TrainState::default(),
+                mined: MinerState::default(),
                 best: None,
                 resumed_from: None,
             });
@@ -53,6 +69,7 @@ impl Progress {
         Ok(Self {
             resumed_from: Some(state.step),
             state,
+            mined: mined.unwrap_or_default(),
             best,
         })
     }
@@ -65,6 +82,8 @@ struct StepStats {
     e_chosen: f64,
     e_rejected: f64,
     grad_norm: f64,
+    /// Mined negatives in the step and their mean energy.
+    mined: Option<(usize, f64)>,
 }
 
 /// Everything the steps of a run read, and the optimizer they update.
@@ -104,12 +123,11 @@ impl Trainer<'_> {
                 policy::interrupt::check(saved.map(|s| format!("step {s}")))?;
             }
             tch::manual_seed((cfg.seed as i64).wrapping_add(step as i64 + 1)); // dropout stream
-            let batch = self.batch(&sampler.indices(step));
+            let batch = self.batch(&sampler.indices(step), step, &mut p.mined);
             tokens += batch.tokens;
             let lr = lr_at(step, cfg.steps, &cfg.optim);
-            let e = self
-                .frozen
-                .energy(self.model, &batch.ids, &batch.mask, true); // [R]
+            let cacheable = batch.cacheable_rows();
+            let e = (self.frozen).energy(self.model, &batch.ids, &batch.mask, cacheable, true); // [R]
             let trained = train_step(e, &mut self.opt, &batch, cfg, lr);
             if trained.is_none() {
                 p.state.nonfinite += 1;
@@ -118,11 +136,16 @@ impl Trainer<'_> {
             if let Some(s) = trained {
                 // For progress bars (`ember`'s `progress` tracing layer).
                 tracing::trace!(target: "progress", task = "reward", step = step + 1, total = cfg.steps, loss = s.loss);
-                metrics.write(&serde_json::json!({
+                let mut row = serde_json::json!({
                     "step": step + 1, "split": "train", "loss": s.loss, "accuracy": s.accuracy,
                     "e_chosen": s.e_chosen, "e_rejected": s.e_rejected, "grad_norm": s.grad_norm,
                     "lr": lr,
-                }))?;
+                });
+                if let Some((n, e)) = s.mined {
+                    row["mined"] = n.into();
+                    row["e_mined"] = e.into();
+                }
+                metrics.write(&row)?;
             }
             p.state.step += 1;
             let done = p.state.step;
@@ -140,8 +163,9 @@ impl Trainer<'_> {
         Ok(tokens)
     }
 
-    /// The batch of training pairs `idx` with their extra negatives.
-    fn batch(&self, idx: &[usize]) -> PairBatch {
+    /// The batch of training pairs `idx` with their extra negatives, and their mined ones
+    /// (mined into `mined` first on a mining step).
+    fn batch(&self, idx: &[usize], step: u64, mined: &mut MinerState) -> PairBatch {
         let d = self.data;
         let refs: Vec<&EncodedPairRow> = idx.iter().map(|&i| &d.train_pairs[i]).collect();
         let max_len = d.ecfg.max_len;
@@ -153,7 +177,15 @@ impl Trainer<'_> {
             self.sampled,
             max_len,
         );
-        PairBatch::new(&refs, &negatives, d.tok.pad_id(), self.device)
+        let mined = match self.cfg.negatives {
+            Negatives::Refine => Miner {
+                cfg: &self.cfg.mine,
+                state: mined,
+            }
+            .negatives(self.model, d, idx, step),
+            Negatives::None => Vec::new(),
+        };
+        PairBatch::with_mined(&refs, &negatives, &mined, d.tok.pad_id(), self.device)
     }
 
     /// Scores the validation pairs, logs them, and keeps the best weights (or counts towards
@@ -207,12 +239,11 @@ impl Trainer<'_> {
         {
             store::save_best(self.out, best_step, b)?;
         }
-        save_checkpoint(
-            &self.out.join(store::CKPT_DIR),
-            self.vs,
-            &self.opt,
-            &p.state,
-        )?;
+        let saved = Saved {
+            state: p.state.clone(),
+            mined: (self.cfg.negatives == Negatives::Refine).then(|| p.mined.clone()),
+        };
+        save_checkpoint(&self.out.join(store::CKPT_DIR), self.vs, &self.opt, &saved)?;
         store::prune_best(self.out, best_step);
         Ok(())
     }
@@ -229,7 +260,7 @@ fn train_step(
 ) -> Option<StepStats> {
     let (pos, neg, extra) = batch.split(&e);
     let negs = extra.map(|x| Tensor::cat(&[neg.unsqueeze(1), x], 1)); // [B, 1+k]
-    let loss = batch_loss(
+    let mut loss = batch_loss(
         &cfg.loss,
         &pos,
         &neg,
@@ -237,6 +268,10 @@ fn train_step(
         &batch.tie,
         negs.as_ref(),
     );
+    let mined = batch.split_mined(&e);
+    if let Some((chosen, m)) = &mined {
+        loss += (chosen - m).softplus().mean(Kind::Float) * cfg.mine.weight;
+    }
     let loss_v = loss.double_value(&[]);
     opt.zero_grad();
     if !loss_v.is_finite() {
@@ -256,6 +291,7 @@ fn train_step(
         e_chosen: mean(&p),
         e_rejected: mean(&n),
         grad_norm,
+        mined: mined.map(|(_, m)| (m.size()[0] as usize, mean(&to_vec(&m)))),
     })
 }
 
