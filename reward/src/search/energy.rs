@@ -28,6 +28,17 @@ pub trait Energy {
     /// Energies of discrete answers (token ids without the end-of-answer token). Costs one energy
     /// forward per answer.
     fn score(&self, answers: &[Vec<i64>]) -> Result<Vec<f32>>;
+    /// The token embeddings `[V, D]` the energy reads answers through (no gradient): the space
+    /// Langevin refinement moves in. By default the one-hot space (the identity, D = V).
+    fn embeddings(&self) -> Tensor {
+        Tensor::eye(self.vocab_size(), (Kind::Float, self.device()))
+    }
+    /// Energy of an answer given as embeddings `e` `[L, D]` (rows of [`Energy::embeddings`] or
+    /// between them): a scalar, differentiable in `e`. Costs one energy forward. By default, with
+    /// one-hot embeddings, the relaxed energy of `e` as a soft answer.
+    fn embedded_energy(&self, e: &Tensor) -> Result<Tensor> {
+        self.soft_energy(e)
+    }
 }
 
 /// Energy model + policy on one prompt.
@@ -125,9 +136,19 @@ impl Energy for PromptEnergy<'_> {
     }
 
     fn soft_energy(&self, p: &Tensor) -> Result<Tensor> {
+        self.embedded_energy(&p.matmul(self.scorer.model.trunk().wte()))
+    }
+
+    fn embeddings(&self) -> Tensor {
+        (self.scorer.model.trunk().wte())
+            .detach()
+            .narrow(0, 0, self.vocab)
+    }
+
+    fn embedded_energy(&self, e: &Tensor) -> Result<Tensor> {
         let trunk = self.scorer.model.trunk();
         let prefix = trunk.embed(&self.ids(&self.energy_prefix)); // [1, P, D]
-        let answer = p.matmul(trunk.wte()).unsqueeze(0); // [1, L, D]
+        let answer = e.unsqueeze(0); // [1, L, D]
         let eos = trunk.embed(&self.ids(&[self.eos_id()])); // [1, 1, D]
         let embeds = Tensor::cat(&[prefix, answer, eos], 1); // [1, T, D]
         let t = embeds.size()[1];

@@ -9,6 +9,8 @@
 //! - [`refine`]: the optimiser over answer logits, generic over an [`Energy`].
 //! - [`optimiser`]: the settings of a refinement ([`RefineConfig`]), for either method.
 //! - [`swap`]: gradient-guided token swaps, the discrete optimiser (`method = "swap"`).
+//! - [`langevin`]: Langevin dynamics on answer embeddings with projection to the nearest
+//!   tokens (`method = "langevin"`).
 //! - [`energy`]: the [`Energy`] trait and the real energy: a trained energy model and the
 //!   policy on one prompt.
 //! - [`analytic`]: a closed-form energy (distance to a target sequence) for tests.
@@ -22,6 +24,7 @@ pub mod compare;
 pub mod compute;
 pub mod energy;
 pub mod io;
+pub mod langevin;
 pub mod methods;
 pub mod optimiser;
 pub mod refine;

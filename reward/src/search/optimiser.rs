@@ -12,14 +12,19 @@ pub enum Method {
     Soft,
     /// Gradient-guided single-token swaps scored exactly (HotFlip/GCG-style, [`super::swap`]).
     Swap,
+    /// Langevin dynamics on the answer's embeddings, projected to the nearest tokens
+    /// (MuCoLa-style, [`super::langevin`]).
+    Langevin,
 }
 
 /// Optimiser settings of one refinement.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct RefineConfig {
-    /// `soft` (the relaxation of [`super::refine`]) or `swap` (token swaps; uses `steps`,
-    /// `candidates`, `beta` as the weight of −log π(answer), and `extra_positions`).
+    /// `soft` (the relaxation of [`super::refine`]), `swap` (token swaps; uses `steps`,
+    /// `candidates`, `beta` as the weight of −log π(answer), and `extra_positions`) or
+    /// `langevin` (embeddings; uses `steps`, `lr`, `noise`, `beta` as swaps do, and
+    /// `extra_positions`).
     #[serde(skip_serializing_if = "is_soft")]
     pub method: Method,
     /// Swaps scored per step of `method = "swap"`.

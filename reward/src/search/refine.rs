@@ -164,7 +164,7 @@ fn objective_and_grad(
 }
 
 /// The discrete energy of `answer`, scored (and recorded in the ledger) only the first time.
-fn score_cached(
+pub(super) fn score_cached(
     energy: &impl Energy,
     answer: &[i64],
     cache: &mut HashMap<Vec<i64>, f32>,
@@ -221,8 +221,21 @@ pub fn refine(
     budget: Option<f64>,
     ledger: &mut Compute,
 ) -> Result<RefineOutcome> {
-    if cfg.method == Method::Swap {
-        return super::swap::swap_refine(energy, start, start_energy, cfg, budget, ledger);
+    match cfg.method {
+        Method::Swap => {
+            return super::swap::swap_refine(energy, start, start_energy, cfg, budget, ledger)
+        }
+        Method::Langevin => {
+            return super::langevin::langevin_refine(
+                energy,
+                start,
+                start_energy,
+                cfg,
+                budget,
+                ledger,
+            )
+        }
+        Method::Soft => {}
     }
     let clock = std::time::Instant::now();
     let (base, policy_base) = (ledger.energy_fwd, ledger.policy_fwd);
