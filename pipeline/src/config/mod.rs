@@ -442,6 +442,27 @@ mod tests {
         assert_eq!(cfg, again);
     }
 
+    /// `negatives` and `[reward.mine]` are left out of the serialised config at their defaults
+    /// (old fingerprints stay), yet known; the section's own keys are checked.
+    #[test]
+    fn mining_keys_are_known_and_checked() {
+        let text =
+            "[reward]\nnegatives = \"refine\"\n[reward.mine]\nfrom = \"chosen\"\nreplay = 2\n";
+        let cfg = parse(text, "t", &[]).unwrap();
+        assert_eq!(cfg.reward.negatives, reward::train::Negatives::Refine);
+        assert_eq!(cfg.reward.mine.from, reward::train::MineFrom::Chosen);
+        assert_eq!(cfg.reward.mine.replay, 2);
+        let again = parse(&cfg.to_toml().unwrap(), "t", &[]).unwrap();
+        assert_eq!(cfg, again);
+        let default = parse("", "t", &[]).unwrap().to_toml().unwrap();
+        assert!(
+            !default.contains("\nnegatives") && !default.contains("[reward.mine]"),
+            "{default}"
+        );
+        let err = parse("[reward.mine]\nstep = 2\n", "t", &[]).unwrap_err();
+        assert!(format!("{err:#}").contains("reward.mine.step"), "{err:#}");
+    }
+
     #[test]
     fn effective_config_round_trips() {
         let cfg = parse("seed = 3\n", "t", &[]).unwrap();
