@@ -320,6 +320,19 @@ fn mined_negatives_join_training_and_are_counted() {
         "{train_config}"
     );
 
+    // The report says what mining added and what gold says of it.
+    let report = tmp.path().join("report");
+    ok(&ember(&["report", "--out", report.to_str().unwrap(), &r]));
+    let md = std::fs::read_to_string(report.join("report.md")).unwrap();
+    let line = md
+        .lines()
+        .find(|l| l.starts_with("Mined negatives"))
+        .unwrap_or_default();
+    assert!(
+        line.contains(&format!("{} joined", n("joined"))) && line.contains("really worse"),
+        "{md}"
+    );
+
     let bad_dir = tmp.path().join("bad");
     let mut bad = train_args(&d, &t, bad_dir.to_str().unwrap(), "40");
     bad.extend(["--negatives", "refine", "--mine-candidates", "0"]);

@@ -92,6 +92,7 @@ pub(super) fn reward_section(doc: &mut Doc, s: &Stage) -> Result<()> {
                 .unwrap_or_default(),
         )?;
     }
+    mined_line(doc, s)?;
     curves_section(
         doc,
         s,
@@ -110,6 +111,36 @@ pub(super) fn reward_section(doc: &mut Doc, s: &Stage) -> Result<()> {
     )?;
     let title = "Validation energies of chosen vs rejected answers";
     energy_histogram(doc, s, "reward_energy_hist", title)?;
+    Ok(())
+}
+
+/// With `negatives = "refine"`: what mining added, what it cost, and what gold says of it.
+fn mined_line(doc: &mut Doc, s: &Stage) -> Result<()> {
+    let Some(m) = s.m.metrics.get("mined") else {
+        return Ok(());
+    };
+    let n = |k: &str| m.get(k).and_then(Value::as_f64).unwrap_or(0.0);
+    write!(
+        doc.md,
+        "Mined negatives (`negatives = \"refine\"`): {:.0} answers refined, {:.0} joined the \
+         replay buffer, {:.0} uses in the loss; cost {:.0} energy forward equivalents, {:.0} s.",
+        n("refined"),
+        n("joined"),
+        n("used"),
+        n("energy_fwd"),
+        n("seconds"),
+    )?;
+    if n("gold_known") > 0.0 {
+        write!(
+            doc.md,
+            " By gold, {:.1} % are really worse than the chosen answer, {:.1} % as good, \
+             {:.1} % better (false negatives).",
+            100.0 * n("gold_worse") / n("gold_known"),
+            100.0 * n("gold_equal") / n("gold_known"),
+            100.0 * n("gold_better") / n("gold_known"),
+        )?;
+    }
+    writeln!(doc.md, "\n")?;
     Ok(())
 }
 

@@ -84,7 +84,13 @@ pub fn langevin_refine(
         });
         let answer = answer_of(&nearest(&e, &w, &w_sq), eos);
         if !scored.contains_key(&answer) {
-            score_fresh(energy, &[answer.clone()], cfg.beta, &mut scored, ledger)?;
+            score_fresh(
+                energy,
+                std::slice::from_ref(&answer),
+                cfg.beta,
+                &mut scored,
+                ledger,
+            )?;
         }
         let (discrete, objective) = scored[&answer];
         let accepted = objective < best_objective;

@@ -302,10 +302,10 @@ impl<'m> Search<'m> {
                 break;
             }
             let rows: Vec<Vec<i64>> = active.iter().map(|&i| current[i].clone()).collect();
-            let (energies, grads) = self.one_hot_grads(&rows);
+            let (energies, grads) = self.embedding_grads(&rows);
             cost += 3.0 * rows.len() as f64;
-            let candidates: Vec<Vec<Vec<i64>>> = (rows.iter().zip(&grads))
-                .map(|(r, g)| self.swaps(r, g))
+            let candidates: Vec<Vec<Vec<i64>>> = (rows.iter().enumerate())
+                .map(|(i, r)| self.swaps(r, &grads.get(i as i64)))
                 .collect();
             let flat: Vec<Vec<i64>> = candidates.iter().flatten().cloned().collect();
             let scores = self.score(&flat);
@@ -326,44 +326,40 @@ impl<'m> Search<'m> {
         (current, cost)
     }
 
-    /// The energies of `rows` and, per row, the gradient of its energy with respect to the
-    /// one-hot rows of its answer and EOS `[L + 1, vocab]` (on the CPU): the gradient with
-    /// respect to the input embeddings times the embedding matrix.
-    fn one_hot_grads(&self, rows: &[Vec<i64>]) -> (Vec<f32>, Vec<Tensor>) {
+    /// The energies of `rows` and the gradient of each one's energy with respect to its input
+    /// embeddings `[B, T, D]`.
+    fn embedding_grads(&self, rows: &[Vec<i64>]) -> (Vec<f32>, Tensor) {
         let trunk = self.model.trunk();
-        let device = trunk.wte().device();
-        let (ids, mask) = pad_right(rows, self.pad, device);
+        let (ids, mask) = pad_right(rows, self.pad, trunk.wte().device());
         let embeds = trunk.embed(&ids).detach().set_requires_grad(true);
         let answer = answer_mask(&ids, &mask, self.sep);
         let e = self
             .model
             .energy_from_embeds(&embeds, &mask, Some(&answer), false); // [B]
         let g = Tensor::run_backward(&[e.sum(Kind::Float)], &[&embeds], false, false);
-        let wte_t = trunk.wte().detach().narrow(0, 0, self.vocab).tr(); // [D, V]
-        let grads = (rows.iter().enumerate())
-            .map(|(i, r)| {
-                let (start, end) = answer_span(r, self.sep);
-                let rows = (end + 1 - start) as i64; // the answer and its EOS
-                g[0].get(i as i64)
-                    .narrow(0, start as i64, rows)
-                    .matmul(&wte_t)
-                    .to_device(tch::Device::Cpu)
-            })
-            .collect();
         let e = Vec::<f32>::try_from(e.detach().to_device(tch::Device::Cpu)).expect("f32");
-        (e, grads)
+        (e, g[0].shallow_clone())
     }
 
-    /// The `candidates` single-token swaps of `seq`'s answer that `grad` ranks best (never a
-    /// padding or separator token; appending only while the sequence is below `max_len`).
-    fn swaps(&self, seq: &[i64], grad: &Tensor) -> Vec<Vec<i64>> {
+    /// The `candidates` single-token swaps of `seq`'s answer that its embedding gradient `g`
+    /// `[T, D]` ranks best: the gradient with respect to the one-hot rows of the answer and its
+    /// EOS is g times the embedding matrix. Never a padding or separator token; appending only
+    /// while the sequence is below `max_len`.
+    fn swaps(&self, seq: &[i64], g: &Tensor) -> Vec<Vec<i64>> {
         let (start, end) = answer_span(seq, self.sep);
         let answer = &seq[start..end];
+        let wte = self.model.trunk().wte().detach().narrow(0, 0, self.vocab); // [V, D]
+        let rows = (end + 1 - start) as i64; // the answer and its EOS
+        let grad = g.narrow(0, start as i64, rows).matmul(&wte.tr()); // [L + 1, V]
         let banned: Vec<i64> = [self.pad, self.sep]
             .into_iter()
             .filter(|&t| t < self.vocab)
             .collect();
-        let grad = grad.index_fill(1, &Tensor::from_slice(&banned), f64::INFINITY);
+        let grad = grad.index_fill(
+            1,
+            &Tensor::from_slice(&banned).to_device(grad.device()),
+            f64::INFINITY,
+        );
         let longest = answer.len() + usize::from(seq.len() < self.max_len);
         best_swaps(&grad, answer, self.candidates, self.eos, longest)
             .into_iter()
