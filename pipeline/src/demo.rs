@@ -83,4 +83,22 @@ mod tests {
         let cfg = crate::config::parse(super::DEMO_CONFIG, super::SOURCE, &[]).unwrap();
         crate::runner::check(&cfg).unwrap();
     }
+
+    /// Every shipped example config parses and passes the checks a run makes before it starts.
+    #[test]
+    fn example_configs_parse_and_check() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                let name = path.display().to_string();
+                let cfg = crate::config::parse(&text, &name, &[]).unwrap();
+                crate::runner::check(&cfg).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+                seen += 1;
+            }
+        }
+        assert!(seen >= 2, "examples/*.toml: {seen}");
+    }
 }
