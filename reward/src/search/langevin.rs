@@ -16,7 +16,7 @@ use tracing::{debug, instrument};
 
 use super::compute::Compute;
 use super::energy::Energy;
-use super::refine::{start_energy_of, Adam, RefineConfig, RefineOutcome, StepTrace};
+use super::refine::{start_energy_of, Adam, RefineConfig, RefineOutcome, Spend, StepTrace};
 use super::swap::{objectives, score_fresh};
 use crate::error::Result;
 
@@ -49,8 +49,7 @@ pub fn langevin_refine(
     budget: Option<f64>,
     ledger: &mut Compute,
 ) -> Result<RefineOutcome> {
-    let clock = std::time::Instant::now();
-    let (base, policy_base) = (ledger.energy_fwd, ledger.policy_fwd);
+    let spend = Spend::start(ledger);
     let start_energy = start_energy_of(energy, start, start_energy, ledger)?;
     let eos = energy.eos_id();
     let w = energy.embeddings(); // [V, D]
@@ -99,31 +98,19 @@ pub fn langevin_refine(
         }
         debug!(step, relaxed, discrete, best = best_energy, "langevin step");
         trace.push(StepTrace {
-            step,
-            tau: 0.0,
             relaxed_energy: relaxed,
-            kl: 0.0,
             objective: best_objective,
-            discrete_energy: discrete,
-            accepted,
-            best_energy,
-            best: best.clone(),
-            best_gold: None,
-            energy_fwd: ledger.energy_fwd - base,
-            policy_fwd: ledger.policy_fwd - policy_base,
-            wall_s: clock.elapsed().as_secs_f64(),
+            ..spend.trace(ledger, step, (discrete, accepted), (&best, best_energy))
         });
     }
-    ledger.wall_s += clock.elapsed().as_secs_f64();
-    Ok(RefineOutcome {
-        start: start.to_vec(),
-        start_energy,
-        best: best.clone(),
-        best_energy,
-        last: answer_of(&nearest(&e, &w, &w_sq), eos),
-        steps: trace.len(),
+    let last = answer_of(&nearest(&e, &w, &w_sq), eos);
+    Ok(spend.finish(
+        ledger,
+        (start, start_energy),
+        (best, best_energy),
+        last,
         trace,
-    })
+    ))
 }
 
 /// The energy of `e`'s projection to its nearest tokens, and its gradient passed straight

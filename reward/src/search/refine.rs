@@ -62,6 +62,70 @@ pub struct RefineOutcome {
     pub trace: Vec<StepTrace>,
 }
 
+/// The bookkeeping every optimiser shares: its clock and the ledger's spend when it started.
+pub(super) struct Spend {
+    clock: std::time::Instant,
+    energy: f64,
+    policy: f64,
+}
+
+impl Spend {
+    pub fn start(ledger: &Compute) -> Self {
+        Self {
+            clock: std::time::Instant::now(),
+            energy: ledger.energy_fwd,
+            policy: ledger.policy_fwd,
+        }
+    }
+
+    /// Step `step`'s trace: its discrete result and the best so far, the spend since the start;
+    /// the relaxed numbers (τ, relaxed energy, KL, objective) zero for the caller to set.
+    pub fn trace(
+        &self,
+        ledger: &Compute,
+        step: usize,
+        (discrete_energy, accepted): (f32, bool),
+        (best, best_energy): (&[i64], f32),
+    ) -> StepTrace {
+        StepTrace {
+            step,
+            tau: 0.0,
+            relaxed_energy: 0.0,
+            kl: 0.0,
+            objective: 0.0,
+            discrete_energy,
+            accepted,
+            best_energy,
+            best: best.to_vec(),
+            best_gold: None,
+            energy_fwd: ledger.energy_fwd - self.energy,
+            policy_fwd: ledger.policy_fwd - self.policy,
+            wall_s: self.clock.elapsed().as_secs_f64(),
+        }
+    }
+
+    /// Adds the wall time to the ledger and returns the outcome.
+    pub fn finish(
+        self,
+        ledger: &mut Compute,
+        (start, start_energy): (&[i64], f32),
+        (best, best_energy): (Vec<i64>, f32),
+        last: Vec<i64>,
+        trace: Vec<StepTrace>,
+    ) -> RefineOutcome {
+        ledger.wall_s += self.clock.elapsed().as_secs_f64();
+        RefineOutcome {
+            start: start.to_vec(),
+            start_energy,
+            best,
+            best_energy,
+            last,
+            steps: trace.len(),
+            trace,
+        }
+    }
+}
+
 /// Argmax per row of `z` [L, V], cut at the first `eos`.
 pub fn decode(z: &Tensor, eos: i64) -> Vec<i64> {
     let ids = Vec::<i64>::try_from(z.argmax(-1, false).to_device(Device::Cpu)).unwrap_or_default();
@@ -237,8 +301,7 @@ pub fn refine(
         }
         Method::Soft => {}
     }
-    let clock = std::time::Instant::now();
-    let (base, policy_base) = (ledger.energy_fwd, ledger.policy_fwd);
+    let spend = Spend::start(ledger);
     let start_energy = start_energy_of(energy, start, start_energy, ledger)?;
     let eos = energy.eos_id();
     let mut cache: HashMap<Vec<i64>, f32> = HashMap::from([(start.to_vec(), start_energy)]);
@@ -277,31 +340,21 @@ pub fn refine(
             "refine step"
         );
         trace.push(StepTrace {
-            step,
             tau,
             relaxed_energy,
             kl,
             objective,
-            discrete_energy: e,
-            accepted,
-            best_energy,
-            best: best.clone(),
-            best_gold: None,
-            energy_fwd: ledger.energy_fwd - base,
-            policy_fwd: ledger.policy_fwd - policy_base,
-            wall_s: clock.elapsed().as_secs_f64(),
+            ..spend.trace(ledger, step, (e, accepted), (&best, best_energy))
         });
     }
-    ledger.wall_s += clock.elapsed().as_secs_f64();
-    Ok(RefineOutcome {
-        start: start.to_vec(),
-        start_energy,
-        best,
-        best_energy,
-        last: decode(&z, eos),
-        steps: trace.len(),
+    let last = decode(&z, eos);
+    Ok(spend.finish(
+        ledger,
+        (start, start_energy),
+        (best, best_energy),
+        last,
         trace,
-    })
+    ))
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use tracing::{debug, instrument};
 
 use super::compute::Compute;
 use super::energy::Energy;
-use super::refine::{start_energy_of, RefineConfig, RefineOutcome, StepTrace};
+use super::refine::{start_energy_of, RefineConfig, RefineOutcome, Spend, StepTrace};
 use crate::error::Result;
 
 /// The most a swap step can cost in energy forward equivalents with `candidates` candidates.
@@ -40,8 +40,7 @@ pub fn swap_refine(
     budget: Option<f64>,
     ledger: &mut Compute,
 ) -> Result<RefineOutcome> {
-    let clock = std::time::Instant::now();
-    let (base, policy_base) = (ledger.energy_fwd, ledger.policy_fwd);
+    let spend = Spend::start(ledger);
     let start_energy = start_energy_of(energy, start, start_energy, ledger)?;
     // Rows: the answer and one end-of-answer row, within the start's + `extra_positions` rows
     // the caller set the energy up for.
@@ -75,34 +74,26 @@ pub fn swap_refine(
         }
         debug!(step, relaxed, discrete, best = current_energy, "swap step");
         trace.push(StepTrace {
-            step,
-            tau: 0.0,
             relaxed_energy: relaxed,
-            kl: 0.0,
             objective: current_objective,
-            discrete_energy: discrete,
-            accepted,
-            best_energy: current_energy,
-            best: current.clone(),
-            best_gold: None,
-            energy_fwd: ledger.energy_fwd - base,
-            policy_fwd: ledger.policy_fwd - policy_base,
-            wall_s: clock.elapsed().as_secs_f64(),
+            ..spend.trace(
+                ledger,
+                step,
+                (discrete, accepted),
+                (&current, current_energy),
+            )
         });
         if !accepted {
             break; // a local minimum of single swaps: the next step would look at the same ones
         }
     }
-    ledger.wall_s += clock.elapsed().as_secs_f64();
-    Ok(RefineOutcome {
-        start: start.to_vec(),
-        start_energy,
-        best: current.clone(),
-        best_energy: current_energy,
-        last: current,
-        steps: trace.len(),
+    Ok(spend.finish(
+        ledger,
+        (start, start_energy),
+        (current.clone(), current_energy),
+        current,
         trace,
-    })
+    ))
 }
 
 /// A scored answer: (energy, objective, token ids).
