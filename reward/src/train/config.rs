@@ -63,7 +63,8 @@ pub struct TrainConfig {
     pub sampled_negatives: usize,
     /// `refine`: during training, token-swap refinement on the current model mines negatives
     /// from the batch's answers, kept in a replay buffer per pair (`[reward.mine]`, the
-    /// `--mine-*` flags); `none`: only the data's (and the in-batch and sampled) negatives.
+    /// `--mine-*` flags); `relaxed`: embedding-space descent from the noised chosen answers
+    /// gives continuous negatives; `none`: only the data's (and in-batch and sampled) negatives.
     #[serde(skip_serializing_if = "is_no_negatives")]
     #[cfg_attr(feature = "clap", arg(long, default_value_t = TrainConfig::default().negatives))]
     pub negatives: Negatives,
@@ -246,7 +247,7 @@ impl TrainConfig {
             "sampled_negatives",
             "sampled negatives need the nll loss (--loss nll)",
         );
-        if self.negatives == Negatives::Refine {
+        if self.negatives != Negatives::None {
             bad.extend(self.mine.problems());
         }
         bad

@@ -34,6 +34,9 @@ pub enum Negatives {
     None,
     /// Answers that token-swap refinement on the current model reaches (`[reward.mine]`).
     Refine,
+    /// Continuous answers that embedding-space descent from the noised chosen answers reaches
+    /// (`[reward.mine]` `steps`, `lr`, `noise`, `weight`; [`super::relaxed`]).
+    Relaxed,
 }
 
 impl std::fmt::Display for Negatives {
@@ -41,6 +44,7 @@ impl std::fmt::Display for Negatives {
         f.write_str(match self {
             Self::None => "none",
             Self::Refine => "refine",
+            Self::Relaxed => "relaxed",
         })
     }
 }
@@ -78,7 +82,7 @@ pub struct MineConfig {
     /// `both` (alternating by pair and step).
     #[cfg_attr(feature = "clap", arg(id = "mine_from", long = "mine-from", value_name = "FROM", default_value_t = MineConfig::default().from))]
     pub from: MineFrom,
-    /// With --negatives refine: token-swap steps per mined answer.
+    /// With --negatives refine: token-swap steps per mined answer (relaxed: descent steps).
     #[cfg_attr(feature = "clap", arg(id = "mine_steps", long = "mine-steps", value_name = "N", default_value_t = MineConfig::default().steps))]
     pub steps: usize,
     /// With --negatives refine: swaps scored per step.
@@ -87,9 +91,15 @@ pub struct MineConfig {
     /// With --negatives refine: mined negatives kept per training pair (the replay buffer).
     #[cfg_attr(feature = "clap", arg(id = "replay", long = "replay", value_name = "N", default_value_t = MineConfig::default().replay))]
     pub replay: usize,
-    /// With --negatives refine: weight of the mined negatives' loss term.
+    /// With --negatives refine|relaxed: weight of the mined negatives' loss term.
     #[cfg_attr(feature = "clap", arg(id = "mine_weight", long = "mine-weight", value_name = "W", default_value_t = MineConfig::default().weight))]
     pub weight: f64,
+    /// With --negatives relaxed: the step of each position, in units of the embeddings' RMS.
+    #[cfg_attr(feature = "clap", arg(id = "mine_lr", long = "mine-lr", value_name = "LR", default_value_t = MineConfig::default().lr))]
+    pub lr: f64,
+    /// With --negatives relaxed: the start's Gaussian noise, in units of the embeddings' RMS.
+    #[cfg_attr(feature = "clap", arg(id = "mine_noise", long = "mine-noise", value_name = "SIGMA", default_value_t = MineConfig::default().noise))]
+    pub noise: f64,
     /// With --negatives refine: mine every N training steps (the buffer is used at every step).
     #[cfg_attr(feature = "clap", arg(id = "mine_every", long = "mine-every", value_name = "N", default_value_t = MineConfig::default().every))]
     pub every: u64,
@@ -103,6 +113,8 @@ impl Default for MineConfig {
             candidates: 8,
             replay: 4,
             weight: 1.0,
+            lr: 0.2,
+            noise: 0.5,
             every: 1,
         }
     }
@@ -121,8 +133,13 @@ impl MineConfig {
             .filter(|(_, v)| *v == 0)
             .map(|(k, _)| (k, "must be > 0".to_string()))
             .collect();
-        if !(self.weight >= 0.0 && self.weight.is_finite()) {
-            bad.push(("mine.weight", format!("must be ≥ 0, got {}", self.weight)));
+        for (key, v) in [("mine.weight", self.weight), ("mine.noise", self.noise)] {
+            if !(v >= 0.0 && v.is_finite()) {
+                bad.push((key, format!("must be ≥ 0, got {v}")));
+            }
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            bad.push(("mine.lr", format!("must be > 0, got {}", self.lr)));
         }
         bad
     }

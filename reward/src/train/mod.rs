@@ -25,6 +25,7 @@ mod config;
 mod frozen;
 mod mine;
 mod negatives;
+mod relaxed;
 mod setup;
 mod stats;
 mod steps;
@@ -120,7 +121,7 @@ pub fn train(
         device,
     );
     store::write_json(&out.join(store::STATS_FILE), &stats)?;
-    if cfg.negatives == Negatives::Refine {
+    if cfg.negatives != Negatives::None {
         let m = &progress.mined.stats;
         tracing::info!(
             refined = m.refined,
@@ -145,7 +146,7 @@ pub fn train(
         tokens_per_s: tokens as f64 / loop_s.max(1e-9),
         seconds: started.elapsed().as_secs_f64(),
         sampled_negatives: sampled.iter().map(Vec::len).sum(),
-        mined: (cfg.negatives == Negatives::Refine).then(|| progress.mined.stats.clone()),
+        mined: (cfg.negatives != Negatives::None).then(|| progress.mined.stats.clone()),
         val_energies,
     })
 }

@@ -13,8 +13,9 @@ use tch::{nn, Device, Kind, Tensor};
 use tracing::info;
 
 use super::frozen::Frozen;
-use super::mine::{Miner, MinerState, Negatives};
+use super::mine::{MineStats, Miner, MinerState, Negatives};
 use super::negatives::batch_negatives;
+use super::relaxed::Relaxed;
 use super::setup::Prepared;
 use super::TrainConfig;
 use crate::batch::{EncodedPairRow, PairBatch};
@@ -128,7 +129,8 @@ impl Trainer<'_> {
             let lr = lr_at(step, cfg.steps, &cfg.optim);
             let cacheable = batch.cacheable_rows();
             let e = (self.frozen).energy(self.model, &batch.ids, &batch.mask, cacheable, true); // [R]
-            let trained = train_step(e, &mut self.opt, &batch, cfg, lr);
+            let relaxed = self.relaxed(&batch, &mut p.mined.stats);
+            let trained = train_step(e, relaxed.as_ref(), &mut self.opt, &batch, cfg, lr);
             if trained.is_none() {
                 p.state.nonfinite += 1;
             }
@@ -183,9 +185,33 @@ impl Trainer<'_> {
                 state: mined,
             }
             .negatives(self.model, d, idx, step),
-            Negatives::None => Vec::new(),
+            Negatives::None | Negatives::Relaxed => Vec::new(),
         };
         PairBatch::with_mined(&refs, &negatives, &mined, d.tok.pad_id(), self.device)
+    }
+
+    /// With `--negatives relaxed`: the energies `[B]` of the continuous answers descent reaches
+    /// from the batch's noised chosen answers (counted into `stats`).
+    fn relaxed(&self, batch: &PairBatch, stats: &mut MineStats) -> Option<Tensor> {
+        if self.cfg.negatives != Negatives::Relaxed {
+            return None;
+        }
+        let clock = std::time::Instant::now();
+        let m = &self.cfg.mine;
+        let relaxed = Relaxed {
+            steps: m.steps,
+            lr: m.lr,
+            noise: m.noise,
+            sep: self.data.tok.sep_id(),
+        };
+        let b = batch.pairs;
+        let (ids, mask) = (batch.ids.narrow(0, 0, b), batch.mask.narrow(0, 0, b));
+        let e = relaxed.energies(self.model, &ids, &mask, true);
+        stats.refined += b as u64;
+        stats.used += b as u64;
+        stats.energy_fwd += (b as f64) * (3.0 * m.steps as f64 + 1.0);
+        stats.seconds += clock.elapsed().as_secs_f64();
+        Some(e)
     }
 
     /// Scores the validation pairs, logs them, and keeps the best weights (or counts towards
@@ -241,7 +267,7 @@ impl Trainer<'_> {
         }
         let saved = Saved {
             state: p.state.clone(),
-            mined: (self.cfg.negatives == Negatives::Refine).then(|| p.mined.clone()),
+            mined: (self.cfg.negatives != Negatives::None).then(|| p.mined.clone()),
         };
         save_checkpoint(&self.out.join(store::CKPT_DIR), self.vs, &self.opt, &saved)?;
         store::prune_best(self.out, best_step);
@@ -253,6 +279,7 @@ impl Trainer<'_> {
 /// finite (the gradients are cleared and nothing is updated).
 fn train_step(
     e: Tensor,
+    relaxed: Option<&Tensor>,
     opt: &mut AdamW,
     batch: &PairBatch,
     cfg: &TrainConfig,
@@ -271,6 +298,12 @@ fn train_step(
     let mined = batch.split_mined(&e);
     if let Some((chosen, m)) = &mined {
         loss += (chosen - m).softplus().mean(Kind::Float) * cfg.mine.weight;
+    }
+    let mined = mined
+        .map(|(_, m)| m)
+        .or_else(|| relaxed.map(Tensor::shallow_clone));
+    if let Some(r) = relaxed {
+        loss += (&pos - r).softplus().mean(Kind::Float) * cfg.mine.weight;
     }
     let loss_v = loss.double_value(&[]);
     opt.zero_grad();
@@ -291,7 +324,7 @@ fn train_step(
         e_chosen: mean(&p),
         e_rejected: mean(&n),
         grad_norm,
-        mined: mined.map(|(_, m)| (m.size()[0] as usize, mean(&to_vec(&m)))),
+        mined: mined.map(|m| (m.size()[0] as usize, mean(&to_vec(&m)))),
     })
 }
 
