@@ -5,8 +5,10 @@
 //! the training-loop toolkit [`policy::train`] (which also says what happens to a non-finite
 //! loss).
 //!
-//! [`config`] (the settings), [`setup`] (tokenizer, model shape, encoded pairs), [`negatives`],
-//! [`steps`] (the loop), [`stats`] (what the final model measures).
+//! [`config`] (the settings), [`setup`] (tokenizer, model shape, encoded pairs), [`negatives`]
+//! (in-batch and sampled), [`mine`] (negatives mined by token swaps, `--negatives refine`),
+//! [`relaxed`] (continuous negatives, `--negatives relaxed`), [`steps`] (the loop), [`stats`]
+//! (what the final model measures).
 use std::path::Path;
 use std::time::Instant;
 
