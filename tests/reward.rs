@@ -333,20 +333,6 @@ fn mined_negatives_join_training_and_are_counted() {
         "{md}"
     );
 
-    // Relaxed negatives: one continuous answer per pair per step, 2 descent steps each
-    // (3 forward equivalents a step, 1 for the landing point's energy).
-    let relaxed = tmp.path().join("relaxed");
-    let mut args = train_args(&d, &t, relaxed.to_str().unwrap(), "10");
-    args.extend(["--negatives", "relaxed"]);
-    ok(&ember(&args));
-    let m: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(relaxed.join("manifest.json")).unwrap())
-            .unwrap();
-    let mined = &m["metrics"]["mined"];
-    assert_eq!(mined["refined"], 10 * 16, "{mined}");
-    assert_eq!(mined["used"], 10 * 16, "{mined}");
-    assert_eq!(mined["energy_fwd"].as_f64(), Some(160.0 * 7.0), "{mined}");
-
     let bad_dir = tmp.path().join("bad");
     let mut bad = train_args(&d, &t, bad_dir.to_str().unwrap(), "40");
     bad.extend(["--negatives", "refine", "--mine-candidates", "0"]);
@@ -452,6 +438,25 @@ fn sampled_negatives_from_the_policy() {
         dir,
     ));
     assert!(out.contains("sampled negatives"), "{out}");
+}
+
+/// `--negatives relaxed`: one continuous answer per pair per step joins the loss, counted with
+/// its cost (2 descent steps of 3 forward equivalents, 1 for the landing point's energy).
+#[test]
+fn relaxed_negatives_are_counted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, _, [d, t, _]) = synth_setup(tmp.path());
+    let relaxed = tmp.path().join("relaxed");
+    let mut args = train_args(&d, &t, relaxed.to_str().unwrap(), "10");
+    args.extend(["--negatives", "relaxed"]);
+    ok(&ember(&args));
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(relaxed.join("manifest.json")).unwrap())
+            .unwrap();
+    let mined = &m["metrics"]["mined"];
+    assert_eq!(mined["refined"], 10 * 16, "{mined}");
+    assert_eq!(mined["used"], 10 * 16, "{mined}");
+    assert_eq!(mined["energy_fwd"].as_f64(), Some(160.0 * 7.0), "{mined}");
 }
 
 /// `ember logprob` takes JSON Lines as well as Parquet, and names the rows it cannot use.

@@ -124,16 +124,7 @@ pub fn train(
     );
     store::write_json(&out.join(store::STATS_FILE), &stats)?;
     if cfg.negatives != Negatives::None {
-        let m = &progress.mined.stats;
-        tracing::info!(
-            refined = m.refined,
-            joined = m.joined,
-            energy_fwd = m.energy_fwd,
-            seconds = m.seconds,
-            gold_worse = m.gold_worse,
-            gold_known = m.gold_known,
-            "mined negatives"
-        );
+        log_mined(&progress.mined.stats);
     }
     let state = progress.state.clone();
     Ok(TrainSummary {
@@ -151,4 +142,17 @@ pub fn train(
         mined: (cfg.negatives != Negatives::None).then(|| progress.mined.stats.clone()),
         val_energies,
     })
+}
+
+/// What mining added and cost, for the log.
+fn log_mined(m: &MineStats) {
+    tracing::info!(
+        refined = m.refined,
+        joined = m.joined,
+        energy_fwd = m.energy_fwd,
+        seconds = m.seconds,
+        gold_worse = m.gold_worse,
+        gold_known = m.gold_known,
+        "mined negatives"
+    );
 }
