@@ -12,11 +12,11 @@
 use std::collections::HashMap;
 
 use tch::{Kind, Tensor};
-use tracing::{debug, instrument};
+use tracing::debug;
 
 use super::compute::Compute;
 use super::energy::Energy;
-use super::refine::{start_energy_of, Adam, RefineConfig, RefineOutcome, Spend, StepTrace};
+use super::refine::{Adam, RefineConfig, RefineOutcome, Spend, StepTrace};
 use super::swap::{objectives, score_fresh};
 use crate::error::Result;
 
@@ -36,21 +36,18 @@ fn answer_of(ids: &Tensor, eos: i64) -> Vec<i64> {
     ids.into_iter().take_while(|&t| t != eos).collect()
 }
 
-/// Refines `start` (token ids, no end-of-answer) by Langevin dynamics on its embeddings; the
-/// arguments are those of [`super::refine::refine`], whose `cfg.steps`, `cfg.lr`, `cfg.noise`,
-/// `cfg.beta` and `cfg.extra_positions` apply. Noise draws come from tch's generator, which the
-/// caller seeds.
-#[instrument(skip_all, fields(len = start.len()))]
-pub fn langevin_refine(
+/// Refines the scored `(start, start_energy)` (token ids, no end-of-answer) by Langevin
+/// dynamics on its embeddings, for [`super::refine::refine`], whose `cfg.steps`, `cfg.lr`,
+/// `cfg.noise`, `cfg.beta` and `cfg.extra_positions` apply. Noise draws come from tch's
+/// generator, which the caller seeds.
+pub(super) fn langevin_refine(
     energy: &impl Energy,
-    start: &[i64],
-    start_energy: Option<f32>,
+    (start, start_energy): (&[i64], f32),
     cfg: &RefineConfig,
     budget: Option<f64>,
     ledger: &mut Compute,
+    spend: Spend,
 ) -> Result<RefineOutcome> {
-    let spend = Spend::start(ledger);
-    let start_energy = start_energy_of(energy, start, start_energy, ledger)?;
     let eos = energy.eos_id();
     let w = energy.embeddings(); // [V, D]
     let w_sq = w.square().sum_dim_intlist(1, false, Kind::Float); // [V]
@@ -135,6 +132,7 @@ fn projected_grad(
 #[cfg(test)]
 mod tests {
     use super::super::analytic::TargetEnergy;
+    use super::super::refine::refine;
     use super::*;
 
     const V: i64 = 12;
@@ -169,8 +167,7 @@ mod tests {
         let mut ledger = Compute::default();
         tch::manual_seed(0);
         let start = vec![3, 7, 4, 2, 5];
-        let out =
-            langevin_refine(&energy, &start, None, &cfg(20, 0.2, 0.0), None, &mut ledger).unwrap();
+        let out = refine(&energy, &start, None, &cfg(20, 0.2, 0.0), None, &mut ledger).unwrap();
         assert_eq!(out.start_energy, 2.0);
         assert_eq!(out.best, target);
         assert_eq!(out.best_energy, 0.0);
@@ -186,7 +183,7 @@ mod tests {
     fn a_budget_stops_before_a_step_that_would_pass_it() {
         let energy = TargetEnergy::new(vec![3, 1, 4], V, EOS);
         let mut ledger = Compute::default();
-        let out = langevin_refine(
+        let out = refine(
             &energy,
             &[0, 0, 0],
             Some(3.0),

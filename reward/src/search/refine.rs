@@ -244,7 +244,7 @@ pub(super) fn score_cached(
 }
 
 /// The start answer's discrete energy: `given` when the caller has it, else scored (1 forward).
-pub(super) fn start_energy_of(
+fn start_energy_of(
     energy: &impl Energy,
     start: &[i64],
     given: Option<f32>,
@@ -271,11 +271,12 @@ fn langevin_step(z: &Tensor, adam: &mut Adam, grad: &Tensor, cfg: &RefineConfig)
     })
 }
 
-/// Refines `start` (token ids, no end-of-answer) against `energy` (by token swaps when
-/// `cfg.method` is `swap`). `start_energy` is its discrete
-/// energy when the caller already has it (otherwise it is scored here). Stops after
-/// `cfg.steps` steps or before a step would take the ledger's energy cost past `budget`.
-/// Noise draws come from tch's generator, which the caller seeds (`tch::manual_seed`).
+/// Refines `start` (token ids, no end-of-answer) against `energy` by `cfg.method`: the soft
+/// relaxation here, token swaps ([`super::swap`]) or Langevin dynamics ([`super::langevin`]).
+/// `start_energy` is its discrete energy when the caller already has it (otherwise it is scored
+/// here). Stops after `cfg.steps` steps or before a step would take the ledger's energy cost
+/// past `budget`. Noise draws come from tch's generator, which the caller seeds
+/// (`tch::manual_seed`).
 #[instrument(skip_all, fields(len = start.len()))]
 pub fn refine(
     energy: &impl Energy,
@@ -285,24 +286,26 @@ pub fn refine(
     budget: Option<f64>,
     ledger: &mut Compute,
 ) -> Result<RefineOutcome> {
-    match cfg.method {
-        Method::Swap => {
-            return super::swap::swap_refine(energy, start, start_energy, cfg, budget, ledger)
-        }
-        Method::Langevin => {
-            return super::langevin::langevin_refine(
-                energy,
-                start,
-                start_energy,
-                cfg,
-                budget,
-                ledger,
-            )
-        }
-        Method::Soft => {}
-    }
     let spend = Spend::start(ledger);
-    let start_energy = start_energy_of(energy, start, start_energy, ledger)?;
+    let start = (start, start_energy_of(energy, start, start_energy, ledger)?);
+    match cfg.method {
+        Method::Soft => soft_refine(energy, start, cfg, budget, ledger, spend),
+        Method::Swap => super::swap::swap_refine(energy, start, cfg, budget, ledger, spend),
+        Method::Langevin => {
+            super::langevin::langevin_refine(energy, start, cfg, budget, ledger, spend)
+        }
+    }
+}
+
+/// The soft relaxation from the scored `(start, start_energy)`; the rest as [`refine`].
+fn soft_refine(
+    energy: &impl Energy,
+    (start, start_energy): (&[i64], f32),
+    cfg: &RefineConfig,
+    budget: Option<f64>,
+    ledger: &mut Compute,
+    spend: Spend,
+) -> Result<RefineOutcome> {
     let eos = energy.eos_id();
     let mut cache: HashMap<Vec<i64>, f32> = HashMap::from([(start.to_vec(), start_energy)]);
     let mut z = init_logits(energy, start, cfg);

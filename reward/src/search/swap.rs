@@ -16,11 +16,11 @@
 use std::collections::HashMap;
 
 use tch::{Kind, Tensor};
-use tracing::{debug, instrument};
+use tracing::debug;
 
 use super::compute::Compute;
 use super::energy::Energy;
-use super::refine::{start_energy_of, RefineConfig, RefineOutcome, Spend, StepTrace};
+use super::refine::{RefineConfig, RefineOutcome, Spend, StepTrace};
 use crate::error::Result;
 
 /// The most a swap step can cost in energy forward equivalents with `candidates` candidates.
@@ -28,20 +28,17 @@ pub fn swap_step_cost(candidates: usize) -> f64 {
     3.0 + candidates as f64
 }
 
-/// Refines `start` (token ids, no end-of-answer) by token swaps; the arguments are those of
+/// Refines the scored `(start, start_energy)` (token ids, no end-of-answer) by token swaps, for
 /// [`super::refine::refine`], whose `cfg.steps`, `cfg.candidates`, `cfg.beta` (the weight of
 /// −log π(answer)) and `cfg.extra_positions` apply.
-#[instrument(skip_all, fields(len = start.len()))]
-pub fn swap_refine(
+pub(super) fn swap_refine(
     energy: &impl Energy,
-    start: &[i64],
-    start_energy: Option<f32>,
+    (start, start_energy): (&[i64], f32),
     cfg: &RefineConfig,
     budget: Option<f64>,
     ledger: &mut Compute,
+    spend: Spend,
 ) -> Result<RefineOutcome> {
-    let spend = Spend::start(ledger);
-    let start_energy = start_energy_of(energy, start, start_energy, ledger)?;
     // Rows: the answer and one end-of-answer row, within the start's + `extra_positions` rows
     // the caller set the energy up for.
     let max_len = start.len() + cfg.extra_positions.max(1) - 1;
@@ -249,6 +246,7 @@ fn swapped(answer: &[i64], i: usize, t: i64, eos: i64) -> Vec<i64> {
 #[cfg(test)]
 mod tests {
     use super::super::analytic::TargetEnergy;
+    use super::super::refine::refine;
     use super::*;
 
     const V: i64 = 12;
@@ -256,6 +254,7 @@ mod tests {
 
     fn swap_cfg(steps: usize, candidates: usize) -> RefineConfig {
         RefineConfig {
+            method: super::super::Method::Swap,
             steps,
             candidates,
             beta: 0.0,
@@ -277,7 +276,7 @@ mod tests {
         // Two wrong tokens, one missing at the end.
         let start = vec![3, 7, 4, 2];
         let mut ledger = Compute::default();
-        let out = swap_refine(&energy, &start, None, &swap_cfg(10, 4), None, &mut ledger).unwrap();
+        let out = refine(&energy, &start, None, &swap_cfg(10, 4), None, &mut ledger).unwrap();
         assert_eq!(out.best, target);
         assert_eq!(out.best_energy, 0.0);
         let accepted: Vec<f32> = (out.trace.iter().filter(|s| s.accepted))
@@ -297,7 +296,7 @@ mod tests {
     fn the_ledger_counts_exactly_what_was_run() {
         let energy = TargetEnergy::new(vec![3, 1, 4, 1, 5], V, EOS);
         let mut ledger = Compute::default();
-        let out = swap_refine(
+        let out = refine(
             &energy,
             &[0, 0, 0],
             None,
@@ -322,7 +321,7 @@ mod tests {
         energy.prior = (0..V).map(|v| if v == 3 { -20.0 } else { -1.0 }).collect();
         let start = vec![0, 1];
         let mut plain = Compute::default();
-        let out = swap_refine(&energy, &start, None, &swap_cfg(3, 4), None, &mut plain).unwrap();
+        let out = refine(&energy, &start, None, &swap_cfg(3, 4), None, &mut plain).unwrap();
         assert_eq!(out.best, vec![3, 1]);
         let cfg = RefineConfig {
             beta: 0.2,
@@ -330,7 +329,7 @@ mod tests {
         };
         let mut ledger = Compute::default();
         let (calls, scored) = (energy.prior_calls.get(), energy.scored.get());
-        let out = swap_refine(&energy, &start, None, &cfg, None, &mut ledger).unwrap();
+        let out = refine(&energy, &start, None, &cfg, None, &mut ledger).unwrap();
         assert_ne!(out.best.first(), Some(&3), "{:?}", out.best);
         // One policy forward for every answer scored (the start's included).
         assert_eq!(ledger.policy_fwd, (energy.prior_calls.get() - calls) as f64);
@@ -344,7 +343,7 @@ mod tests {
             energy_fwd: 1.0, // the start's score, paid by the caller
             ..Compute::default()
         };
-        let out = swap_refine(
+        let out = refine(
             &energy,
             &[0, 0, 0, 0, 0],
             Some(5.0),
