@@ -1,8 +1,9 @@
 //! Signals: SIGINT and SIGTERM stop at a boundary, keep what resumes and release the locks (case 7).
 use super::*;
 
-/// Starts `ember ARGS` in `dir`, waits for `marker` to appear or change (training under way),
-/// sends `signal`, and returns the finished process's output.
+/// Starts `ember ARGS` in `dir`, waits for `marker` to grow (a step logged: training under way),
+/// sends `signal`, and returns the finished process's output. Growth, not mere existence: the
+/// metrics file is created empty before the first step, and a signal there has nothing to keep.
 fn signal_when(dir: &Path, args: &[impl AsRef<str>], marker: &Path, signal: i32) -> Output {
     let child = Command::new(EMBER)
         .args(args.iter().map(AsRef::as_ref))
@@ -12,10 +13,10 @@ fn signal_when(dir: &Path, args: &[impl AsRef<str>], marker: &Path, signal: i32)
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("ember starts");
-    let size = || fs::metadata(marker).map(|m| m.len()).ok();
+    let size = || fs::metadata(marker).map_or(0, |m| m.len());
     let before = size();
     let clock = std::time::Instant::now();
-    while size() == before && clock.elapsed() < std::time::Duration::from_secs(120) {
+    while size() <= before && clock.elapsed() < std::time::Duration::from_secs(120) {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     // SAFETY: sending a signal to our own child process.
