@@ -2,6 +2,8 @@
 //! nothing, save/load and HF export/import round-trip, and tiny `transformers` checkpoints
 //! (Llama tied, Qwen2 untied with q/k/v biases, bf16 and sharded) give `transformers`' logits.
 //! The fixtures are made by `scripts/llama_reference.py`.
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use policy::batch::pad_left;
@@ -227,4 +229,10 @@ fn unsupported_hf_configs_are_named() {
     assert!(e.contains("hidden_act"), "{e}");
     let e = write(serde_json::json!({"model_type": "llama", "hidden_size": 8}));
     assert!(e.contains("num_attention_heads"), "{e}");
+}
+
+#[test]
+fn hidden_at_one_position_equals_that_row_of_the_full_pass() {
+    let p = tiny_policy(3, true, true);
+    common::check_hidden_at(&p, &["12+34=46", "7+8=15 abc xyz", "9"]);
 }

@@ -186,3 +186,9 @@ fn load_names_the_bad_file() {
         .to_string();
     assert!(err.contains("config.json"), "{err}");
 }
+
+#[test]
+fn hidden_at_one_position_equals_that_row_of_the_full_pass() {
+    let p = common::tiny_policy(3);
+    common::check_hidden_at(&p, &["12+34=46", "7+8=15 abc xyz", "9"]);
+}

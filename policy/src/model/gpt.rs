@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module};
 use tch::Tensor;
 
-use super::{attention_mask, positions, KvCache, LayerKv};
+use super::{attention_mask, positions, take_rows, KvCache, LayerKv};
 
 /// The `architecture` of a GPT-2 [`super::TrunkConfig`] (also what a config without one is).
 pub const ARCHITECTURE: &str = "gpt2";
@@ -160,12 +160,14 @@ impl Attention {
     }
 
     /// `x` `[B, T, D]`, `mask` `[B, 1, T, S]` (true = may attend); with `kv`, the new keys and
-    /// values are written at positions `past..past+T` and attention covers `0..past+T`.
+    /// values are written at positions `past..past+T` and attention covers `0..past+T`. With
+    /// `at` `[B]`, only the query at position `at[b]` of each row is computed: `[B, 1, D]`.
     fn forward(
         &self,
         x: &Tensor,
         mask: &Tensor,
         kv: Option<(&mut LayerKv, i64)>,
+        at: Option<&Tensor>,
         train: bool,
     ) -> Tensor {
         let (b, t, d) = x.size3().expect("attention input is [B, T, D]");
@@ -177,9 +179,14 @@ impl Attention {
             Some((cache, past)) => cache.append(past, &k, &v), // [B, H, past + T, Dh]
             None => (k, v),
         };
+        let (q, mask) = match at {
+            Some(at) => (take_rows(&q, at, 2), take_rows(mask, at, 2)), // [B, H, 1, Dh], [B, 1, 1, S]
+            None => (q, mask.shallow_clone()),
+        };
+        let tq = q.size()[2];
         let p = if train { self.dropout } else { 0.0 };
-        let y = Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask), p, false, None, false); // [B, H, T, Dh]
-        let y = y.transpose(1, 2).contiguous().view([b, t, d]); // [B, T, D]
+        let y = Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask), p, false, None, false); // [B, H, Tq, Dh]
+        let y = y.transpose(1, 2).contiguous().view([b, tq, d]); // [B, Tq, D]
         self.c_proj.forward(&y).dropout(self.dropout, train)
     }
 }
@@ -233,7 +240,19 @@ impl Block {
         kv: Option<(&mut LayerKv, i64)>,
         train: bool,
     ) -> Tensor {
-        let x = x + self.attn.forward(&self.ln_1.forward(x), mask, kv, train);
+        let x = x + self
+            .attn
+            .forward(&self.ln_1.forward(x), mask, kv, None, train);
+        &x + self.mlp.forward(&self.ln_2.forward(&x), train)
+    }
+
+    /// The block's output `[B, 1, D]` at position `at[b]` of each row only: keys and values
+    /// from every position, the query, the projection and the MLP at that one.
+    fn forward_at(&self, x: &Tensor, mask: &Tensor, at: &Tensor, train: bool) -> Tensor {
+        let y = self
+            .attn
+            .forward(&self.ln_1.forward(x), mask, None, Some(at), train);
+        let x = take_rows(x, at, 1) + y; // [B, 1, D]
         &x + self.mlp.forward(&self.ln_2.forward(&x), train)
     }
 }
@@ -290,7 +309,7 @@ impl Gpt {
 
     /// The trunk on token embeddings `[B, T, D]` (soft tokens); positions are added here.
     pub fn hidden_from_embeds(&self, embeds: &Tensor, mask: &Tensor, train: bool) -> Tensor {
-        self.upper(&self.lower(embeds, mask, 0, train), mask, 0, train)
+        self.upper(&self.lower(embeds, mask, 0, train), mask, 0, None, train)
     }
 
     /// The residual stream `[B, T, D]` after the position embedding and the first `k` blocks.
@@ -305,13 +324,31 @@ impl Gpt {
             .fold(x, |x, block| block.forward(&x, &amask, None, train))
     }
 
-    /// Blocks `k..` and the final LayerNorm on [`Gpt::lower`]'s output.
-    pub fn upper(&self, x: &Tensor, mask: &Tensor, k: usize, train: bool) -> Tensor {
+    /// Blocks `k..` and the final LayerNorm on [`Gpt::lower`]'s output: `[B, T, D]`, or with
+    /// `at` `[B]` the hidden state at position `at[b]` of each row, `[B, D]` (see
+    /// [`super::Trunk::upper`]).
+    pub fn upper(
+        &self,
+        x: &Tensor,
+        mask: &Tensor,
+        k: usize,
+        at: Option<&Tensor>,
+        train: bool,
+    ) -> Tensor {
         let amask = attention_mask(mask, x.size()[1]); // [B, 1, T, T]
-        let x = self.h[k..].iter().fold(x.shallow_clone(), |x, block| {
-            block.forward(&x, &amask, None, train)
-        });
-        self.ln_f.forward(&x)
+        let fold = |x: &Tensor, blocks: &[Block]| {
+            blocks.iter().fold(x.shallow_clone(), |x, block| {
+                block.forward(&x, &amask, None, train)
+            })
+        };
+        let Some(at) = at else {
+            return self.ln_f.forward(&fold(x, &self.h[k..]));
+        };
+        let x = match self.h[k..].split_last() {
+            Some((last, full)) => last.forward_at(&fold(x, full), &amask, at, train),
+            None => take_rows(x, at, 1),
+        };
+        self.ln_f.forward(&x).squeeze_dim(1)
     }
 
     /// One cached step: ids `[B, T]` are the next `T` tokens, `mask` `[B, past + T]` covers

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use tch::nn;
 use tch::{Kind, Tensor};
 
-use super::{attention_mask, positions, KvCache, LayerKv};
+use super::{attention_mask, positions, take_rows, KvCache, LayerKv};
 
 /// The `architecture` of a Llama-family [`super::TrunkConfig`].
 pub const ARCHITECTURE: &str = "llama";
@@ -205,29 +205,39 @@ impl Attention {
 
     /// `x` `[B, T, D]`, rotary `cos`/`sin` `[B, 1, T, Dh]`, `mask` `[B, 1, T, S]`; with `kv`,
     /// the new keys and values are cached at `past..past+T` and attention covers `0..past+T`.
+    /// With `at` `[B]`, only the query at position `at[b]` of each row is computed: `[B, 1, D]`.
     fn forward(
         &self,
         x: &Tensor,
         rope: &(Tensor, Tensor),
         mask: &Tensor,
         kv: Option<(&mut LayerKv, i64)>,
+        at: Option<&Tensor>,
     ) -> Tensor {
         let (b, t, d) = x.size3().expect("attention input is [B, T, D]");
-        let heads = |z: Tensor, h: i64| z.view([b, t, h, self.head_dim]).transpose(1, 2);
-        let q = heads(self.q_proj.forward(x), self.n_head); // [B, H, T, Dh]
+        let heads = |z: Tensor, h: i64| z.view([b, -1, h, self.head_dim]).transpose(1, 2);
         let k = heads(self.k_proj.forward(x), self.n_kv_head); // [B, Hkv, T, Dh]
         let v = heads(self.v_proj.forward(x), self.n_kv_head);
-        let (q, k) = (
-            apply_rotary(&q, &rope.0, &rope.1),
-            apply_rotary(&k, &rope.0, &rope.1),
-        );
+        let k = apply_rotary(&k, &rope.0, &rope.1);
+        let (q, mask) = match at {
+            Some(at) => {
+                let q = heads(self.q_proj.forward(&take_rows(x, at, 1)), self.n_head); // [B, H, 1, Dh]
+                let (cos, sin) = (take_rows(&rope.0, at, 2), take_rows(&rope.1, at, 2));
+                (apply_rotary(&q, &cos, &sin), take_rows(mask, at, 2))
+            }
+            None => {
+                let q = heads(self.q_proj.forward(x), self.n_head); // [B, H, T, Dh]
+                (apply_rotary(&q, &rope.0, &rope.1), mask.shallow_clone())
+            }
+        };
         let (k, v) = match kv {
             Some((cache, past)) => cache.append(past, &k, &v), // [B, Hkv, past + T, Dh]
             None => (k, v),
         };
         let gqa = self.n_kv_head != self.n_head;
-        let y = Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask), 0.0, false, None, gqa); // [B, H, T, Dh]
-        let y = y.transpose(1, 2).contiguous().view([b, t, d]);
+        let y = Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask), 0.0, false, None, gqa); // [B, H, Tq, Dh]
+        let tq = if at.is_some() { 1 } else { t };
+        let y = y.transpose(1, 2).contiguous().view([b, tq, d]);
         self.o_proj.forward(&y)
     }
 }
@@ -283,7 +293,23 @@ impl Block {
     ) -> Tensor {
         let x = x + self
             .self_attn
-            .forward(&self.input_layernorm.forward(x), rope, mask, kv);
+            .forward(&self.input_layernorm.forward(x), rope, mask, kv, None);
+        &x + self.mlp.forward(&self.post_attention_layernorm.forward(&x))
+    }
+
+    /// The block's output `[B, 1, D]` at position `at[b]` of each row only (see
+    /// [`super::Trunk::upper`]).
+    fn forward_at(
+        &self,
+        x: &Tensor,
+        rope: &(Tensor, Tensor),
+        mask: &Tensor,
+        at: &Tensor,
+    ) -> Tensor {
+        let y =
+            self.self_attn
+                .forward(&self.input_layernorm.forward(x), rope, mask, None, Some(at));
+        let x = take_rows(x, at, 1) + y; // [B, 1, D]
         &x + self.mlp.forward(&self.post_attention_layernorm.forward(&x))
     }
 }
@@ -347,26 +373,45 @@ impl Llama {
     /// The trunk on token embeddings `[B, T, D]`: hidden states after the final norm.
     /// `train` is accepted for symmetry with GPT-2; Llama models train without dropout.
     pub fn hidden_from_embeds(&self, embeds: &Tensor, mask: &Tensor, _train: bool) -> Tensor {
-        self.upper(&self.lower(embeds, mask, 0), mask, 0)
+        self.upper(&self.lower(embeds, mask, 0), mask, 0, None)
     }
 
     /// The residual stream `[B, T, D]` after the first `k` blocks.
     pub fn lower(&self, embeds: &Tensor, mask: &Tensor, k: usize) -> Tensor {
-        self.blocks(embeds, mask, &self.layers[..k])
+        self.blocks(embeds, mask, &self.layers[..k], None)
     }
 
-    /// Blocks `k..` and the final norm on [`Llama::lower`]'s output.
-    pub fn upper(&self, x: &Tensor, mask: &Tensor, k: usize) -> Tensor {
-        self.norm.forward(&self.blocks(x, mask, &self.layers[k..]))
+    /// Blocks `k..` and the final norm on [`Llama::lower`]'s output: `[B, T, D]`, or with `at`
+    /// `[B]` the hidden state at position `at[b]` of each row, `[B, D]` (see
+    /// [`super::Trunk::upper`]).
+    pub fn upper(&self, x: &Tensor, mask: &Tensor, k: usize, at: Option<&Tensor>) -> Tensor {
+        let h = self
+            .norm
+            .forward(&self.blocks(x, mask, &self.layers[k..], at));
+        match at {
+            Some(_) => h.squeeze_dim(1),
+            None => h,
+        }
     }
 
-    fn blocks(&self, x: &Tensor, mask: &Tensor, blocks: &[Block]) -> Tensor {
+    /// `blocks` on `x` `[B, T, D]`; with `at`, the last of them at position `at[b]` of each row
+    /// only, `[B, 1, D]`.
+    fn blocks(&self, x: &Tensor, mask: &Tensor, blocks: &[Block], at: Option<&Tensor>) -> Tensor {
         let t = x.size()[1];
         let rope = rotary(&self.inv_freq, &positions(mask, t), x.kind());
         let amask = attention_mask(mask, t); // [B, 1, T, T]
-        blocks.iter().fold(x.shallow_clone(), |x, block| {
-            block.forward(&x, &rope, &amask, None)
-        })
+        let fold = |blocks: &[Block]| {
+            blocks.iter().fold(x.shallow_clone(), |x, block| {
+                block.forward(&x, &rope, &amask, None)
+            })
+        };
+        let Some(at) = at else {
+            return fold(blocks);
+        };
+        match blocks.split_last() {
+            Some((last, full)) => last.forward_at(&fold(full), &rope, &amask, at),
+            None => take_rows(x, at, 1),
+        }
     }
 
     /// One cached step (see [`super::Trunk::forward`]). Inference only.

@@ -104,6 +104,17 @@ pub fn positions(mask: &Tensor, t: i64) -> Tensor {
         .narrow(1, s - t, t)
 }
 
+/// The slice of `x` at index `at[b]` of dimension `dim` in each row `b`: `x` `[B, .., T, ..]`,
+/// `at` `[B]` (i64) → `[B, .., 1, ..]`. Differentiable in `x`.
+pub(crate) fn take_rows(x: &Tensor, at: &Tensor, dim: i64) -> Tensor {
+    let mut shape = x.size();
+    shape[dim as usize] = 1;
+    let mut view = vec![1; shape.len()];
+    view[0] = shape[0];
+    let index = at.view(view.as_slice()).expand(shape.as_slice(), false);
+    x.gather(dim, &index, false)
+}
+
 /// `[B, 1, T, S]` boolean attention mask for the last `t` of `S` positions: causal, real keys
 /// only, and always the query's own position (so padding rows never see an empty row → NaN).
 pub fn attention_mask(mask: &Tensor, t: i64) -> Tensor {
@@ -342,12 +353,37 @@ impl Trunk {
     }
 
     /// Blocks `k..` and the final norm on [`Trunk::lower`]'s output: hidden states `[B, T, D]`.
-    /// `upper(lower(e, m, k), m, k)` is [`Trunk::hidden_from_embeds`] for every `k`.
-    pub fn upper(&self, x: &Tensor, mask: &Tensor, k: usize, train: bool) -> Tensor {
+    /// `upper(lower(e, m, k), m, k, None)` is [`Trunk::hidden_from_embeds`] for every `k`.
+    ///
+    /// With `at` `[B]` (i64), only the hidden state at position `at[b]` of each row, `[B, D]`:
+    /// what a score read at one position (a reward head at the EOS) needs. The last block then
+    /// computes its keys and values at every position but its query, attention output and MLP
+    /// at that one only, which saves most of a block's work forward and backward.
+    pub fn upper(
+        &self,
+        x: &Tensor,
+        mask: &Tensor,
+        k: usize,
+        at: Option<&Tensor>,
+        train: bool,
+    ) -> Tensor {
         match self {
-            Trunk::Gpt2(m) => m.upper(x, mask, k, train),
-            Trunk::Llama(m) => m.upper(x, mask, k),
+            Trunk::Gpt2(m) => m.upper(x, mask, k, at, train),
+            Trunk::Llama(m) => m.upper(x, mask, k, at),
         }
+    }
+
+    /// The hidden state `[B, D]` at position `at[b]` of each row of input embeddings `embeds`
+    /// `[B, T, D]`: the row `at[b]` of [`Trunk::hidden_from_embeds`], computed with
+    /// [`Trunk::upper`]'s saving.
+    pub fn hidden_at(&self, embeds: &Tensor, mask: &Tensor, at: &Tensor, train: bool) -> Tensor {
+        self.upper(
+            &self.lower(embeds, mask, 0, train),
+            mask,
+            0,
+            Some(at),
+            train,
+        )
     }
 
     /// One cached step: ids `[B, T]` are the next `T` tokens, `mask` `[B, past + T]` covers

@@ -209,6 +209,10 @@ impl EnergyModel {
         answer: Option<&Tensor>,
         train: bool,
     ) -> Tensor {
+        if !self.reads_answer() {
+            let at = self.pool_index(mask);
+            return self.pooled_energy(&self.trunk.hidden_at(embeds, mask, &at, train));
+        }
         let h = self.trunk.hidden_from_embeds(embeds, mask, train);
         self.energy_from_hidden(&h, embeds, mask, answer)
     }
@@ -224,7 +228,11 @@ impl EnergyModel {
         k: usize,
         train: bool,
     ) -> Tensor {
-        let h = self.trunk.upper(x, mask, k, train);
+        if !self.reads_answer() {
+            let at = self.pool_index(mask);
+            return self.pooled_energy(&self.trunk.upper(x, mask, k, Some(&at), train));
+        }
+        let h = self.trunk.upper(x, mask, k, None, train);
         let answer = self
             .reads_answer()
             .then(|| answer_mask(ids, mask, self.cfg.sep_id));
@@ -257,6 +265,13 @@ impl EnergyModel {
             (None, _) => s,
         };
         s.softplus()
+    }
+
+    /// The energy `[B]` of the `head` score from the hidden states `[B, D]` at the pooled
+    /// positions. [`Self::energy_from_hidden`] on the whole `[B, T, D]` gives the same values; the
+    /// trunk computes these rows alone at a fraction of the cost ([`Trunk::upper`]).
+    fn pooled_energy(&self, pooled: &Tensor) -> Tensor {
+        self.head.forward(pooled).view([-1]).softplus()
     }
 
     /// Head score s `[B]` (before the softplus) on the mean of hidden states `h` `[B, T, D]`
