@@ -1,15 +1,20 @@
 # Ember's entry points. `make demo` and `make test` work on a fresh clone: each runs `setup`
 # first, which installs libtorch once (cached in ~/.cache/ember) and is a no-op afterwards.
 CARGO ?= cargo
-# Benchmarks run by `make bench` (`ember bench NAME` for each).
-BENCHES ?= forward sft sample reward
+# Benchmarks run by `make bench`: `ember bench NAME` alternating with the PyTorch reference
+# (scripts/bench.py), BENCH_ROUNDS rounds; BENCH_PYTHON needs torch 2.11.0 (`make bench-python`).
+BENCHES ?= forward,sft,sample,reward
+BENCH_ROUNDS ?= 3
+BENCH_ARGS ?=
 
-.PHONY: all setup build test test-long demo fmt clippy bench ci pretrained smollm2-gguf
+.PHONY: all setup build test test-long demo fmt clippy bench bench-python ci pretrained smollm2-gguf
 
 # The installed pretrained backbone: SmolLM2-135M-Instruct, as an Ember policy directory.
 EMBER_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/ember
 SMOLLM2_GGUF ?= $(EMBER_CACHE)/models/SmolLM2-135M-Instruct.Q4_1.gguf
 SMOLLM2 ?= $(EMBER_CACHE)/models/smollm2-135m-instruct
+BENCH_VENV ?= $(EMBER_CACHE)/bench-venv
+BENCH_PYTHON ?= $(BENCH_VENV)/bin/python
 
 all: build
 
@@ -44,9 +49,17 @@ fmt:
 clippy: setup
 	$(CARGO) clippy --workspace --all-targets --release -- -D warnings
 
-bench: setup
+bench: setup bench-python
 	$(CARGO) build --release
-	for b in $(BENCHES); do ./target/release/ember bench $$b || exit 1; done
+	python3 scripts/bench.py --python $(BENCH_PYTHON) --rounds $(BENCH_ROUNDS) --only $(BENCHES) $(BENCH_ARGS)
+
+# A Python with torch 2.11.0 (and transformers, for --shape smollm2) for the PyTorch reference:
+# a virtual environment in the cache, made once. Pass BENCH_PYTHON=... to use another Python.
+bench-python:
+	@if $(BENCH_PYTHON) -c 'import torch, transformers' 2>/dev/null; then :; \
+	elif [ "$(BENCH_PYTHON)" != "$(BENCH_VENV)/bin/python" ]; then \
+	  echo "bench-python: $(BENCH_PYTHON) cannot import torch and transformers" >&2; exit 1; \
+	else python3 -m venv "$(BENCH_VENV)" && "$(BENCH_VENV)/bin/pip" install --quiet torch==2.11.0 transformers; fi
 
 ci:
 	bash .ci/run
