@@ -14,6 +14,7 @@ pub mod batch;
 pub mod chat;
 pub mod device;
 pub mod error;
+pub mod ext;
 pub mod finetune;
 pub mod gguf;
 pub mod hf;

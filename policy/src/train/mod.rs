@@ -25,5 +25,5 @@ pub use cadence::{checkpoint_due, eval_due};
 pub use checkpoint::{load_checkpoint, save_checkpoint};
 pub use metrics::MetricsLog;
 pub use nonfinite::{NonFinite, NonFiniteGuard, NONFINITE_LIMIT};
-pub use optim::{clip_grad_norm, lr_at, AdamW, OptimConfig};
+pub use optim::{clip_grad_norm, clip_grad_norm_with, lr_at, AdamW, OptimConfig};
 pub use sampler::EpochSampler;
