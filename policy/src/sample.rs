@@ -314,10 +314,12 @@ pub fn pick(
         let kept = sorted.masked_fill(&before.gt(p), 0.0);
         probs = probs.zeros_like().scatter(1, &idx, &kept);
     }
-    let cdf = probs.cumsum(-1, Kind::Float); // [B, V]
+    let cdf = probs.cumsum(-1, Kind::Float); // [B, V], non-decreasing
     let target = (u * cdf.select(1, v - 1)).unsqueeze(1); // [B, 1]
-    cdf.lt_tensor(&target)
-        .sum_dim_intlist(-1, false, Kind::Int64)
+                                                          // A binary search per row: the number of entries below the target, without a [B, V] pass.
+    target
+        .searchsorted(&cdf, false, false, "left", None::<Tensor>)
+        .squeeze_dim(1)
         .clamp_max(v - 1) // [B]
 }
 
@@ -346,5 +348,39 @@ mod tests {
         assert_eq!(at(0.01, None, Some(0.5)), 2);
         assert_eq!(at(0.99, None, Some(0.5)), 3);
         assert_eq!(at(0.5, None, Some(0.3)), 3);
+    }
+
+    #[test]
+    fn the_binary_search_picks_what_counting_the_cdf_picks() {
+        tch::manual_seed(5);
+        let logits = Tensor::randn([64, 500], (Kind::Float, tch::Device::Cpu)) * 3.0;
+        for (k, p) in [(None, None), (Some(20), None), (None, Some(0.7))] {
+            for _ in 0..20 {
+                let u = Tensor::rand([64], (Kind::Float, tch::Device::Cpu));
+                let got = pick(&logits, &u, 0.8, k, p);
+                // The earlier formulation: how many CDF entries lie below u · total.
+                let mut l = &logits / 0.8;
+                if let Some(k) = k {
+                    let kth = l.topk(k, -1, true, true).0.narrow(1, k - 1, 1);
+                    l = l.masked_fill(&l.lt_tensor(&kth), f64::NEG_INFINITY);
+                }
+                let mut probs = l.softmax(-1, Kind::Float);
+                if let Some(p) = p {
+                    let (sorted, idx) = probs.sort(-1, true);
+                    let before = sorted.cumsum(-1, Kind::Float) - &sorted;
+                    let kept = sorted.masked_fill(&before.gt(p), 0.0);
+                    probs = probs.zeros_like().scatter(1, &idx, &kept);
+                }
+                let cdf = probs.cumsum(-1, Kind::Float);
+                let target = (&u * cdf.select(1, 499)).unsqueeze(1);
+                let want = cdf
+                    .lt_tensor(&target)
+                    .sum_dim_intlist(-1, false, Kind::Int64);
+                assert_eq!(
+                    Vec::<i64>::try_from(got).unwrap(),
+                    Vec::<i64>::try_from(want).unwrap()
+                );
+            }
+        }
     }
 }

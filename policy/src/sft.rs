@@ -133,9 +133,12 @@ impl SftBatch {
             .hidden(&self.ids, &self.mask, train)
             .view([-1, d])
             .index_select(0, &self.select); // [N, D]
-        model
-            .logits_from_hidden(&h)
-            .cross_entropy_for_logits(&self.targets)
+        crate::train::chunked_lm_loss(
+            &h,
+            model.head(),
+            &self.targets,
+            crate::train::lm_loss::CHUNK_ELEMENTS,
+        )
     }
 
     pub fn n_targets(&self) -> i64 {

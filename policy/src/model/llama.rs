@@ -428,7 +428,8 @@ impl Llama {
         self.norm.forward(&x)
     }
 
-    fn head(&self) -> &Tensor {
+    /// The LM head's weight `[V, D]` (the token embedding when tied).
+    pub fn head(&self) -> &Tensor {
         self.lm_head.as_ref().unwrap_or(&self.embed_tokens)
     }
 

@@ -397,6 +397,15 @@ impl Trunk {
         self.logits_from_hidden(&self.hidden(ids, mask, train))
     }
 
+    /// The LM head's weight `[V, D]`: logits are `h · headᵀ` (GPT-2 and tied Llama: the token
+    /// embedding).
+    pub fn head(&self) -> &Tensor {
+        match self {
+            Trunk::Gpt2(m) => m.wte(),
+            Trunk::Llama(m) => m.head(),
+        }
+    }
+
     /// The LM head: `[.., D]` → `[.., V]`.
     pub fn logits_from_hidden(&self, h: &Tensor) -> Tensor {
         each!(self, m => m.logits_from_hidden(h))

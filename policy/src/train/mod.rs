@@ -2,6 +2,8 @@
 //! fine-tuning, one piece per file:
 //! - [`optim`]: [`OptimConfig`], the warmup + cosine schedule [`lr_at`], global-norm
 //!   [`clip_grad_norm`] and [`AdamW`] (Loshchilov & Hutter 2019) with exportable moments;
+//! - [`lm_loss`]: [`chunked_lm_loss`], the LM head's cross-entropy a block of rows at a time,
+//!   without the `[N, V]` logits;
 //! - [`checkpoint`]: atomic checkpoints of weights, moments and a JSON state
 //!   ([`save_checkpoint`], [`load_checkpoint`]);
 //! - [`sampler`]: the seeded [`EpochSampler`], whose batch of any step is known without replay;
@@ -16,6 +18,7 @@
 //! (seed, step), and the checkpoint holds the weights and the optimizer moments.
 pub mod cadence;
 pub mod checkpoint;
+pub mod lm_loss;
 pub mod metrics;
 pub mod nonfinite;
 pub mod optim;
@@ -23,6 +26,7 @@ pub mod sampler;
 
 pub use cadence::{checkpoint_due, eval_due};
 pub use checkpoint::{load_checkpoint, save_checkpoint};
+pub use lm_loss::chunked_lm_loss;
 pub use metrics::MetricsLog;
 pub use nonfinite::{NonFinite, NonFiniteGuard, NONFINITE_LIMIT};
 pub use optim::{clip_grad_norm, clip_grad_norm_with, lr_at, AdamW, OptimConfig};
