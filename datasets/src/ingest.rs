@@ -122,6 +122,9 @@ pub fn ingest(files: &[PathBuf], opts: &IngestOptions, out_dir: &Path) -> Result
         }
     }
     let rows_read = kept.len() + dropped.len();
+    if opts.format.aggregates() {
+        kept = aggregate(kept, &sources, &mut dropped, opts.keep_ties);
+    }
     let (kept, duplicates_kept) = dedup(kept, &sources, &mut dropped, drop_degenerate);
     dropped.sort_by_key(|d| (d.file, d.line));
     if opts.strict {
@@ -235,13 +238,99 @@ fn filter(
             ));
         }
     }
-    if pair.tie && !opts.keep_ties {
+    // A format that averages judgments decides ties after averaging ([`aggregate`]).
+    if pair.tie && !opts.keep_ties && !opts.format.aggregates() {
         return Err(Rejection::new(
             Reason::Tie,
             "the annotators tied (use --keep-ties to keep)",
         ));
     }
     Ok((pair, identical || empty))
+}
+
+/// Averages the judgments of each pair (same prompt, same two answers in either order) into one
+/// row, for formats where several judges label the same pair ([`Format::aggregates`]). A
+/// judgment votes `+margin` for its chosen answer (a tie votes 0); the row's chosen answer is
+/// the one with the positive mean, its margin the mean's size. The first judgment in (file,
+/// line) order carries the row; the others are quarantined as `duplicate`, naming it. A pair
+/// whose judgments cancel out is a tie (kept with `--keep-ties`, else quarantined).
+fn aggregate(
+    mut kept: Vec<Candidate>,
+    sources: &[String],
+    dropped: &mut Vec<Dropped>,
+    keep_ties: bool,
+) -> Vec<Candidate> {
+    kept.sort_by_key(|c| (c.file, c.line));
+    // (prompt, first answer, second answer) in sorted order → (index of the carrier, votes for
+    // the first answer, judgments)
+    let mut groups: std::collections::HashMap<(String, String, String), (usize, f64, usize)> =
+        std::collections::HashMap::new();
+    let mut carrier_of = vec![usize::MAX; kept.len()];
+    for (i, c) in kept.iter().enumerate() {
+        let p = &c.pair;
+        let chosen_first = p.chosen <= p.rejected;
+        let (a, b) = if chosen_first {
+            (&p.chosen, &p.rejected)
+        } else {
+            (&p.rejected, &p.chosen)
+        };
+        let vote = f64::from(p.margin.unwrap_or(1.0)) * if chosen_first { 1.0 } else { -1.0 };
+        let g = groups
+            .entry((p.prompt.clone(), a.clone(), b.clone()))
+            .or_insert((i, 0.0, 0));
+        g.1 += vote;
+        g.2 += 1;
+        carrier_of[i] = g.0;
+    }
+    let mut out = Vec::with_capacity(groups.len());
+    let mut carried = vec![None; kept.len()]; // carrier index → (mean vote for the first answer, n)
+    for (_, (i, votes, n)) in groups {
+        carried[i] = Some((votes / n as f64, n));
+    }
+    let at = |c: &Candidate| format!("{}:{}", sources[c.file], c.line);
+    let mut carriers: Vec<Option<String>> = vec![None; kept.len()];
+    for (i, mut c) in kept.into_iter().enumerate() {
+        let raw = |p: &Pair| {
+            serde_json::json!({"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected})
+                .to_string()
+        };
+        let Some((mean, n)) = carried[i] else {
+            let carrier = carriers[carrier_of[i]].clone().unwrap_or_default();
+            dropped.push(Dropped {
+                file: c.file,
+                line: c.line,
+                rejection: Rejection::new(
+                    Reason::Duplicate,
+                    format!("another judgment of the pair at {carrier}, averaged into it"),
+                ),
+                raw: raw(&c.pair),
+            });
+            continue;
+        };
+        carriers[i] = Some(at(&c));
+        let p = &mut c.pair;
+        if (p.chosen <= p.rejected) != (mean >= 0.0) {
+            std::mem::swap(&mut p.chosen, &mut p.rejected);
+        }
+        p.margin = Some(mean.abs() as f32);
+        p.tie = mean == 0.0;
+        if p.tie && !keep_ties {
+            let detail = match n {
+                1 => "the judge found no winner".to_string(),
+                n => format!("the {n} judgments cancel out"),
+            };
+            dropped.push(Dropped {
+                file: c.file,
+                line: c.line,
+                rejection: Rejection::new(Reason::Tie, detail),
+                raw: raw(p),
+            });
+            continue;
+        }
+        c.id = pair_id(&p.prompt, &p.chosen, &p.rejected);
+        out.push(c);
+    }
+    out
 }
 
 /// Keeps one row per (prompt, chosen, rejected): the first by (id, source, line), so the

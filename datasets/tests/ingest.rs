@@ -264,6 +264,78 @@ fn property_rows_read_is_kept_plus_quarantined_and_splits_are_disjoint_and_order
     }
 }
 
+fn judged(instruction: &str, o1: &str, o2: &str, preference: f64, annotator: &str) -> String {
+    json!({"instruction": instruction, "output_1": o1, "output_2": o2,
+        "preference": preference, "annotator": annotator})
+    .to_string()
+}
+
+#[test]
+fn alpaca_eval_judgments_of_one_pair_are_averaged_into_one_row() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("pairs.jsonl");
+    let lines = vec![
+        judged("q1", "ref", "cand", 2.0, "a"), // 1 carries q1: votes +1, +1, −0.5 for cand
+        judged("q1", "ref", "cand", 1.25, "b"), // 2 averaged into line 1
+        judged("q2", "x", "y", 1.0, "a"),      // 3 carries q2: +1 for x, −1 … cancel out
+        judged("q1", "cand", "ref", 1.0, "c"), // 4 the same pair in the other order
+        judged("q2", "x", "y", 2.0, "b"),      // 5 averaged into line 3 → a tie
+        judged("q3", "p", "r", 1.83, "w"),     // 6 one weighted judgment: r, margin 0.66
+        judged("q4", "p", "r", 0.0, "w"),      // 7 no decision
+    ];
+    write_lines(&file, &lines);
+    let out = tmp.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let stats = ingest(std::slice::from_ref(&file), &opts(Format::AlpacaEval), &out).unwrap();
+    assert_eq!((stats.rows_read, stats.kept, stats.quarantined), (7, 2, 5));
+    let q = read_quarantine(out.join("quarantine.parquet")).unwrap();
+    let got: Vec<(u64, &str, &str)> = q
+        .iter()
+        .map(|r| (r.line, r.reason.as_str(), r.detail.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (
+                2,
+                "duplicate",
+                "another judgment of the pair at pairs.jsonl:1, averaged into it"
+            ),
+            (3, "tie", "the 2 judgments cancel out"),
+            (
+                4,
+                "duplicate",
+                "another judgment of the pair at pairs.jsonl:1, averaged into it"
+            ),
+            (
+                5,
+                "duplicate",
+                "another judgment of the pair at pairs.jsonl:3, averaged into it"
+            ),
+            (7, "tie", "preference 0: the judge gave no decision"),
+        ]
+    );
+    let mut rows: Vec<PairRow> = all_rows(&out).into_iter().map(|(_, r)| r).collect();
+    rows.sort_by(|a, b| a.prompt.cmp(&b.prompt));
+    let got: Vec<(&str, &str, &str)> = rows
+        .iter()
+        .map(|r| (r.prompt.as_str(), r.chosen.as_str(), r.rejected.as_str()))
+        .collect();
+    assert_eq!(got, vec![("q1", "cand", "ref"), ("q3", "r", "p")]);
+    assert!(
+        (rows[0].margin.unwrap() - 0.5).abs() < 1e-6,
+        "(1 + 1 − 0.5) / 3"
+    );
+    assert!((rows[1].margin.unwrap() - 0.66).abs() < 1e-6);
+    // With --keep-ties the cancelled pair stays, as a tie.
+    let out2 = tmp.path().join("out2");
+    std::fs::create_dir(&out2).unwrap();
+    let mut o = opts(Format::AlpacaEval);
+    o.keep_ties = true;
+    let stats = ingest(std::slice::from_ref(&file), &o, &out2).unwrap();
+    assert_eq!((stats.kept, stats.ties_kept), (3, 1));
+}
+
 /// `../shared/data/SUB` beside the repository. The reference-count tests need it and fail when
 /// it is absent: the data is present wherever the tests run (here and in CI), so a missing
 /// directory is a broken checkout, not a reason to pass.
@@ -331,4 +403,22 @@ fn reference_counts_on_llmbar() {
     let ids: BTreeSet<&String> = rows.iter().map(|(_, r)| &r.id).collect();
     assert_eq!(ids.len(), 885, "repeats get distinct ids");
     assert_eq!(rows.iter().filter(|(_, r)| r.id.ends_with("-2")).count(), 5);
+}
+
+#[test]
+fn reference_counts_on_alpaca_eval() {
+    let file = shared_data("alpaca-eval").join("pairs.jsonl.gz");
+    let tmp = tempfile::tempdir().unwrap();
+    let stats = ingest(&[file], &opts(Format::AlpacaEval), tmp.path()).unwrap();
+    assert_eq!(stats.records_read, 91_192);
+    // Independently counted by grouping the judgments in Python: 80,476 distinct non-degenerate
+    // pairs, 266 of whose judgments cancel out. The 181 judgments with preference 0 (no
+    // decision) are quarantined as ties before the identical-answer check (all 181 compare two
+    // identical answers, which the Python count filed as identical).
+    assert_eq!(stats.kept, 80_210);
+    assert_eq!(stats.reasons["duplicate"], 8_836);
+    assert_eq!(stats.reasons["tie"], 266 + 181);
+    assert_eq!(stats.reasons["identical_answers"], 1_543);
+    assert_eq!(stats.reasons["empty_answer"], 156);
+    assert_eq!(stats.rows_read, stats.kept + stats.quarantined);
 }

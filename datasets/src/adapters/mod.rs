@@ -182,6 +182,10 @@ pub enum Format {
     Shp,
     /// Chatbot Arena: `{conversation_a, conversation_b | prompt, response_a, response_b, winner}`.
     Arena,
+    /// AlpacaEval's judgments: `{instruction, output_1, output_2, preference ∈ [1, 2]}`, a
+    /// judge model's (1: output_1 wins, 2: output_2 wins, fractions: the probability that
+    /// output_2 wins, plus 1). Judgments of the same pair are averaged ([`Format::aggregates`]).
+    AlpacaEval,
     /// Any pairwise table, with a column map.
     Generic(ColumnMap),
 }
@@ -196,11 +200,12 @@ impl Format {
             "ultrafeedback" => Format::Ultrafeedback,
             "shp" => Format::Shp,
             "arena" => Format::Arena,
+            "alpaca-eval" => Format::AlpacaEval,
             "generic" => return Ok(Format::Generic(map.unwrap_or_default())),
             other => {
                 return Err(format!(
                     "unknown format `{other}` (expected hh-rlhf, llmbar, pandalm, \
-                     ultrafeedback, shp, arena, generic)"
+                     ultrafeedback, shp, arena, alpaca-eval, generic)"
                 ))
             }
         };
@@ -218,6 +223,7 @@ impl Format {
             Format::Ultrafeedback => "ultrafeedback",
             Format::Shp => "shp",
             Format::Arena => "arena",
+            Format::AlpacaEval => "alpaca-eval",
             Format::Generic(_) => "generic",
         }
     }
@@ -228,6 +234,13 @@ impl Format {
     /// vote) stay, counted as `degenerate_kept` in `stats.json`.
     pub fn drops_degenerate(&self) -> bool {
         !matches!(self, Format::Llmbar)
+    }
+
+    /// Whether several records judge the same pair and ingest averages them into one row
+    /// (AlpacaEval: up to six judge models per pair). The margin of the row is then the mean
+    /// signed confidence, and the other judgments are quarantined as `duplicate`, naming it.
+    pub fn aggregates(&self) -> bool {
+        matches!(self, Format::AlpacaEval)
     }
 
     /// Candidate pairs of one parsed record.
@@ -246,6 +259,7 @@ impl Format {
             Format::Ultrafeedback => ratings::ultrafeedback(obj),
             Format::Shp => vec![ratings::shp(obj)],
             Format::Arena => vec![ratings::arena(obj)],
+            Format::AlpacaEval => vec![pairwise::alpaca_eval(obj)],
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Pairwise formats with an explicit label: LLMBar (Zeng et al. 2023, arXiv:2310.07641),
-//! PandaLM (Wang et al. 2023, arXiv:2306.05087, three annotators and a majority vote) and the
-//! `generic` column map.
+//! PandaLM (Wang et al. 2023, arXiv:2306.05087, three annotators and a majority vote),
+//! AlpacaEval's judge annotations (Dubois et al. 2024, arXiv:2404.04475) and the `generic`
+//! column map.
 use super::{
     field, num_field, opt_num_field, str_field, wrong_type, ColumnMap, Object, Pair, Reason,
     Rejection,
@@ -70,6 +71,35 @@ fn majority(votes: &[u8]) -> Option<u8> {
     (0..=2u8).find(|o| 2 * votes.iter().filter(|&&v| v == *o).count() > votes.len())
 }
 
+/// One AlpacaEval judgment. `preference` 1 means output_1 won, 2 output_2; the weighted judges
+/// give the probability that output_2 won, plus 1 (1.83). The margin is the judge's
+/// confidence, 2·|preference − 1.5| ∈ [0, 1]: 1 for a hard label. 1.5 is a tie; 0 means the
+/// judge gave no decision and is quarantined as a tie.
+pub(super) fn alpaca_eval(obj: &Object) -> Result<Pair, Rejection> {
+    let instruction = str_field(obj, "instruction")?;
+    let o1 = str_field(obj, "output_1")?;
+    let o2 = str_field(obj, "output_2")?;
+    let pref = num_field(obj, "preference")?;
+    if pref == 0.0 {
+        return Err(Rejection::new(
+            Reason::Tie,
+            "preference 0: the judge gave no decision",
+        ));
+    }
+    if !(1.0..=2.0).contains(&pref) {
+        return Err(wrong_type(
+            "preference",
+            field(obj, "preference")?,
+            "a number in [1, 2]",
+        ));
+    }
+    let (chosen, rejected) = if pref > 1.5 { (o2, o1) } else { (o1, o2) };
+    let mut p = Pair::new(instruction.into(), chosen.into(), rejected.into());
+    p.margin = Some((2.0 * (pref - 1.5).abs()) as f32);
+    p.tie = pref == 1.5;
+    Ok(p)
+}
+
 pub(super) fn generic(obj: &Object, map: &ColumnMap) -> Result<Pair, Rejection> {
     let mut pair = Pair::new(
         str_field(obj, &map.prompt)?.into(),
@@ -133,6 +163,36 @@ mod tests {
         assert!(with(1, 2, 0).tie, "no majority is a tie");
         assert!(with(0, 0, 1).tie, "a majority for tie is a tie");
         assert_eq!(with(1, 1, 1).margin, Some(1.0));
+    }
+
+    #[test]
+    fn alpaca_eval_preference_picks_the_winner_and_sets_the_confidence() {
+        let with = |pref: serde_json::Value| {
+            alpaca_eval(&obj(
+                json!({"instruction": "q", "output_1": "ref", "output_2": "cand",
+                "preference": pref, "annotator": "j", "generator_2": "m"}),
+            ))
+        };
+        let p = with(json!(2)).unwrap();
+        assert_eq!(
+            (p.chosen.as_str(), p.margin, p.tie),
+            ("cand", Some(1.0), false)
+        );
+        let p = with(json!(1.0)).unwrap();
+        assert_eq!((p.chosen.as_str(), p.rejected.as_str()), ("ref", "cand"));
+        let p = with(json!(1.83)).unwrap();
+        assert_eq!(p.chosen, "cand");
+        assert!((p.margin.unwrap() - 0.66).abs() < 1e-6);
+        let p = with(json!(1.25)).unwrap();
+        assert_eq!((p.chosen.as_str(), p.margin), ("ref", Some(0.5)));
+        assert!(with(json!(1.5)).unwrap().tie);
+        let e = with(json!(0)).unwrap_err();
+        assert_eq!(
+            (e.reason, e.detail.as_str()),
+            (Reason::Tie, "preference 0: the judge gave no decision")
+        );
+        assert_eq!(with(json!(2.5)).unwrap_err().reason, Reason::WrongType);
+        assert_eq!(with(json!("2")).unwrap_err().reason, Reason::WrongType);
     }
 
     #[test]

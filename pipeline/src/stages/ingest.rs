@@ -18,8 +18,8 @@ use crate::stage::{self, Common, OutArg, SeedArg, Stage};
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, clap::Args)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// Record format: hh-rlhf, llmbar, pandalm, ultrafeedback, shp, arena or generic.
-    #[arg(long, value_parser = ["hh-rlhf", "llmbar", "pandalm", "ultrafeedback", "shp", "arena", "generic"])]
+    /// Record format: hh-rlhf, llmbar, pandalm, ultrafeedback, shp, arena, alpaca-eval or generic.
+    #[arg(long, value_parser = ["hh-rlhf", "llmbar", "pandalm", "ultrafeedback", "shp", "arena", "alpaca-eval", "generic"])]
     pub format: String,
     /// Column map of the generic format: `prompt=COL,chosen=COL,rejected=COL[,margin=COL]`.
     #[arg(long)]
