@@ -192,7 +192,7 @@ mod tests {
             (Reason::Tie, "preference 0: the judge gave no decision")
         );
         assert_eq!(with(json!(2.5)).unwrap_err().reason, Reason::WrongType);
-        assert_eq!(with(json!("2")).unwrap_err().reason, Reason::WrongType);
+        assert_eq!(with(json!("lots")).unwrap_err().reason, Reason::WrongType);
     }
 
     #[test]
