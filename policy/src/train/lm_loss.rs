@@ -44,10 +44,11 @@ pub fn chunked_lm_loss(h: &Tensor, w: &Tensor, targets: &Tensor, chunk_elements:
                 let _ =
                     g.scatter_add_(1, &tc, &Tensor::full([len, 1], -1.0, (Kind::Float, device)));
                 let _ = g.g_div_scalar_(n as f64);
-                let g = g.to_kind(h.kind());
+                // fp32 throughout; under autocast the first product runs in the reduced type
+                // (an out-of-place matmul), the in-place accumulation in fp32.
                 gh.narrow(0, start, len)
                     .copy_(&g.matmul(&w).to_kind(Kind::Float)); // [C, D]
-                let _ = gw.addmm_(&g.tr(), &hc.to_kind(g.kind())); // [V, D]
+                let _ = gw.addmm_(&g.tr(), &hc.to_kind(Kind::Float)); // [V, D]
             }
         }
         (total / n as f64, grads)
