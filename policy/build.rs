@@ -1,11 +1,13 @@
 //! The policy crate's build script: the rpath to `$LIBTORCH/lib` (as `build/rpath.rs` does for
-//! the other crates), and `csrc/ext.cpp`, the small C++ shim over libtorch functions tch does not
-//! wrap, compiled with `cc` against the same libtorch headers torch-sys uses.
+//! the other crates), and `csrc/`, the small C++ shim over libtorch functions tch does not wrap
+//! (`ext.cpp`: fused and foreach kernels; `dist.cpp`: c10d's TCPStore), compiled with `cc`
+//! against the same libtorch headers torch-sys uses.
 use std::path::PathBuf;
 
 fn main() {
     println!("cargo:rerun-if-env-changed=LIBTORCH");
     println!("cargo:rerun-if-changed=csrc/ext.cpp");
+    println!("cargo:rerun-if-changed=csrc/dist.cpp");
     let Ok(root) = std::env::var("LIBTORCH") else {
         panic!("LIBTORCH is not set: run scripts/setup-libtorch.sh (`make setup`), which installs libtorch and links .libtorch, which .cargo/config.toml points LIBTORCH at");
     };
@@ -15,6 +17,7 @@ fn main() {
     cc::Build::new()
         .cpp(true)
         .file("csrc/ext.cpp")
+        .file("csrc/dist.cpp")
         .include(&include)
         .include(include.join("torch/csrc/api/include"))
         .flag("-std=c++17")

@@ -13,6 +13,7 @@ use tch::{nn, Device};
 pub mod batch;
 pub mod chat;
 pub mod device;
+pub mod dist;
 pub mod error;
 pub mod ext;
 pub mod finetune;

@@ -1,0 +1,407 @@
+//! Rendezvous for several processes, as torch.distributed does it: [`DistEnv`] reads the
+//! variables `torchrun` and Slurm wrappers set (`RANK`, `WORLD_SIZE`, `LOCAL_RANK`,
+//! `MASTER_ADDR`, `MASTER_PORT`), and [`Store`] is c10d's `TCPStore` (through
+//! `csrc/dist.cpp`): rank 0 hosts it on MASTER_ADDR:MASTER_PORT, every rank connects, and the
+//! ranks exchange bytes and counters through it. Every wait ends after a timeout with an error;
+//! nothing hangs.
+use std::ffi::{c_char, c_void, CStr, CString};
+use std::time::Duration;
+
+/// A bad distributed setup, naming the variable and value, or what the store refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DistError {
+    #[error(
+        "{var} is not set (set RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT, as torchrun does)"
+    )]
+    Missing { var: &'static str },
+    #[error("{var}={value}: {why}")]
+    Invalid {
+        var: &'static str,
+        value: String,
+        why: String,
+    },
+    #[error("the store at {addr}: {message}")]
+    Store { addr: String, message: String },
+}
+
+/// Where this process sits in a job of several.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DistEnv {
+    pub rank: i64,
+    pub world_size: i64,
+    /// The rank on this node (the device index on a GPU node); RANK when unset.
+    pub local_rank: i64,
+    pub master_addr: String,
+    pub master_port: u16,
+}
+
+impl DistEnv {
+    /// From the process environment; `None` when `WORLD_SIZE` is unset (a single process).
+    pub fn from_env() -> Result<Option<Self>, DistError> {
+        Self::from_vars(|k| std::env::var(k).ok())
+    }
+
+    /// From `get` (a variable's value, if set): the rules of [`DistEnv::from_env`].
+    pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Option<Self>, DistError> {
+        let Some(world) = get("WORLD_SIZE") else {
+            return Ok(None);
+        };
+        let int = |var: &'static str, value: String| {
+            value.trim().parse::<i64>().map_err(|_| DistError::Invalid {
+                var,
+                value,
+                why: "not an integer".into(),
+            })
+        };
+        let world_size = int("WORLD_SIZE", world.clone())?;
+        if world_size < 1 {
+            return Err(DistError::Invalid {
+                var: "WORLD_SIZE",
+                value: world,
+                why: "must be at least 1".into(),
+            });
+        }
+        let required = |var: &'static str| get(var).ok_or(DistError::Missing { var });
+        let rank_text = required("RANK")?;
+        let rank = int("RANK", rank_text.clone())?;
+        if !(0..world_size).contains(&rank) {
+            return Err(DistError::Invalid {
+                var: "RANK",
+                value: rank_text,
+                why: format!("must be in 0..{world_size} (WORLD_SIZE={world_size})"),
+            });
+        }
+        let local_rank = match get("LOCAL_RANK") {
+            Some(v) => {
+                let local = int("LOCAL_RANK", v.clone())?;
+                if !(0..world_size).contains(&local) {
+                    return Err(DistError::Invalid {
+                        var: "LOCAL_RANK",
+                        value: v,
+                        why: format!("must be in 0..{world_size}"),
+                    });
+                }
+                local
+            }
+            None => rank,
+        };
+        let master_addr = required("MASTER_ADDR")?;
+        if master_addr.trim().is_empty() {
+            return Err(DistError::Invalid {
+                var: "MASTER_ADDR",
+                value: master_addr,
+                why: "empty".into(),
+            });
+        }
+        let port_text = required("MASTER_PORT")?;
+        let master_port = match port_text.trim().parse::<u16>() {
+            Ok(p) if p > 0 => p,
+            _ => {
+                return Err(DistError::Invalid {
+                    var: "MASTER_PORT",
+                    value: port_text,
+                    why: "must be a port number in 1..=65535".into(),
+                })
+            }
+        };
+        Ok(Some(Self {
+            rank,
+            world_size,
+            local_rank,
+            master_addr,
+            master_port,
+        }))
+    }
+
+    fn addr(&self) -> String {
+        format!("{}:{}", self.master_addr, self.master_port)
+    }
+}
+
+extern "C" {
+    fn ember_ext_free(message: *mut c_char);
+    fn ember_store_connect(
+        host: *const c_char,
+        port: u16,
+        is_server: bool,
+        world_size: i64,
+        timeout_ms: i64,
+        out: *mut *mut c_void,
+    ) -> *mut c_char;
+    fn ember_store_free(store: *mut c_void);
+    fn ember_store_set(
+        store: *mut c_void,
+        key: *const c_char,
+        data: *const u8,
+        len: usize,
+    ) -> *mut c_char;
+    fn ember_store_get(
+        store: *mut c_void,
+        key: *const c_char,
+        data: *mut *mut u8,
+        len: *mut usize,
+    ) -> *mut c_char;
+    fn ember_store_add(
+        store: *mut c_void,
+        key: *const c_char,
+        delta: i64,
+        out: *mut i64,
+    ) -> *mut c_char;
+}
+
+/// c10d's TCPStore: the job's key-value store. Rank 0 hosts it; [`Store::connect`] returns once
+/// every rank has joined (or fails after the timeout).
+pub struct Store {
+    ptr: *mut c_void,
+    addr: String,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("addr", &self.addr).finish()
+    }
+}
+
+// SAFETY: c10d's TCPStore client serialises its requests internally; the handle is only freed
+// on drop.
+unsafe impl Send for Store {}
+
+impl Store {
+    /// Joins the store of `env`'s job (hosting it on rank 0); every wait ends after `timeout`.
+    pub fn connect(env: &DistEnv, timeout: Duration) -> Result<Self, DistError> {
+        let addr = env.addr();
+        let host = CString::new(env.master_addr.clone()).map_err(|_| DistError::Invalid {
+            var: "MASTER_ADDR",
+            value: env.master_addr.clone(),
+            why: "contains a NUL byte".into(),
+        })?;
+        let mut ptr = std::ptr::null_mut();
+        // SAFETY: a NUL-terminated host and an out pointer that receives a new handle.
+        let status = unsafe {
+            ember_store_connect(
+                host.as_ptr(),
+                env.master_port,
+                env.rank == 0,
+                env.world_size,
+                timeout.as_millis().min(i64::MAX as u128) as i64,
+                &mut ptr,
+            )
+        };
+        check(status, &addr)?;
+        Ok(Self { ptr, addr })
+    }
+
+    pub fn set(&self, key: &str, value: &[u8]) -> Result<(), DistError> {
+        let key = self.key(key)?;
+        // SAFETY: a live handle, a NUL-terminated key and `value` borrowed for the call.
+        check(
+            unsafe { ember_store_set(self.ptr, key.as_ptr(), value.as_ptr(), value.len()) },
+            &self.addr,
+        )
+    }
+
+    /// The value of `key`, waiting for another rank to set it (up to the timeout).
+    pub fn get(&self, key: &str) -> Result<Vec<u8>, DistError> {
+        let key = self.key(key)?;
+        let (mut data, mut len) = (std::ptr::null_mut(), 0usize);
+        // SAFETY: a live handle and out pointers; on success `data` holds `len` bytes the shim
+        // malloc'd, copied and freed here.
+        check(
+            unsafe { ember_store_get(self.ptr, key.as_ptr(), &mut data, &mut len) },
+            &self.addr,
+        )?;
+        let value = unsafe { std::slice::from_raw_parts(data, len) }.to_vec();
+        unsafe { ember_ext_free(data.cast()) };
+        Ok(value)
+    }
+
+    /// Adds `delta` to the counter at `key` (0 when absent); returns the new value.
+    pub fn add(&self, key: &str, delta: i64) -> Result<i64, DistError> {
+        let key = self.key(key)?;
+        let mut out = 0;
+        // SAFETY: a live handle, a NUL-terminated key and an out pointer.
+        check(
+            unsafe { ember_store_add(self.ptr, key.as_ptr(), delta, &mut out) },
+            &self.addr,
+        )?;
+        Ok(out)
+    }
+
+    fn key(&self, key: &str) -> Result<CString, DistError> {
+        CString::new(key).map_err(|_| DistError::Store {
+            addr: self.addr.clone(),
+            message: format!("key {key:?} contains a NUL byte"),
+        })
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        // SAFETY: the handle came from ember_store_connect and is freed once.
+        unsafe { ember_store_free(self.ptr) }
+    }
+}
+
+fn check(message: *mut c_char, addr: &str) -> Result<(), DistError> {
+    if message.is_null() {
+        return Ok(());
+    }
+    // SAFETY: a non-null status is a NUL-terminated string malloc'd by the shim, freed once.
+    let text = unsafe { CStr::from_ptr(message) }
+        .to_string_lossy()
+        .into_owned();
+    unsafe { ember_ext_free(message) };
+    // c10d's messages carry a C++ stack trace after the first line.
+    let first = text.lines().next().unwrap_or_default().to_string();
+    Err(DistError::Store {
+        addr: addr.to_string(),
+        message: first,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    const GOOD: [(&str, &str); 4] = [
+        ("WORLD_SIZE", "2"),
+        ("RANK", "1"),
+        ("MASTER_ADDR", "127.0.0.1"),
+        ("MASTER_PORT", "29500"),
+    ];
+
+    fn with(change: (&'static str, &'static str)) -> Vec<(&'static str, &'static str)> {
+        let mut v: Vec<_> = GOOD
+            .iter()
+            .copied()
+            .filter(|(k, _)| *k != change.0)
+            .collect();
+        if !change.1.is_empty() {
+            v.push(change);
+        }
+        v
+    }
+
+    #[test]
+    fn the_environment_is_read_and_bad_values_are_named() {
+        assert_eq!(
+            DistEnv::from_vars(vars(&[])).unwrap(),
+            None,
+            "no WORLD_SIZE: one process"
+        );
+        let env = DistEnv::from_vars(vars(&GOOD)).unwrap().unwrap();
+        assert_eq!((env.rank, env.world_size, env.local_rank), (1, 2, 1));
+        assert_eq!(env.addr(), "127.0.0.1:29500");
+        let err = |change| {
+            DistEnv::from_vars(vars(&with(change)))
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            err(("RANK", "")),
+            "RANK is not set (set RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT, as torchrun does)"
+        );
+        assert_eq!(err(("RANK", "2")), "RANK=2: must be in 0..2 (WORLD_SIZE=2)");
+        assert_eq!(err(("RANK", "one")), "RANK=one: not an integer");
+        assert_eq!(err(("WORLD_SIZE", "0")), "WORLD_SIZE=0: must be at least 1");
+        assert_eq!(
+            err(("MASTER_PORT", "70000")),
+            "MASTER_PORT=70000: must be a port number in 1..=65535"
+        );
+        assert!(err(("MASTER_ADDR", "")).starts_with("MASTER_ADDR is not set"));
+        assert_eq!(err(("LOCAL_RANK", "5")), "LOCAL_RANK=5: must be in 0..2");
+    }
+
+    /// A port free right now on the loopback interface.
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    fn env(rank: i64, port: u16) -> DistEnv {
+        DistEnv {
+            rank,
+            world_size: 2,
+            local_rank: rank,
+            master_addr: "127.0.0.1".into(),
+            master_port: port,
+        }
+    }
+
+    #[test]
+    fn two_ranks_meet_at_the_store_and_exchange_bytes_and_counts() {
+        let port = free_port();
+        let timeout = Duration::from_secs(20);
+        let server = std::thread::spawn(move || {
+            let s = Store::connect(&env(0, port), timeout).unwrap();
+            s.set("from0", b"hello").unwrap();
+            let got = s.get("from1").unwrap();
+            let n = s.add("joined", 1).unwrap();
+            (got, n, s)
+        });
+        let client = Store::connect(&env(1, port), timeout).unwrap();
+        client.set("from1", &[0, 1, 2, 255]).unwrap();
+        assert_eq!(client.get("from0").unwrap(), b"hello");
+        let n1 = client.add("joined", 1).unwrap();
+        let (got, n0, _server_store) = server.join().unwrap();
+        assert_eq!(got, vec![0, 1, 2, 255]);
+        let mut counts = [n0, n1];
+        counts.sort();
+        assert_eq!(counts, [1, 2], "each add sees the other's");
+        // A key nobody sets: an error after the timeout, not a hang.
+        let short = Store::connect(
+            &DistEnv {
+                world_size: 1,
+                rank: 0,
+                ..env(0, free_port())
+            },
+            Duration::from_millis(300),
+        )
+        .unwrap();
+        let start = std::time::Instant::now();
+        let err = short.get("never").unwrap_err().to_string();
+        assert!(start.elapsed() < Duration::from_secs(10), "{err}");
+        assert!(err.starts_with("the store at 127.0.0.1:"), "{err}");
+        assert!(err.contains("timeout") && err.contains("never"), "{err}");
+    }
+
+    #[test]
+    fn a_rank_that_never_comes_ends_in_an_error_not_a_hang() {
+        let start = std::time::Instant::now();
+        let err = Store::connect(&env(0, free_port()), Duration::from_millis(500))
+            .unwrap_err()
+            .to_string();
+        assert!(start.elapsed() < Duration::from_secs(10), "{err}");
+        assert!(err.starts_with("the store at 127.0.0.1:"), "{err}");
+    }
+
+    #[test]
+    fn a_port_in_use_is_named() {
+        let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = busy.local_addr().unwrap().port();
+        let single = DistEnv {
+            world_size: 1,
+            ..env(0, port)
+        };
+        let err = Store::connect(&single, Duration::from_secs(5))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(&format!("the store at 127.0.0.1:{port}: ")),
+            "{err}"
+        );
+        assert!(err.contains("address already in use"), "{err}");
+    }
+}
