@@ -2,7 +2,7 @@
 //! (rayon), filter, de-duplicate, split by prompt, and write `train/val/test.parquet`,
 //! `quarantine.parquet` and `stats.json`. Nothing is lost silently: every candidate is either
 //! kept or quarantined with a reason, so `rows_read == kept + quarantined`.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
@@ -261,11 +261,11 @@ fn aggregate(
     keep_ties: bool,
 ) -> Vec<Candidate> {
     kept.sort_by_key(|c| (c.file, c.line));
-    // (prompt, first answer, second answer) in sorted order → (index of the carrier, votes for
-    // the first answer, judgments)
-    let mut groups: std::collections::HashMap<(String, String, String), (usize, f64, usize)> =
-        std::collections::HashMap::new();
-    let mut carrier_of = vec![usize::MAX; kept.len()];
+    let n = kept.len();
+    // Each judgment's carrier (the first judgment of its pair), and at each carrier the sum of
+    // the votes for the pair's first answer (in sorted order) and the number of judgments.
+    let mut first_of: HashMap<(&str, &str, &str), usize> = HashMap::new();
+    let (mut carrier, mut votes, mut count) = (Vec::with_capacity(n), vec![0.0; n], vec![0; n]);
     for (i, c) in kept.iter().enumerate() {
         let p = &c.pair;
         let chosen_first = p.chosen <= p.rejected;
@@ -274,40 +274,35 @@ fn aggregate(
         } else {
             (&p.rejected, &p.chosen)
         };
-        let vote = f64::from(p.margin.unwrap_or(1.0)) * if chosen_first { 1.0 } else { -1.0 };
-        let g = groups
-            .entry((p.prompt.clone(), a.clone(), b.clone()))
-            .or_insert((i, 0.0, 0));
-        g.1 += vote;
-        g.2 += 1;
-        carrier_of[i] = g.0;
+        let first = *first_of.entry((&p.prompt, a, b)).or_insert(i);
+        let vote = f64::from(p.margin.unwrap_or(1.0));
+        votes[first] += if chosen_first { vote } else { -vote };
+        count[first] += 1;
+        carrier.push(first);
     }
-    let mut out = Vec::with_capacity(groups.len());
-    let mut carried = vec![None; kept.len()]; // carrier index → (mean vote for the first answer, n)
-    for (_, (i, votes, n)) in groups {
-        carried[i] = Some((votes / n as f64, n));
-    }
-    let at = |c: &Candidate| format!("{}:{}", sources[c.file], c.line);
-    let mut carriers: Vec<Option<String>> = vec![None; kept.len()];
+    drop(first_of); // it borrows the pairs, which move out below
+    let at: Vec<String> = kept
+        .iter()
+        .map(|c| format!("{}:{}", sources[c.file], c.line))
+        .collect();
+    let mut out = Vec::new();
     for (i, mut c) in kept.into_iter().enumerate() {
-        let raw = |p: &Pair| {
-            serde_json::json!({"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected})
-                .to_string()
-        };
-        let Some((mean, n)) = carried[i] else {
-            let carrier = carriers[carrier_of[i]].clone().unwrap_or_default();
+        if carrier[i] != i {
             dropped.push(Dropped {
                 file: c.file,
                 line: c.line,
                 rejection: Rejection::new(
                     Reason::Duplicate,
-                    format!("another judgment of the pair at {carrier}, averaged into it"),
+                    format!(
+                        "another judgment of the pair at {}, averaged into it",
+                        at[carrier[i]]
+                    ),
                 ),
-                raw: raw(&c.pair),
+                raw: pair_json(&c.pair),
             });
             continue;
-        };
-        carriers[i] = Some(at(&c));
+        }
+        let mean = votes[i] / count[i] as f64;
         let p = &mut c.pair;
         if (p.chosen <= p.rejected) != (mean >= 0.0) {
             std::mem::swap(&mut p.chosen, &mut p.rejected);
@@ -315,7 +310,7 @@ fn aggregate(
         p.margin = Some(mean.abs() as f32);
         p.tie = mean == 0.0;
         if p.tie && !keep_ties {
-            let detail = match n {
+            let detail = match count[i] {
                 1 => "the judge found no winner".to_string(),
                 n => format!("the {n} judgments cancel out"),
             };
@@ -323,7 +318,7 @@ fn aggregate(
                 file: c.file,
                 line: c.line,
                 rejection: Rejection::new(Reason::Tie, detail),
-                raw: raw(p),
+                raw: pair_json(p),
             });
             continue;
         }
@@ -331,6 +326,11 @@ fn aggregate(
         out.push(c);
     }
     out
+}
+
+/// A pair as the `raw` text of a quarantined row that no single input line stands for.
+fn pair_json(p: &Pair) -> String {
+    serde_json::json!({"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected}).to_string()
 }
 
 /// Keeps one row per (prompt, chosen, rejected): the first by (id, source, line), so the
@@ -361,7 +361,6 @@ fn dedup(
             }
             repeat = 1;
             if same {
-                let raw = serde_json::json!({"prompt": c.pair.prompt, "chosen": c.pair.chosen, "rejected": c.pair.rejected});
                 dropped.push(Dropped {
                     file: c.file,
                     line: c.line,
@@ -369,7 +368,7 @@ fn dedup(
                         Reason::Duplicate,
                         format!("duplicate of {}:{}", sources[prev.file], prev.line),
                     ),
-                    raw: raw.to_string(),
+                    raw: pair_json(&c.pair),
                 });
                 continue;
             }

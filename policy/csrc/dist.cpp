@@ -6,31 +6,14 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
-#include <exception>
 #include <string>
 #include <vector>
 
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
+#include "guard.h"
+
 namespace {
-
-char* message(const char* what) {
-  char* m = static_cast<char*>(std::malloc(std::strlen(what) + 1));
-  if (m != nullptr) std::strcpy(m, what);
-  return m;
-}
-
-template <typename F>
-char* guarded(F f) {
-  try {
-    f();
-    return nullptr;
-  } catch (const std::exception& e) {
-    return message(e.what());
-  } catch (...) {
-    return message("unknown C++ exception");
-  }
-}
 
 struct Store {
   c10::intrusive_ptr<c10d::TCPStore> store;
@@ -44,7 +27,7 @@ extern "C" {
 // host:port. Every operation, and the wait for the members, ends after timeout_ms.
 char* ember_store_connect(const char* host, uint16_t port, bool is_server, int64_t world_size,
                           int64_t timeout_ms, void** out) {
-  return guarded([&] {
+  return ember::guarded([&] {
     c10d::TCPStoreOptions opts;
     opts.port = port;
     opts.isServer = is_server;
@@ -59,7 +42,7 @@ char* ember_store_connect(const char* host, uint16_t port, bool is_server, int64
 void ember_store_free(void* store) { delete static_cast<Store*>(store); }
 
 char* ember_store_set(void* store, const char* key, const uint8_t* data, size_t len) {
-  return guarded([&] {
+  return ember::guarded([&] {
     std::vector<uint8_t> value(data, data + len);
     static_cast<Store*>(store)->store->set(std::string(key), value);
   });
@@ -68,7 +51,7 @@ char* ember_store_set(void* store, const char* key, const uint8_t* data, size_t 
 // The value of key (waiting for it up to the store's timeout), in *data (malloc'd; free it
 // with ember_ext_free) and *len.
 char* ember_store_get(void* store, const char* key, uint8_t** data, size_t* len) {
-  return guarded([&] {
+  return ember::guarded([&] {
     auto value = static_cast<Store*>(store)->store->get(std::string(key));
     *len = value.size();
     *data = static_cast<uint8_t*>(std::malloc(value.size() > 0 ? value.size() : 1));
@@ -79,7 +62,7 @@ char* ember_store_get(void* store, const char* key, uint8_t** data, size_t* len)
 
 // Adds delta to the integer at key (0 when absent) and returns the sum in *out.
 char* ember_store_add(void* store, const char* key, int64_t delta, int64_t* out) {
-  return guarded([&] { *out = static_cast<Store*>(store)->store->add(std::string(key), delta); });
+  return ember::guarded([&] { *out = static_cast<Store*>(store)->store->add(std::string(key), delta); });
 }
 
 }  // extern "C"

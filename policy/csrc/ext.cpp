@@ -6,9 +6,9 @@
 // a message (malloc'd; free it with ember_ext_free) naming what libtorch refused: a C++
 // exception never crosses into Rust.
 #include <cstdlib>
-#include <cstring>
-#include <exception>
 #include <vector>
+
+#include "guard.h"
 
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/_foreach_mul.h>
@@ -25,24 +25,6 @@ std::vector<at::Tensor> list(const at::Tensor* const* tensors, size_t n) {
   return out;
 }
 
-char* message(const char* what) {
-  char* m = static_cast<char*>(std::malloc(std::strlen(what) + 1));
-  if (m != nullptr) std::strcpy(m, what);
-  return m;
-}
-
-template <typename F>
-char* guarded(F f) {
-  try {
-    f();
-    return nullptr;
-  } catch (const std::exception& e) {
-    return message(e.what());
-  } catch (...) {
-    return message("unknown C++ exception");
-  }
-}
-
 }  // namespace
 
 extern "C" {
@@ -56,7 +38,7 @@ char* ember_fused_adamw(const at::Tensor* const* params, const at::Tensor* const
                         const at::Tensor* const* exp_avg, const at::Tensor* const* exp_avg_sq,
                         const at::Tensor* const* steps, size_t n, double lr, double beta1,
                         double beta2, double weight_decay, double eps) {
-  return guarded([&] {
+  return ember::guarded([&] {
     auto p = list(params, n), g = list(grads, n), m = list(exp_avg, n), v = list(exp_avg_sq, n),
          s = list(steps, n);
     at::_fused_adamw_(p, g, m, v, {}, s, lr, beta1, beta2, weight_decay, eps,
@@ -66,7 +48,7 @@ char* ember_fused_adamw(const at::Tensor* const* params, const at::Tensor* const
 
 // The global L2 norm of n tensors, written to *out (a new float scalar tensor the caller owns).
 char* ember_foreach_global_norm(const at::Tensor* const* tensors, size_t n, at::Tensor** out) {
-  return guarded([&] {
+  return ember::guarded([&] {
     auto norms = at::_foreach_norm(list(tensors, n), 2);
     *out = new at::Tensor(at::stack(norms).norm());
   });
@@ -74,7 +56,7 @@ char* ember_foreach_global_norm(const at::Tensor* const* tensors, size_t n, at::
 
 // Multiplies n tensors in place by `scale` (a scalar tensor on their device: no host sync).
 char* ember_foreach_mul_(const at::Tensor* const* tensors, size_t n, const at::Tensor* scale) {
-  return guarded([&] {
+  return ember::guarded([&] {
     auto t = list(tensors, n);
     at::_foreach_mul_(t, *scale);
   });

@@ -4,7 +4,7 @@
 //! `csrc/dist.cpp`): rank 0 hosts it on MASTER_ADDR:MASTER_PORT, every rank connects, and the
 //! ranks exchange bytes and counters through it. Every wait ends after a timeout with an error;
 //! nothing hangs.
-use std::ffi::{c_char, c_void, CStr, CString};
+use std::ffi::{c_char, c_void, CString};
 use std::time::Duration;
 
 /// A bad distributed setup, naming the variable and value, or what the store refused.
@@ -46,43 +46,41 @@ impl DistEnv {
         let Some(world) = get("WORLD_SIZE") else {
             return Ok(None);
         };
-        let int = |var: &'static str, value: String| {
-            value.trim().parse::<i64>().map_err(|_| DistError::Invalid {
-                var,
-                value,
-                why: "not an integer".into(),
-            })
-        };
-        let world_size = int("WORLD_SIZE", world.clone())?;
-        if world_size < 1 {
-            return Err(DistError::Invalid {
-                var: "WORLD_SIZE",
-                value: world,
-                why: "must be at least 1".into(),
-            });
-        }
+        // `value` of `var` as an integer that `ok` accepts, else an error saying `why`.
+        let checked =
+            |var: &'static str, value: String, ok: &dyn Fn(i64) -> bool, why: String| match value
+                .trim()
+                .parse::<i64>()
+            {
+                Ok(n) if ok(n) => Ok(n),
+                Ok(_) => Err(DistError::Invalid { var, value, why }),
+                Err(_) => Err(DistError::Invalid {
+                    var,
+                    value,
+                    why: "not an integer".into(),
+                }),
+            };
+        let world_size = checked(
+            "WORLD_SIZE",
+            world,
+            &|n| n >= 1,
+            "must be at least 1".into(),
+        )?;
         let required = |var: &'static str| get(var).ok_or(DistError::Missing { var });
-        let rank_text = required("RANK")?;
-        let rank = int("RANK", rank_text.clone())?;
-        if !(0..world_size).contains(&rank) {
-            return Err(DistError::Invalid {
-                var: "RANK",
-                value: rank_text,
-                why: format!("must be in 0..{world_size} (WORLD_SIZE={world_size})"),
-            });
-        }
+        let is_rank = |n: i64| (0..world_size).contains(&n);
+        let rank = checked(
+            "RANK",
+            required("RANK")?,
+            &is_rank,
+            format!("must be in 0..{world_size} (WORLD_SIZE={world_size})"),
+        )?;
         let local_rank = match get("LOCAL_RANK") {
-            Some(v) => {
-                let local = int("LOCAL_RANK", v.clone())?;
-                if !(0..world_size).contains(&local) {
-                    return Err(DistError::Invalid {
-                        var: "LOCAL_RANK",
-                        value: v,
-                        why: format!("must be in 0..{world_size}"),
-                    });
-                }
-                local
-            }
+            Some(v) => checked(
+                "LOCAL_RANK",
+                v,
+                &is_rank,
+                format!("must be in 0..{world_size}"),
+            )?,
             None => rank,
         };
         let master_addr = required("MASTER_ADDR")?;
@@ -119,7 +117,6 @@ impl DistEnv {
 }
 
 extern "C" {
-    fn ember_ext_free(message: *mut c_char);
     fn ember_store_connect(
         host: *const c_char,
         port: u16,
@@ -211,7 +208,7 @@ impl Store {
             &self.addr,
         )?;
         let value = unsafe { std::slice::from_raw_parts(data, len) }.to_vec();
-        unsafe { ember_ext_free(data.cast()) };
+        unsafe { crate::ext::free(data) };
         Ok(value)
     }
 
@@ -243,20 +240,14 @@ impl Drop for Store {
 }
 
 fn check(message: *mut c_char, addr: &str) -> Result<(), DistError> {
-    if message.is_null() {
-        return Ok(());
+    match crate::ext::take_message(message) {
+        None => Ok(()),
+        // c10d's messages carry a C++ stack trace after the first line.
+        Some(text) => Err(DistError::Store {
+            addr: addr.to_string(),
+            message: text.lines().next().unwrap_or_default().to_string(),
+        }),
     }
-    // SAFETY: a non-null status is a NUL-terminated string malloc'd by the shim, freed once.
-    let text = unsafe { CStr::from_ptr(message) }
-        .to_string_lossy()
-        .into_owned();
-    unsafe { ember_ext_free(message) };
-    // c10d's messages carry a C++ stack trace after the first line.
-    let first = text.lines().next().unwrap_or_default().to_string();
-    Err(DistError::Store {
-        addr: addr.to_string(),
-        message: first,
-    })
 }
 
 #[cfg(test)]

@@ -40,17 +40,30 @@ extern "C" {
     fn ember_foreach_mul_(tensors: *const Handle, n: usize, scale: Handle) -> *mut c_char;
 }
 
-/// The shim's status: `Ok` for null, else its message (freed here).
-fn status(message: *mut c_char) -> Result<(), ExtError> {
+/// A status returned by any of the shim's functions (here and in [`crate::dist`]): `None` for
+/// null (success), else its message, freed here.
+pub(crate) fn take_message(message: *mut c_char) -> Option<String> {
     if message.is_null() {
-        return Ok(());
+        return None;
     }
     // SAFETY: a non-null status is a NUL-terminated string malloc'd by the shim, freed once here.
     let text = unsafe { CStr::from_ptr(message) }
         .to_string_lossy()
         .into_owned();
     unsafe { ember_ext_free(message) };
-    Err(ExtError(text))
+    Some(text)
+}
+
+/// Frees a buffer the shim malloc'd and handed over.
+///
+/// # Safety
+/// `ptr` came from the shim's `malloc` and is freed once.
+pub(crate) unsafe fn free(ptr: *mut u8) {
+    unsafe { ember_ext_free(ptr.cast()) }
+}
+
+fn status(message: *mut c_char) -> Result<(), ExtError> {
+    take_message(message).map_or(Ok(()), |m| Err(ExtError(m)))
 }
 
 fn handles<'a>(tensors: impl IntoIterator<Item = &'a Tensor>) -> Vec<Handle> {
