@@ -1,15 +1,24 @@
-// c10d's TCPStore behind a C ABI: the key-value rendezvous torch.distributed starts from
-// (`torchrun` and `init_process_group("env://")` put one on MASTER_ADDR:MASTER_PORT). Rank 0
-// hosts it; every rank connects. Same conventions as ext.cpp: nullptr on success, else a
-// malloc'd message freed with ember_ext_free; no C++ exception crosses into Rust.
+// c10d behind a C ABI: the TCPStore, the key-value rendezvous torch.distributed starts from
+// (`torchrun` and `init_process_group("env://")` put one on MASTER_ADDR:MASTER_PORT; rank 0
+// hosts it, every rank connects), and the Gloo process group built over it, with the
+// collectives Ember uses. Same conventions as ext.cpp: nullptr on success, else a malloc'd
+// message freed with ember_ext_free; no C++ exception crosses into Rust. Tensors cross as tch's
+// handles (`at::Tensor*`).
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
+#include <ATen/core/Tensor.h>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+// libtorch is built with Gloo; its header is guarded by the build's flag. The gloo headers it
+// includes are csrc/gloo/ (declarations only: see csrc/gloo/names.h).
+#define USE_C10D_GLOO 1
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 
 #include "guard.h"
 
@@ -18,6 +27,16 @@ namespace {
 struct Store {
   c10::intrusive_ptr<c10d::TCPStore> store;
 };
+
+struct Group {
+  c10::intrusive_ptr<c10d::Backend> backend;
+  std::chrono::milliseconds timeout;
+};
+
+// Runs one collective and waits for it; a failed or late peer throws, with c10d's message.
+void run(Group* g, c10::intrusive_ptr<c10d::Work> work) {
+  if (!work->wait(g->timeout)) throw std::runtime_error("the collective did not complete");
+}
 
 }  // namespace
 
@@ -63,6 +82,64 @@ char* ember_store_get(void* store, const char* key, uint8_t** data, size_t* len)
 // Adds delta to the integer at key (0 when absent) and returns the sum in *out.
 char* ember_store_add(void* store, const char* key, int64_t delta, int64_t* out) {
   return ember::guarded([&] { *out = static_cast<Store*>(store)->store->add(std::string(key), delta); });
+}
+
+// A Gloo process group of `size` ranks over the store (keys under `prefix`), with the devices
+// torch.distributed would pick (GLOO_SOCKET_IFNAME, else this host's address, else loopback).
+// Returns once every rank has connected to every other; each collective ends after timeout_ms.
+char* ember_pg_gloo(void* store, const char* prefix, int rank, int size, int64_t timeout_ms,
+                    void** out) {
+  return ember::guarded([&] {
+    auto timeout = std::chrono::milliseconds(timeout_ms);
+    auto options = c10d::ProcessGroupGloo::Options::create_default(timeout);
+    options->timeout = timeout;
+    auto prefixed =
+        c10::make_intrusive<c10d::PrefixStore>(std::string(prefix), static_cast<Store*>(store)->store);
+    auto backend = c10::make_intrusive<c10d::ProcessGroupGloo>(prefixed, rank, size, options);
+    *out = new Group{std::move(backend), timeout};
+  });
+}
+
+void ember_pg_free(void* group) { delete static_cast<Group*>(group); }
+
+// Sums `tensor` over the ranks, in place.
+char* ember_pg_allreduce_sum(void* group, at::Tensor* tensor) {
+  return ember::guarded([&] {
+    auto g = static_cast<Group*>(group);
+    std::vector<at::Tensor> tensors{*tensor};
+    c10d::AllreduceOptions opts;
+    opts.reduceOp = c10d::ReduceOp::SUM;
+    run(g, g->backend->allreduce(tensors, opts));
+  });
+}
+
+// Copies root's `tensor` into every rank's, in place.
+char* ember_pg_broadcast(void* group, at::Tensor* tensor, int root) {
+  return ember::guarded([&] {
+    auto g = static_cast<Group*>(group);
+    std::vector<at::Tensor> tensors{*tensor};
+    c10d::BroadcastOptions opts;
+    opts.rootRank = root;
+    run(g, g->backend->broadcast(tensors, opts));
+  });
+}
+
+// Every rank's `input` (same shape on every rank) into `outputs[rank]`.
+char* ember_pg_allgather(void* group, at::Tensor* input, at::Tensor* const* outputs, size_t n) {
+  return ember::guarded([&] {
+    auto g = static_cast<Group*>(group);
+    std::vector<std::vector<at::Tensor>> out(1);
+    for (size_t i = 0; i < n; ++i) out[0].push_back(*outputs[i]);
+    std::vector<at::Tensor> in{*input};
+    run(g, g->backend->allgather(out, in));
+  });
+}
+
+char* ember_pg_barrier(void* group) {
+  return ember::guarded([&] {
+    auto g = static_cast<Group*>(group);
+    run(g, g->backend->barrier());
+  });
 }
 
 }  // extern "C"

@@ -1,0 +1,216 @@
+//! Rendezvous for several processes, as torch.distributed does it: [`DistEnv`] reads the
+//! variables `torchrun` and Slurm wrappers set (`RANK`, `WORLD_SIZE`, `LOCAL_RANK`,
+//! `MASTER_ADDR`, `MASTER_PORT`), and [`Store`] is c10d's `TCPStore` (through
+//! `csrc/dist.cpp`): rank 0 hosts it on MASTER_ADDR:MASTER_PORT, every rank connects, and the
+//! ranks exchange bytes and counters through it. Every wait ends after a timeout with an error;
+//! nothing hangs.
+mod group;
+mod store;
+
+pub use group::ProcessGroup;
+pub use store::Store;
+
+/// A bad distributed setup, naming the variable and value, or what the store refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DistError {
+    #[error(
+        "{var} is not set (set RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT, as torchrun does)"
+    )]
+    Missing { var: &'static str },
+    #[error("{var}={value}: {why}")]
+    Invalid {
+        var: &'static str,
+        value: String,
+        why: String,
+    },
+    #[error("the store at {addr}: {message}")]
+    Store { addr: String, message: String },
+    #[error("rank {other} runs another ember build ({theirs}) than rank {rank} ({mine}): launch the same binary on every rank")]
+    Mismatch {
+        rank: i64,
+        mine: String,
+        other: i64,
+        theirs: String,
+    },
+    #[error("{op} failed: {message}")]
+    Collective { op: &'static str, message: String },
+}
+
+/// Where this process sits in a job of several.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DistEnv {
+    pub rank: i64,
+    pub world_size: i64,
+    /// The rank on this node (the device index on a GPU node); RANK when unset.
+    pub local_rank: i64,
+    pub master_addr: String,
+    pub master_port: u16,
+}
+
+impl DistEnv {
+    /// From the process environment; `None` when `WORLD_SIZE` is unset (a single process).
+    pub fn from_env() -> Result<Option<Self>, DistError> {
+        Self::from_vars(|k| std::env::var(k).ok())
+    }
+
+    /// From `get` (a variable's value, if set): the rules of [`DistEnv::from_env`].
+    pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Option<Self>, DistError> {
+        let Some(world) = get("WORLD_SIZE") else {
+            return Ok(None);
+        };
+        // `value` of `var` as an integer that `ok` accepts, else an error saying `why`.
+        let checked =
+            |var: &'static str, value: String, ok: &dyn Fn(i64) -> bool, why: String| match value
+                .trim()
+                .parse::<i64>()
+            {
+                Ok(n) if ok(n) => Ok(n),
+                Ok(_) => Err(DistError::Invalid { var, value, why }),
+                Err(_) => Err(DistError::Invalid {
+                    var,
+                    value,
+                    why: "not an integer".into(),
+                }),
+            };
+        let world_size = checked(
+            "WORLD_SIZE",
+            world,
+            &|n| n >= 1,
+            "must be at least 1".into(),
+        )?;
+        let required = |var: &'static str| get(var).ok_or(DistError::Missing { var });
+        let is_rank = |n: i64| (0..world_size).contains(&n);
+        let rank = checked(
+            "RANK",
+            required("RANK")?,
+            &is_rank,
+            format!("must be in 0..{world_size} (WORLD_SIZE={world_size})"),
+        )?;
+        let local_rank = match get("LOCAL_RANK") {
+            Some(v) => checked(
+                "LOCAL_RANK",
+                v,
+                &is_rank,
+                format!("must be in 0..{world_size}"),
+            )?,
+            None => rank,
+        };
+        let master_addr = required("MASTER_ADDR")?;
+        if master_addr.trim().is_empty() {
+            return Err(DistError::Invalid {
+                var: "MASTER_ADDR",
+                value: master_addr,
+                why: "empty".into(),
+            });
+        }
+        let port_text = required("MASTER_PORT")?;
+        let master_port = match port_text.trim().parse::<u16>() {
+            Ok(p) if p > 0 => p,
+            _ => {
+                return Err(DistError::Invalid {
+                    var: "MASTER_PORT",
+                    value: port_text,
+                    why: "must be a port number in 1..=65535".into(),
+                })
+            }
+        };
+        Ok(Some(Self {
+            rank,
+            world_size,
+            local_rank,
+            master_addr,
+            master_port,
+        }))
+    }
+
+    fn addr(&self) -> String {
+        format!("{}:{}", self.master_addr, self.master_port)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    const GOOD: [(&str, &str); 4] = [
+        ("WORLD_SIZE", "2"),
+        ("RANK", "1"),
+        ("MASTER_ADDR", "127.0.0.1"),
+        ("MASTER_PORT", "29500"),
+    ];
+
+    fn with(change: (&'static str, &'static str)) -> Vec<(&'static str, &'static str)> {
+        let mut v: Vec<_> = GOOD
+            .iter()
+            .copied()
+            .filter(|(k, _)| *k != change.0)
+            .collect();
+        if !change.1.is_empty() {
+            v.push(change);
+        }
+        v
+    }
+
+    #[test]
+    fn the_environment_is_read_and_bad_values_are_named() {
+        assert_eq!(
+            DistEnv::from_vars(vars(&[])).unwrap(),
+            None,
+            "no WORLD_SIZE: one process"
+        );
+        let env = DistEnv::from_vars(vars(&GOOD)).unwrap().unwrap();
+        assert_eq!((env.rank, env.world_size, env.local_rank), (1, 2, 1));
+        assert_eq!(env.addr(), "127.0.0.1:29500");
+        let err = |change| {
+            DistEnv::from_vars(vars(&with(change)))
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            err(("RANK", "")),
+            "RANK is not set (set RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT, as torchrun does)"
+        );
+        assert_eq!(err(("RANK", "2")), "RANK=2: must be in 0..2 (WORLD_SIZE=2)");
+        assert_eq!(err(("RANK", "one")), "RANK=one: not an integer");
+        assert_eq!(err(("WORLD_SIZE", "0")), "WORLD_SIZE=0: must be at least 1");
+        assert_eq!(
+            err(("MASTER_PORT", "70000")),
+            "MASTER_PORT=70000: must be a port number in 1..=65535"
+        );
+        assert!(err(("MASTER_ADDR", "")).starts_with("MASTER_ADDR is not set"));
+        assert_eq!(err(("LOCAL_RANK", "5")), "LOCAL_RANK=5: must be in 0..2");
+    }
+}
+
+#[cfg(test)]
+mod testing {
+    use super::DistEnv;
+
+    /// A port free right now on the loopback interface.
+    pub fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    pub fn env(rank: i64, world_size: i64, port: u16) -> DistEnv {
+        DistEnv {
+            rank,
+            world_size,
+            local_rank: rank,
+            master_addr: "127.0.0.1".into(),
+            master_port: port,
+        }
+    }
+}
