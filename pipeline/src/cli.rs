@@ -67,10 +67,13 @@ pub enum Command {
     Refine(crate::stages::refine::Args),
     /// Best-of-N vs refinement vs hybrids at equal energy-model compute, with CIs and plots.
     Compare(crate::stages::compare::Args),
+    /// Run an ember command as N local ranks of a data-parallel job (as torchrun does).
+    Launch(crate::dist::LaunchArgs),
 }
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
     crate::stage::manifest::set_verify_inputs(!cli.no_verify);
+    crate::dist::join(&cli.command)?;
     match cli.command {
         Command::Ingest(a) => crate::stages::ingest::cli(a),
         Command::Synth(a) => crate::stages::synth::cli(a),
@@ -91,6 +94,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Reward(c) => crate::stages::reward::cli(c),
         Command::Refine(a) => crate::stages::refine::cli(a),
         Command::Compare(a) => crate::stages::compare::cli(a),
+        Command::Launch(a) => crate::dist::launch(a),
     }
 }
 

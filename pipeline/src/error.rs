@@ -62,14 +62,23 @@ pub fn is_usage(err: &(dyn std::error::Error + 'static)) -> bool {
             // A file of a model directory that is not there: the user's input is incomplete.
             P::Io { source, .. } => source.kind() == std::io::ErrorKind::NotFound,
             P::Dataset(d) => d.is_usage(),
+            P::Dist(d) => is_usage(d),
             _ => false,
         };
+    }
+    if let Some(e) = err.downcast_ref::<policy::dist::DistError>() {
+        use policy::dist::DistError as D;
+        return matches!(
+            e,
+            D::Missing { .. } | D::Invalid { .. } | D::Mismatch { .. }
+        );
     }
     if let Some(e) = err.downcast_ref::<R>() {
         return match e {
             R::Config(_) | R::Input { .. } | R::Incompatible(_) => true,
             R::Policy(p) => is_usage(p),
             R::Data(d) => d.is_usage(),
+            R::Dist(d) => is_usage(d),
             _ => false,
         };
     }

@@ -4,6 +4,7 @@ pub mod cli;
 pub mod compare_report;
 pub mod config;
 pub mod demo;
+pub mod dist;
 pub mod error;
 pub mod logging;
 pub mod plot;

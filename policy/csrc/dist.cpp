@@ -13,6 +13,7 @@
 #include <vector>
 
 #include <ATen/core/Tensor.h>
+#include <c10/util/Logging.h>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 // libtorch is built with Gloo; its header is guarded by the build's flag. The gloo headers it
@@ -38,6 +39,21 @@ void run(Group* g, c10::intrusive_ptr<c10d::Work> work) {
   if (!work->wait(g->timeout)) throw std::runtime_error("the collective did not complete");
 }
 
+// c10d logs every retry of a connection, and the failure that ends it, with a C++ stack trace.
+// Unless the user asked for a level (TORCH_CPP_LOG_LEVEL, as in PyTorch), log nothing: every
+// failure reaches the user as the error Rust prints, without the trace.
+void quiet_logs() {
+  static const bool once = [] {
+    if (std::getenv("TORCH_CPP_LOG_LEVEL") != nullptr) {
+      c10::initLogging();
+    } else {
+      FLAGS_caffe2_log_level = 3;  // FATAL
+    }
+    return true;
+  }();
+  (void)once;
+}
+
 }  // namespace
 
 extern "C" {
@@ -47,6 +63,7 @@ extern "C" {
 char* ember_store_connect(const char* host, uint16_t port, bool is_server, int64_t world_size,
                           int64_t timeout_ms, void** out) {
   return ember::guarded([&] {
+    quiet_logs();
     c10d::TCPStoreOptions opts;
     opts.port = port;
     opts.isServer = is_server;

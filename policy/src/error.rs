@@ -46,6 +46,8 @@ pub enum PolicyError {
     NonFinite(#[from] crate::train::NonFinite),
     #[error(transparent)]
     Interrupted(#[from] crate::interrupt::Interrupted),
+    #[error(transparent)]
+    Dist(#[from] crate::dist::DistError),
     #[error("device: {0}")]
     Device(String),
     #[error("{0}")]

@@ -71,6 +71,21 @@ pub fn requested() -> Option<i32> {
 
 /// `Err(Interrupted)` when the process was asked to stop; `checkpoint` says what the loop's
 /// kept checkpoint holds (`step 40`).
+/// [`requested`] on any rank of the job ([`crate::dist::group`]), so that the ranks, which all
+/// ask at the same step, stop together; alone, this process's own. The first signalled rank's
+/// signal.
+pub fn requested_in_job() -> Result<Option<i32>, crate::dist::DistError> {
+    let own = requested();
+    let Some(pg) = crate::dist::group() else {
+        return Ok(own);
+    };
+    let all = pg.all_gather(&tch::Tensor::from_slice(&[own.unwrap_or(0) as i64]))?;
+    Ok(all
+        .iter()
+        .map(|t| t.int64_value(&[0]) as i32)
+        .find(|&s| s != 0))
+}
+
 pub fn check(checkpoint: Option<String>) -> Result<(), Interrupted> {
     match requested() {
         None => Ok(()),

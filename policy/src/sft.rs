@@ -241,8 +241,15 @@ pub fn train(
     std::fs::create_dir_all(out).map_err(|e| PolicyError::io("creating", out, e))?;
     let mut opt = AdamW::new(&policy.vs, &cfg.optim);
     let ckpt = out.join("checkpoint");
-    let start =
+    let mut start =
         load_checkpoint::<ResumeState>(&ckpt, &mut policy.vs, &mut opt)?.map_or(0, |s| s.step);
+    if let Some(pg) = crate::dist::group() {
+        // Every rank starts from rank 0's weights, optimizer and step (only rank 0 checkpoints).
+        crate::train::replicate(pg, &policy.vs, &mut opt)?;
+        let step = Tensor::from_slice(&[start as i64]);
+        pg.broadcast(&step, 0)?;
+        start = step.int64_value(&[0]) as u64;
+    }
     let mut metrics = MetricsLog::open(&out.join("metrics.jsonl"), "step", Some(start))?;
     if start > 0 {
         info!(step = start, "resuming from checkpoint");
@@ -268,6 +275,11 @@ pub fn train(
     }
     let clock = Instant::now();
     let (train_loss, mut val_loss) = steps.run(start, &ckpt, &mut metrics)?;
+    if let Some(pg) = crate::dist::group() {
+        let tokens = Tensor::from_slice(&[steps.tokens]);
+        pg.all_reduce_sum(&tokens)?;
+        steps.tokens = tokens.int64_value(&[0]);
+    }
     let tokens_per_s = steps.tokens as f64 / clock.elapsed().as_secs_f64().max(1e-9);
     if start >= cfg.steps {
         val_loss = steps.val_loss();
@@ -316,16 +328,17 @@ impl Steps<'_> {
         let (mut train_loss, mut val_loss) = (f64::NAN, f64::NAN);
         let mut saved = (start > 0).then_some(start);
         for step in start..cfg.steps {
-            if crate::interrupt::requested().is_some() {
-                if step > start && saved != Some(step) {
+            if let Some(signal) = crate::interrupt::requested_in_job()? {
+                if step > start && saved != Some(step) && crate::dist::is_writer() {
                     let state = ResumeState { step };
                     save_checkpoint(ckpt, &self.policy.vs, &self.opt, &state)?;
                     saved = Some(step);
                 }
-                crate::interrupt::check(saved.map(|s| format!("step {s}")))?;
+                let checkpoint = saved.map(|s| format!("step {s}"));
+                return Err(crate::interrupt::Interrupted { signal, checkpoint }.into());
             }
             let done = step + 1;
-            let trained = self.step(step);
+            let trained = self.step(step)?;
             guard.record(done, trained.is_some())?;
             let mut line = serde_json::json!({ "step": done });
             if let Some((loss, lr, grad_norm)) = trained {
@@ -346,7 +359,7 @@ impl Steps<'_> {
             if trained.is_some() || evaluated {
                 metrics.write(&line)?;
             }
-            if checkpoint_due(done, cfg.checkpoint_every, cfg.steps) {
+            if checkpoint_due(done, cfg.checkpoint_every, cfg.steps) && crate::dist::is_writer() {
                 save_checkpoint(
                     ckpt,
                     &self.policy.vs,
@@ -362,34 +375,56 @@ impl Steps<'_> {
 
     /// One optimizer step over `grad_accum` micro-batches: (mean loss, lr, gradient norm), or
     /// `None` when a loss or the gradient norm is not finite (gradients cleared, no update).
-    fn step(&mut self, step: u64) -> Option<(f64, f64, f64)> {
+    ///
+    /// Under a process group each micro-batch is this rank's shard of the global one; its loss
+    /// averages over the global micro-batch's answer tokens, and the gradients are averaged
+    /// over the ranks once, after the last micro-batch, so the update is one process's on the
+    /// whole batch. A non-finite loss on any rank makes the averaged gradients non-finite, and
+    /// every rank skips the step.
+    fn step(&mut self, step: u64) -> Result<Option<(f64, f64, f64)>> {
         let (cfg, policy) = (self.cfg, self.policy);
         let accum = cfg.grad_accum as u64;
-        tch::manual_seed(rng::torch_seed(cfg.seed, "sft-dropout", step));
+        let dist = crate::dist::group();
+        let rank = dist.map_or(0, |g| g.rank() << 32);
+        tch::manual_seed(rng::torch_seed(cfg.seed, "sft-dropout", step) ^ rank);
         let mut loss_sum = 0.0;
         for m in 0..accum {
-            let idx = self.sampler.indices(step * accum + m);
+            let mut idx = self.sampler.indices(step * accum + m);
+            if let Some(pg) = dist {
+                idx = idx[crate::dist::shard(idx.len(), pg.world_size(), pg.rank())?].to_vec();
+            }
             let refs: Vec<&EncodedPair> = idx.iter().map(|&i| &self.pairs[i]).collect();
             let batch = SftBatch::new(&refs, policy.tokenizer.pad_id(), policy.device);
-            let loss = batch.loss(&policy.model, true);
+            let mut loss = batch.loss(&policy.model, true);
+            if let Some(pg) = dist {
+                let n = Tensor::from_slice(&[batch.n_targets() as f64]);
+                let global = crate::train::global_counts(pg, &n)?.double_value(&[0]);
+                loss *= batch.n_targets() as f64 / global;
+            }
             let value = loss.double_value(&[]);
-            if !value.is_finite() {
+            if !value.is_finite() && dist.is_none() {
                 self.opt.zero_grad();
-                return None;
+                return Ok(None);
             }
             (loss / cfg.grad_accum as f64).backward();
             loss_sum += value;
             self.tokens += batch.n_tokens();
         }
+        if let Some(pg) = dist {
+            pg.average_gradients(self.opt.params())?;
+            let sum = Tensor::from_slice(&[loss_sum]);
+            pg.all_reduce_sum(&sum)?;
+            loss_sum = sum.double_value(&[0]) / pg.world_size() as f64;
+        }
         let grad_norm = clip_grad_norm(self.opt.params(), cfg.optim.grad_clip);
         if !grad_norm.is_finite() {
             self.opt.zero_grad();
-            return None;
+            return Ok(None);
         }
         let lr = lr_at(step, cfg.steps, &cfg.optim);
         self.opt.step(lr);
         self.opt.zero_grad();
-        Some((loss_sum / cfg.grad_accum as f64, lr, grad_norm))
+        Ok(Some((loss_sum / cfg.grad_accum as f64, lr, grad_norm)))
     }
 
     fn val_loss(&self) -> f64 {

@@ -31,6 +31,8 @@ pub enum RewardError {
     NonFinite(#[from] policy::train::NonFinite),
     #[error(transparent)]
     Interrupted(#[from] policy::interrupt::Interrupted),
+    #[error(transparent)]
+    Dist(#[from] policy::dist::DistError),
     #[error("{context}: {source}")]
     Polars {
         context: &'static str,

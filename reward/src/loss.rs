@@ -200,9 +200,32 @@ pub fn batch_loss(
     tie: &Tensor,
     negs: Option<&Tensor>,
 ) -> Tensor {
+    batch_loss_over(cfg, e_pos, e_neg, m_i, tie, negs, &loss_counts(tie))
+}
+
+/// The rows [`batch_loss`] averages over: `[preferred pairs, ties]` of the batch (float).
+/// Data-parallel training replaces them by the whole global batch's
+/// ([`policy::train::global_counts`]).
+pub fn loss_counts(tie: &Tensor) -> Tensor {
+    let n_tie = tie.sum(Kind::Float);
+    let n_pref = -&n_tie + tie.size()[0] as f64;
+    Tensor::stack(&[n_pref, n_tie], 0)
+}
+
+/// [`batch_loss`] averaging over `counts` (`[preferred, ties]`, each clamped to at least 1)
+/// instead of the batch's own.
+pub fn batch_loss_over(
+    cfg: &LossConfig,
+    e_pos: &Tensor,
+    e_neg: &Tensor,
+    m_i: &Tensor,
+    tie: &Tensor,
+    negs: Option<&Tensor>,
+    counts: &Tensor,
+) -> Tensor {
     let pref = tie.ones_like() - tie; // [B]
-    let n_pref = pref.sum(Kind::Float).clamp_min(1.0);
-    let n_tie = tie.sum(Kind::Float).clamp_min(1.0);
+    let n_pref = counts.get(0).clamp_min(1.0);
+    let n_tie = counts.get(1).clamp_min(1.0);
     let pairs = (pair_loss(cfg, e_pos, e_neg, m_i, negs) * &pref).sum(Kind::Float) / &n_pref;
     let ties = (tie_loss(e_pos, e_neg) * tie).sum(Kind::Float) / n_tie;
     let mut loss = pairs + ties;

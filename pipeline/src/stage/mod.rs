@@ -88,6 +88,9 @@ pub fn run<S: Stage>(
 ) -> Result<Manifest> {
     let _span = info_span!("stage", name = S::NAME, out = %out.display()).entered();
     crate::config::reject(cfg.check(), S::NAME)?;
+    if !policy::dist::is_writer() {
+        return run_replica(cfg, common, inputs);
+    }
     let paths = S::input_paths(inputs);
     let target = Target::claim(out, S::NAME, &paths, replace)?;
     paths.iter().try_for_each(|p| verify_input(p))?;
@@ -100,6 +103,37 @@ pub fn run<S: Stage>(
             Err(err)
         }
     }
+}
+
+/// [`run`] on a rank other than 0 of a distributed job: the stage runs (it takes part in
+/// every collective) in a private scratch directory that is removed afterwards, and claims,
+/// locks and writes nothing of the job's: rank 0 writes the output.
+fn run_replica<S: Stage>(cfg: &S, common: &Common, inputs: &S::Inputs) -> Result<Manifest> {
+    let paths = S::input_paths(inputs);
+    paths.iter().try_for_each(|p| verify_input(p))?;
+    let refs = input_refs(&paths.iter().map(PathBuf::as_path).collect::<Vec<_>>())?;
+    let config = cfg.hashed(common);
+    let rank = policy::dist::group().map_or(0, |g| g.rank());
+    let scratch = std::env::temp_dir().join(format!(
+        "ember-{}-rank{rank}-{}",
+        S::NAME,
+        std::process::id()
+    ));
+    fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
+    let started = std::time::Instant::now();
+    let result = cfg.execute(common, inputs, &scratch);
+    let _ = fs::remove_dir_all(&scratch);
+    Ok(Manifest {
+        stage: S::NAME.to_string(),
+        version: VERSION.to_string(),
+        fingerprint: manifest::fingerprint(S::NAME, &config, &refs),
+        config,
+        inputs: refs,
+        artifacts: Default::default(),
+        metrics: result?,
+        started_at_unix: 0,
+        duration_s: started.elapsed().as_secs_f64(),
+    })
 }
 
 /// [`run`] for a subcommand: into its `--out`, replacing what `--force` allows.

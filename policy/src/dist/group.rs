@@ -76,7 +76,7 @@ impl ProcessGroup {
     /// ends after `timeout` with an error.
     pub fn init(env: &DistEnv, build: &str, timeout: Duration) -> Result<Self, DistError> {
         let store = Arc::new(Store::connect(env, timeout)?);
-        same_build(&store, env.rank, env.world_size, build)?;
+        same_build(&store, env, build, timeout)?;
         let prefix = CString::new("ember/gloo/").expect("no NUL");
         let mut ptr = std::ptr::null_mut();
         // SAFETY: a live store handle, a NUL-terminated prefix and an out pointer that receives
@@ -314,14 +314,22 @@ fn beat_key(rank: i64) -> String {
     format!("ember/beat/{rank}")
 }
 
-/// Every rank publishes `build`; all must equal rank 0's.
-fn same_build(store: &Store, rank: i64, world_size: i64, build: &str) -> Result<(), DistError> {
+/// Every rank publishes `build`; all must be equal. Every rank reads all the others' before any
+/// leaves (rank 0's store must outlive the reads), so both sides of a mismatch report it.
+fn same_build(
+    store: &Store,
+    env: &DistEnv,
+    build: &str,
+    timeout: Duration,
+) -> Result<(), DistError> {
+    let rank = env.rank;
     store.set(&format!("ember/build/{rank}"), build.as_bytes())?;
-    for other in (0..world_size).filter(|&r| r != rank) {
+    let mut mismatch = Ok(());
+    for other in (0..env.world_size).filter(|&r| r != rank) {
         let theirs =
             String::from_utf8_lossy(&store.get(&format!("ember/build/{other}"))?).into_owned();
-        if theirs != build {
-            return Err(DistError::Mismatch {
+        if theirs != build && mismatch.is_ok() {
+            mismatch = Err(DistError::Mismatch {
                 rank,
                 mine: build.to_string(),
                 other,
@@ -329,7 +337,13 @@ fn same_build(store: &Store, rank: i64, world_size: i64, build: &str) -> Result<
             });
         }
     }
-    Ok(())
+    let key = "ember/builds_read";
+    store.add(key, 1)?;
+    let deadline = std::time::Instant::now() + timeout;
+    while store.add(key, 0)? < env.world_size && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    mismatch
 }
 
 /// A thread that bumps this rank's heartbeat counter in the store every BEAT until dropped.
@@ -398,7 +412,7 @@ mod tests {
             assert_eq!((pg.rank(), pg.world_size()), (r, 2));
             let t = Tensor::from_slice(&[1.0f32, 2.0, 3.0]) * (r + 1) as f64;
             pg.all_reduce_sum(&t).unwrap();
-            let b = Tensor::from_slice(&[r as i64 * 10 + 7]);
+            let b = Tensor::from_slice(&[r * 10 + 7]);
             pg.broadcast(&b, 1).unwrap();
             let bytes = vec![r as u8; (r * 3) as usize];
             let gathered = pg.all_gather_bytes(&bytes).unwrap();

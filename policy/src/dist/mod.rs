@@ -2,8 +2,16 @@
 //! variables `torchrun` and Slurm wrappers set (`RANK`, `WORLD_SIZE`, `LOCAL_RANK`,
 //! `MASTER_ADDR`, `MASTER_PORT`), and [`Store`] is c10d's `TCPStore` (through
 //! `csrc/dist.cpp`): rank 0 hosts it on MASTER_ADDR:MASTER_PORT, every rank connects, and the
-//! ranks exchange bytes and counters through it. Every wait ends after a timeout with an error;
-//! nothing hangs.
+//! ranks exchange bytes and counters through it. [`ProcessGroup`] is c10d's Gloo process group
+//! over it: the collectives of data-parallel training. Every wait ends after a timeout with an
+//! error; nothing hangs.
+//!
+//! As in torch.distributed, a process joins one job: [`init_from_env`] makes the default group
+//! that [`group`] returns to the training loops, which then shard each global batch
+//! ([`shard`]), average gradients and let rank 0 alone write.
+use std::sync::OnceLock;
+use std::time::Duration;
+
 mod group;
 mod store;
 
@@ -34,6 +42,58 @@ pub enum DistError {
     },
     #[error("{op} failed: {message}")]
     Collective { op: &'static str, message: String },
+}
+
+static GROUP: OnceLock<ProcessGroup> = OnceLock::new();
+
+/// Joins the job the environment describes ([`DistEnv::from_env`]) as this process's default
+/// group, once; `None` for a single process (no `WORLD_SIZE`). `build` identifies the binary
+/// (ranks on different builds are refused); every wait and collective ends after `timeout`.
+pub fn init_from_env(
+    build: &str,
+    timeout: Duration,
+) -> Result<Option<&'static ProcessGroup>, DistError> {
+    let Some(env) = DistEnv::from_env()? else {
+        return Ok(None);
+    };
+    if let Some(g) = GROUP.get() {
+        return Ok(Some(g));
+    }
+    let g = ProcessGroup::init(&env, build, timeout)?;
+    Ok(Some(GROUP.get_or_init(|| g)))
+}
+
+/// The default group of a process launched as one rank of several (after [`init_from_env`]);
+/// `None` when it runs alone or the job has one rank.
+pub fn group() -> Option<&'static ProcessGroup> {
+    GROUP.get().filter(|g| g.world_size() > 1)
+}
+
+/// Whether this process writes the job's files: rank 0, or a process that runs alone.
+pub fn is_writer() -> bool {
+    group().is_none_or(|g| g.rank() == 0)
+}
+
+/// The rows `start..end` of a global batch of `batch` rows that `rank` of `world_size` trains
+/// on: equal contiguous shards, so averaging the ranks' gradients is the gradient of the whole
+/// batch. A batch the world size does not divide is an error naming both.
+pub fn shard(
+    batch: usize,
+    world_size: i64,
+    rank: i64,
+) -> Result<std::ops::Range<usize>, DistError> {
+    let world = world_size as usize;
+    if !batch.is_multiple_of(world) {
+        return Err(DistError::Invalid {
+            var: "WORLD_SIZE",
+            value: world_size.to_string(),
+            why: format!(
+                "must divide the global batch of {batch} rows (each rank trains on an equal shard)"
+            ),
+        });
+    }
+    let each = batch / world;
+    Ok(rank as usize * each..(rank as usize + 1) * each)
 }
 
 /// Where this process sits in a job of several.
@@ -158,6 +218,17 @@ mod tests {
             v.push(change);
         }
         v
+    }
+
+    #[test]
+    fn shards_are_equal_and_contiguous_and_must_divide_the_batch() {
+        assert_eq!(shard(8, 2, 0).unwrap(), 0..4);
+        assert_eq!(shard(8, 2, 1).unwrap(), 4..8);
+        assert_eq!(shard(8, 1, 0).unwrap(), 0..8);
+        assert_eq!(
+            shard(6, 4, 0).unwrap_err().to_string(),
+            "WORLD_SIZE=4: must divide the global batch of 6 rows (each rank trains on an equal shard)"
+        );
     }
 
     #[test]

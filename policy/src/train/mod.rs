@@ -18,6 +18,7 @@
 //! (seed, step), and the checkpoint holds the weights and the optimizer moments.
 pub mod cadence;
 pub mod checkpoint;
+pub mod ddp;
 pub mod lm_loss;
 pub mod metrics;
 pub mod nonfinite;
@@ -26,6 +27,7 @@ pub mod sampler;
 
 pub use cadence::{checkpoint_due, eval_due};
 pub use checkpoint::{load_checkpoint, save_checkpoint};
+pub use ddp::{global_counts, replicate};
 pub use lm_loss::chunked_lm_loss;
 pub use metrics::MetricsLog;
 pub use nonfinite::{NonFinite, NonFiniteGuard, NONFINITE_LIMIT};

@@ -161,6 +161,22 @@ impl AdamW {
         &self.params
     }
 
+    /// Makes every rank's moments and step count rank 0's (the parameters travel with their
+    /// VarStore: [`crate::train::replicate`]).
+    pub fn broadcast_from_root(
+        &mut self,
+        pg: &crate::dist::ProcessGroup,
+    ) -> Result<(), crate::dist::DistError> {
+        let moments: Vec<Tensor> = (self.m.iter().chain(&self.v))
+            .map(Tensor::shallow_clone)
+            .collect();
+        pg.broadcast_parameters(&moments)?;
+        let t = Tensor::from_slice(&[self.t as i64]);
+        pg.broadcast(&t, 0)?;
+        self.t = t.int64_value(&[0]) as u64;
+        Ok(())
+    }
+
     pub fn zero_grad(&mut self) {
         for p in &mut self.params {
             p.zero_grad();

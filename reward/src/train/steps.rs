@@ -4,9 +4,10 @@
 //! every `checkpoint_every` steps, and the non-finite policy of [`NonFiniteGuard`].
 use std::path::Path;
 
+use policy::dist::ProcessGroup;
 use policy::train::{
-    checkpoint_due, clip_grad_norm, eval_due, load_checkpoint, lr_at, save_checkpoint, AdamW,
-    EpochSampler, MetricsLog, NonFiniteGuard, NONFINITE_LIMIT,
+    checkpoint_due, clip_grad_norm, eval_due, global_counts, load_checkpoint, lr_at, replicate,
+    save_checkpoint, AdamW, EpochSampler, MetricsLog, NonFiniteGuard, NONFINITE_LIMIT,
 };
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
@@ -19,9 +20,9 @@ use super::relaxed::Relaxed;
 use super::setup::Prepared;
 use super::TrainConfig;
 use crate::batch::{EncodedPairRow, PairBatch};
-use crate::error::Result;
+use crate::error::{Result, RewardError};
 use crate::eval::{evaluate, to_vec};
-use crate::loss::batch_loss;
+use crate::loss::{batch_loss_over, loss_counts};
 use crate::metrics::pairwise_accuracy;
 use crate::model::EnergyModel;
 use crate::store::{self, TrainState};
@@ -112,25 +113,36 @@ impl Trainer<'_> {
         let mut guard = NonFiniteGuard::new(NONFINITE_LIMIT, p.resumed_from);
         let n = self.data.train_pairs.len();
         let mut sampler = EpochSampler::clamped(cfg.seed ^ SHUFFLE_KEY, n, cfg.batch);
+        let dist = policy::dist::group();
+        if let Some(pg) = dist {
+            self.replicate(pg, p)?;
+        }
         let mut tokens = 0i64;
         let mut saved = p.resumed_from;
         while p.state.step < cfg.steps && !p.state.stopped_early {
             let step = p.state.step;
-            if policy::interrupt::requested().is_some() {
-                if step > 0 && saved != Some(step) {
+            if let Some(signal) = policy::interrupt::requested_in_job()? {
+                if step > 0 && saved != Some(step) && policy::dist::is_writer() {
                     self.checkpoint(p)?;
                     saved = Some(step);
                 }
-                policy::interrupt::check(saved.map(|s| format!("step {s}")))?;
+                let checkpoint = saved.map(|s| format!("step {s}"));
+                return Err(policy::interrupt::Interrupted { signal, checkpoint }.into());
             }
-            tch::manual_seed((cfg.seed as i64).wrapping_add(step as i64 + 1)); // dropout stream
-            let batch = self.batch(&sampler.indices(step), step, &mut p.mined);
+            // The dropout stream: one per step, and per rank when several share the batch.
+            let rank = dist.map_or(0, |g| g.rank() << 32);
+            tch::manual_seed((cfg.seed as i64).wrapping_add(step as i64 + 1) ^ rank);
+            let mut idx = sampler.indices(step);
+            if let Some(pg) = dist {
+                idx = idx[policy::dist::shard(idx.len(), pg.world_size(), pg.rank())?].to_vec();
+            }
+            let batch = self.batch(&idx, step, &mut p.mined);
             tokens += batch.tokens;
             let lr = lr_at(step, cfg.steps, &cfg.optim);
             let cacheable = batch.cacheable_rows();
             let e = (self.frozen).energy(self.model, &batch.ids, &batch.mask, cacheable, true); // [R]
             let relaxed = self.relaxed(&batch, &mut p.mined.stats);
-            let trained = train_step(e, relaxed.as_ref(), &mut self.opt, &batch, cfg, lr);
+            let trained = train_step(e, relaxed.as_ref(), &mut self.opt, &batch, cfg, lr, dist)?;
             if trained.is_none() {
                 p.state.nonfinite += 1;
             }
@@ -154,15 +166,37 @@ impl Trainer<'_> {
             if eval_due(done, cfg.eval_every, cfg.steps) {
                 self.validate(p, &mut metrics)?;
             }
-            if checkpoint_due(done, cfg.checkpoint_every, cfg.steps)
-                || checkpoint_due(done, cfg.eval_every, cfg.steps)
+            if (checkpoint_due(done, cfg.checkpoint_every, cfg.steps)
+                || checkpoint_due(done, cfg.eval_every, cfg.steps))
+                && policy::dist::is_writer()
             {
                 self.checkpoint(p)?;
                 guard.saved(done);
                 saved = Some(done);
             }
         }
+        if let Some(pg) = dist {
+            let all = Tensor::from_slice(&[tokens]);
+            pg.all_reduce_sum(&all)?;
+            tokens = all.int64_value(&[0]);
+        }
         Ok(tokens)
+    }
+
+    /// Starts every rank from rank 0's state: its weights, optimizer and step (it may have
+    /// resumed from its checkpoint; the other ranks write no checkpoints).
+    fn replicate(&mut self, pg: &ProcessGroup, p: &mut Progress) -> Result<()> {
+        if self.cfg.negatives != Negatives::None {
+            return Err(RewardError::Config(format!(
+                "negatives = {:?} runs in one process only: data-parallel reward training supports negatives = none",
+                self.cfg.negatives
+            )));
+        }
+        replicate(pg, self.vs, &mut self.opt)?;
+        let state = serde_json::to_vec(&(&p.state, p.resumed_from)).expect("state serialises");
+        let root = pg.all_gather_bytes(&state)?.swap_remove(0);
+        (p.state, p.resumed_from) = serde_json::from_slice(&root).expect("rank 0's state parses");
+        Ok(())
     }
 
     /// The batch of training pairs `idx` with their extra negatives, and their mined ones
@@ -276,7 +310,9 @@ impl Trainer<'_> {
 }
 
 /// One optimisation step on `batch` with energies `e` `[R]`, or `None` when the loss or the gradient norm is not
-/// finite (the gradients are cleared and nothing is updated).
+/// finite (the gradients are cleared and nothing is updated). With a process group, `batch` is
+/// this rank's shard: the loss averages over the global batch's pairs, the gradients are
+/// averaged over the ranks before clipping, and the statistics are the global batch's.
 fn train_step(
     e: Tensor,
     relaxed: Option<&Tensor>,
@@ -284,16 +320,22 @@ fn train_step(
     batch: &PairBatch,
     cfg: &TrainConfig,
     lr: f64,
-) -> Option<StepStats> {
+    dist: Option<&ProcessGroup>,
+) -> Result<Option<StepStats>> {
     let (pos, neg, extra) = batch.split(&e);
     let negs = extra.map(|x| Tensor::cat(&[neg.unsqueeze(1), x], 1)); // [B, 1+k]
-    let mut loss = batch_loss(
+    let counts = match dist {
+        Some(pg) => global_counts(pg, &loss_counts(&batch.tie))?,
+        None => loss_counts(&batch.tie),
+    };
+    let mut loss = batch_loss_over(
         &cfg.loss,
         &pos,
         &neg,
         &batch.margin,
         &batch.tie,
         negs.as_ref(),
+        &counts,
     );
     let mined = batch.split_mined(&e);
     if let Some((chosen, m)) = &mined {
@@ -307,25 +349,38 @@ fn train_step(
     }
     let loss_v = loss.double_value(&[]);
     opt.zero_grad();
-    if !loss_v.is_finite() {
-        return None;
+    // Under a process group every rank takes part in the averaging, whatever its own loss: a
+    // non-finite one makes the averaged gradients non-finite, so every rank skips the step.
+    if !loss_v.is_finite() && dist.is_none() {
+        return Ok(None);
     }
     loss.backward();
+    if let Some(pg) = dist {
+        pg.average_gradients(opt.params())?;
+    }
     let grad_norm = clip_grad_norm(opt.params(), cfg.optim.grad_clip);
     if !grad_norm.is_finite() {
         opt.zero_grad();
-        return None;
+        return Ok(None);
     }
     opt.step(lr);
     let (p, n) = (to_vec(&pos), to_vec(&neg));
-    Some(StepStats {
+    let mut s = StepStats {
         loss: loss_v,
         accuracy: pairwise_accuracy(&p, &n),
         e_chosen: mean(&p),
         e_rejected: mean(&n),
         grad_norm,
         mined: mined.map(|m| (m.size()[0] as usize, mean(&to_vec(&m)))),
-    })
+    };
+    if let Some(pg) = dist {
+        // Equal shards: the mean of the ranks' means is the global batch's.
+        let all = Tensor::from_slice(&[s.loss, s.accuracy, s.e_chosen, s.e_rejected]);
+        pg.all_reduce_sum(&all)?;
+        let all = Vec::<f64>::try_from(all / pg.world_size() as f64).expect("4 floats");
+        (s.loss, s.accuracy, s.e_chosen, s.e_rejected) = (all[0], all[1], all[2], all[3]);
+    }
+    Ok(Some(s))
 }
 
 fn mean(x: &[f32]) -> f64 {

@@ -1,0 +1,245 @@
+//! Running as one rank of several: [`join`] makes the process a member of the job its
+//! environment describes (torchrun's and Slurm wrappers' `RANK`, `WORLD_SIZE`, `MASTER_ADDR`,
+//! `MASTER_PORT`), for the commands that shard their work, and `ember launch` starts such a job
+//! of N local ranks.
+//!
+//! What runs data-parallel: `ember sft` and `ember reward train` (each rank trains on an equal
+//! shard of every global batch; gradients are averaged; rank 0 writes the output, metrics and
+//! checkpoints). Any other command refuses to run as one rank of several rather than run N
+//! copies that race for the same output.
+use std::io::Read;
+use std::process::{Child, Command as Process, ExitCode, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+use sha2::{Digest, Sha256};
+
+use crate::cli::Command;
+use crate::error::usage;
+
+/// How long a rank waits for the others (rendezvous, each collective) unless
+/// `EMBER_DIST_TIMEOUT` (seconds) says otherwise: torch.distributed's default for Gloo.
+const DEFAULT_TIMEOUT_S: u64 = 1800;
+
+/// Joins the job of the environment when there is one. `command` must be one that shards its
+/// work: any other, started as one rank of several, is a usage error naming `WORLD_SIZE`.
+pub fn join(command: &Command) -> Result<()> {
+    let Some(env) = policy::dist::DistEnv::from_env()? else {
+        return Ok(());
+    };
+    if env.world_size == 1 {
+        return Ok(());
+    }
+    if !shards(command) {
+        return Err(usage(format!(
+            "WORLD_SIZE={}: this command runs as one process; `ember sft` and `ember reward train` run data-parallel",
+            env.world_size
+        )));
+    }
+    let timeout = timeout()?;
+    policy::dist::init_from_env(&build_id()?, timeout)?;
+    if !policy::dist::is_writer() {
+        quiet_stdout();
+    }
+    Ok(())
+}
+
+/// Sends this process's stdout to /dev/null: the ranks other than 0 print no results (their
+/// output directory is scratch); their warnings and errors still reach stderr.
+fn quiet_stdout() {
+    use std::os::fd::AsRawFd;
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        // SAFETY: dup2 onto fd 1 with a descriptor this process owns for the call.
+        unsafe { libc::dup2(null.as_raw_fd(), libc::STDOUT_FILENO) };
+    }
+}
+
+fn shards(command: &Command) -> bool {
+    use crate::stages::reward::Command as Reward;
+    matches!(command, Command::Sft(_) | Command::Reward(Reward::Train(_)))
+}
+
+fn timeout() -> Result<Duration> {
+    match std::env::var("EMBER_DIST_TIMEOUT") {
+        Err(_) => Ok(Duration::from_secs(DEFAULT_TIMEOUT_S)),
+        Ok(v) => match v.trim().parse::<f64>() {
+            Ok(s) if s > 0.0 && s.is_finite() => Ok(Duration::from_secs_f64(s)),
+            _ => Err(usage(format!(
+                "EMBER_DIST_TIMEOUT={v}: must be a positive number of seconds"
+            ))),
+        },
+    }
+}
+
+/// What identifies this binary across ranks: the version and the sha256 of the executable, so
+/// ranks started from different builds (an old binary on one node) are refused at init.
+fn build_id() -> Result<String> {
+    let exe = std::env::current_exe().context("locating the ember executable")?;
+    let mut file =
+        std::fs::File::open(&exe).with_context(|| format!("reading {}", exe.display()))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file
+            .read(&mut buf)
+            .with_context(|| format!("reading {}", exe.display()))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    let hash = hex::encode(hasher.finalize());
+    Ok(format!(
+        "{} (executable sha256 {})",
+        crate::stage::VERSION,
+        &hash[..16]
+    ))
+}
+
+/// `ember launch`: N local ranks of one ember command.
+#[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:\n  \
+    ember launch -n 2 -- reward train --data data/synth --out rm --batch 16\n  \
+    ember launch -n 4 --master-port 29600 -- sft --data data/synth --tokenizer tok --out sft\n\n\
+    Each rank gets RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, MASTER_ADDR=127.0.0.1 and \
+    MASTER_PORT, as torchrun sets them; on several nodes run ember under torchrun or srun instead.")]
+pub struct LaunchArgs {
+    /// Ranks to start on this machine.
+    #[arg(short = 'n', long = "nproc", value_name = "N")]
+    pub nproc: u32,
+    /// The port rank 0's store listens on (default: a free one).
+    #[arg(long, value_name = "PORT")]
+    pub master_port: Option<u16>,
+    /// The ember command every rank runs (after `--`).
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+/// Starts the ranks and waits for them. When one fails (an error, a signal), the launcher says
+/// which, stops the others (SIGTERM: they checkpoint and exit; SIGKILL after a grace period)
+/// and exits with that rank's code. SIGINT or SIGTERM to the launcher reaches every rank.
+pub fn launch(args: LaunchArgs) -> Result<ExitCode> {
+    if args.nproc == 0 {
+        return Err(usage("--nproc must be at least 1"));
+    }
+    if args.command.first().is_some_and(|c| c == "launch") {
+        return Err(usage(
+            "ember launch -- launch: the ranks run another ember command",
+        ));
+    }
+    let port = match args.master_port {
+        Some(p) => p,
+        None => std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .context("finding a free port for the store")?
+            .port(),
+    };
+    let exe = std::env::current_exe().context("locating the ember executable")?;
+    let mut ranks: Vec<Child> = Vec::new();
+    for rank in 0..args.nproc {
+        let child = Process::new(&exe)
+            .args(&args.command)
+            .env("RANK", rank.to_string())
+            .env("LOCAL_RANK", rank.to_string())
+            .env("WORLD_SIZE", args.nproc.to_string())
+            .env("LOCAL_WORLD_SIZE", args.nproc.to_string())
+            .env("MASTER_ADDR", "127.0.0.1")
+            .env("MASTER_PORT", port.to_string())
+            .stdin(Stdio::null())
+            .spawn();
+        match child {
+            Ok(c) => {
+                eprintln!("ember launch: rank {rank} is pid {}", c.id());
+                ranks.push(c);
+            }
+            Err(e) => {
+                stop(&mut ranks);
+                return Err(e).with_context(|| format!("starting rank {rank}"));
+            }
+        }
+    }
+    supervise(ranks)
+}
+
+/// Waits for every rank; the first failure stops the rest.
+fn supervise(mut ranks: Vec<Child>) -> Result<ExitCode> {
+    let mut done = vec![false; ranks.len()];
+    let mut forwarded = false;
+    while done.iter().any(|d| !d) {
+        if !forwarded && policy::interrupt::requested().is_some() {
+            forwarded = true;
+            signal_all(&ranks, &done, libc::SIGTERM);
+        }
+        for (rank, child) in ranks.iter_mut().enumerate() {
+            if done[rank] {
+                continue;
+            }
+            let Some(status) = child.try_wait().context("waiting for the ranks")? else {
+                continue;
+            };
+            done[rank] = true;
+            if !status.success() {
+                eprintln!(
+                    "ember launch: rank {rank} (pid {}) {}; stopping the other ranks",
+                    child.id(),
+                    describe(status)
+                );
+                let remaining: Vec<Child> = ranks
+                    .into_iter()
+                    .zip(&done)
+                    .filter(|(_, d)| !**d)
+                    .map(|(c, _)| c)
+                    .collect();
+                let mut remaining = remaining;
+                stop(&mut remaining);
+                return Ok(ExitCode::from(exit_code(status)));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn signal_all(ranks: &[Child], done: &[bool], signal: i32) {
+    for (child, _) in ranks.iter().zip(done).filter(|(_, d)| !**d) {
+        // SAFETY: kill(2) on the pid of a child this process started and has not reaped.
+        unsafe { libc::kill(child.id() as i32, signal) };
+    }
+}
+
+/// SIGTERM to every rank still running (ember checkpoints and exits on it); SIGKILL to those
+/// still running after 30 s.
+fn stop(ranks: &mut [Child]) {
+    let done = vec![false; ranks.len()];
+    signal_all(ranks, &done, libc::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for child in ranks.iter_mut() {
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+fn describe(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with code {code}"),
+        (None, Some(sig)) => format!("was killed by signal {sig}"),
+        _ => "ended".into(),
+    }
+}
+
+/// A failed rank's exit code, or 128 + its signal, as a shell reports it.
+fn exit_code(status: ExitStatus) -> u8 {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => code.clamp(1, 255) as u8,
+        (None, Some(sig)) => (128 + sig).clamp(1, 255) as u8,
+        _ => 1,
+    }
+}

@@ -1,0 +1,33 @@
+//! Data-parallel training on the default process group ([`crate::dist::group`]), as PyTorch's
+//! DDP does it: every rank holds the whole model and optimizer, starts from rank 0's state
+//! ([`replicate`]), trains on its shard of each global batch
+//! ([`crate::dist::shard`]), and averages gradients before the update
+//! ([`crate::dist::ProcessGroup::average_gradients`]), so the replicas stay equal.
+//!
+//! For the replicas to take the step one process takes on the whole batch, a loss that is a
+//! mean over rows (or tokens) must divide by the *global* count: [`global_counts`] gives it.
+use tch::{nn, Tensor};
+
+use super::AdamW;
+use crate::dist::{DistError, ProcessGroup};
+
+/// Makes every rank's variables (trainable or frozen, in name order), optimizer moments and
+/// step count rank 0's. Run it after rank 0 resumed from its checkpoint and before the first
+/// step.
+pub fn replicate(pg: &ProcessGroup, vs: &nn::VarStore, opt: &mut AdamW) -> Result<(), DistError> {
+    let mut vars = vs.variables().into_iter().collect::<Vec<_>>();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    let vars: Vec<Tensor> = vars.into_iter().map(|(_, t)| t).collect();
+    pg.broadcast_parameters(&vars)?;
+    opt.broadcast_from_root(pg)
+}
+
+/// The normalisers a rank's loss divides by so that the ranks' averaged gradients equal one
+/// process's on the whole batch: the counts summed over the ranks, divided by the world size
+/// (each rank's mean is then `sum_local / (n_global / world)`, and averaging over the ranks
+/// gives `sum_global / n_global`). `counts` is a float tensor of any shape, on any device.
+pub fn global_counts(pg: &ProcessGroup, counts: &Tensor) -> Result<Tensor, DistError> {
+    let summed = counts.detach().to_device(tch::Device::Cpu).contiguous();
+    pg.all_reduce_sum(&summed)?;
+    Ok((summed / pg.world_size() as f64).to_device(counts.device()))
+}

@@ -1,0 +1,304 @@
+//! Data-parallel training end to end: `ember launch -n 2` runs two Gloo ranks on the loopback
+//! interface, and what they train must equal one process on the combined batch; a killed rank
+//! stops the job with its name, and a re-launch resumes; bad setups are named.
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+mod common;
+use common::{assert_exit_2, ember, ok, text, EMBER};
+
+/// Synthetic addition data and a character-level tokenizer in `dir` (`data/`, `tok/`).
+fn setup(dir: &Path) {
+    ok(&ember(
+        &[
+            "synth", "--task", "add", "--out", "data", "--pairs", "300", "--demos", "64",
+        ],
+        dir,
+    ));
+    ok(&ember(
+        &["tokenizer", "train", "--data", "data", "--out", "tok"],
+        dir,
+    ));
+}
+
+fn reward_args(out: &str, steps: &str) -> Vec<String> {
+    [
+        "reward",
+        "train",
+        "--data",
+        "data",
+        "--tokenizer",
+        "tok",
+        "--steps",
+        steps,
+        "--batch",
+        "8",
+        "--lr",
+        "2e-3",
+        "--d-model",
+        "32",
+        "--n-layer",
+        "1",
+        "--n-head",
+        "2",
+        "--eval-every",
+        "10",
+        "--checkpoint-every",
+        "5",
+        "--out",
+        out,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+fn launched(n: &str, args: &[String]) -> Vec<String> {
+    let mut v = vec!["launch".to_string(), "-n".into(), n.into(), "--".into()];
+    v.extend(args.iter().cloned());
+    v
+}
+
+fn run(dir: &Path, args: &[String]) -> String {
+    ok(&ember(
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        dir,
+    ))
+}
+
+/// The largest |a − b| over every tensor of two safetensors files (same names and shapes).
+fn max_abs_diff(a: &Path, b: &Path) -> f64 {
+    let a = tch::Tensor::read_safetensors(a).unwrap();
+    let b: std::collections::HashMap<_, _> = tch::Tensor::read_safetensors(b)
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert!(!a.is_empty());
+    a.iter()
+        .map(|(name, t)| (t - &b[name]).abs().max().double_value(&[]))
+        .fold(0.0, f64::max)
+}
+
+#[test]
+fn two_ranks_train_what_one_process_trains_on_the_combined_batch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    setup(dir);
+    // Reward training: 20 steps of a global batch of 8, as 2 ranks × 4 and as 1 × 8.
+    run(dir, &reward_args("rm1", "20"));
+    let out = run(dir, &launched("2", &reward_args("rm2", "20")));
+    assert!(out.contains("rank 1 is pid"), "{out}");
+    let d = max_abs_diff(
+        &dir.join("rm1/model.safetensors"),
+        &dir.join("rm2/model.safetensors"),
+    );
+    assert!(d <= 1e-5, "reward: max |Δw| = {d}");
+    assert!(!dir.join("rm2.partial").exists());
+    // Only rank 0 printed the result.
+    assert_eq!(out.matches("val accuracy").count(), 1, "{out}");
+    // SFT: micro-batches of 8 rows, 2 accumulated per step, so the global token count of each
+    // micro-batch normalises the loss.
+    fs::write(
+        dir.join("small.json"),
+        r#"{"architecture": "gpt2", "vocab_size": 512, "n_ctx": 64, "d_model": 32, "n_layer": 1, "n_head": 2}"#,
+    )
+    .unwrap();
+    let sft = |out: &str| {
+        [
+            "sft",
+            "--data",
+            "data",
+            "--tokenizer",
+            "tok",
+            "--model-config",
+            "small.json",
+            "--steps",
+            "20",
+            "--batch",
+            "8",
+            "--grad-accum",
+            "2",
+            "--eval-every",
+            "10",
+            "--out",
+            out,
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    run(dir, &sft("sft1"));
+    run(dir, &launched("2", &sft("sft2")));
+    let d = max_abs_diff(
+        &dir.join("sft1/model.safetensors"),
+        &dir.join("sft2/model.safetensors"),
+    );
+    assert!(d <= 1e-5, "sft: max |Δw| = {d}");
+}
+
+#[test]
+fn a_killed_rank_stops_the_job_by_name_and_a_relaunch_resumes_where_it_left() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    setup(dir);
+    let args = launched("2", &reward_args("rm", "150"));
+    let log = dir.join("launch.log");
+    let mut launcher = Command::new(EMBER)
+        .args(&args)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let ckpt = dir.join("rm.partial/ckpt");
+    let clock = Instant::now();
+    let pid = loop {
+        assert!(clock.elapsed() < Duration::from_secs(120), "no checkpoint");
+        assert!(
+            launcher.try_wait().unwrap().is_none(),
+            "the job ended first"
+        );
+        let log = fs::read_to_string(&log).unwrap();
+        let pid = log
+            .lines()
+            .find_map(|l| l.strip_prefix("ember launch: rank 1 is pid "))
+            .map(|p| p.trim().parse::<i32>().unwrap());
+        if let (Some(pid), true) = (pid, ckpt.exists()) {
+            break pid;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // SAFETY: SIGKILL to rank 1, a child of the launcher this test started.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let killed = Instant::now();
+    let status = launcher.wait().unwrap();
+    assert!(killed.elapsed() < Duration::from_secs(60));
+    let log = fs::read_to_string(&log).unwrap();
+    assert!(!status.success(), "{log}");
+    assert!(
+        log.contains(&format!("rank 1 (pid {pid}) was killed by signal 9")),
+        "{log}"
+    );
+    // Rank 0 named the rank it lost, unless the launcher's SIGTERM stopped it first.
+    assert!(
+        log.contains("rank 1 is gone: no heartbeat") || log.contains("interrupted"),
+        "{log}"
+    );
+    assert!(ckpt.exists(), "rank 0 kept its checkpoint: {log}");
+    let resumed = run(dir, &args);
+    assert!(resumed.contains("resuming from checkpoint"), "{resumed}");
+    // The resumed job ends where an uninterrupted one does.
+    run(dir, &launched("2", &reward_args("whole", "150")));
+    let d = max_abs_diff(
+        &dir.join("rm/model.safetensors"),
+        &dir.join("whole/model.safetensors"),
+    );
+    assert_eq!(d, 0.0, "resumed vs uninterrupted");
+}
+
+#[test]
+fn bad_distributed_setups_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    setup(dir);
+    let with_env = |vars: &[(&str, &str)], args: &[String]| {
+        Command::new(EMBER)
+            .args(args)
+            .current_dir(dir)
+            .envs(vars.iter().copied())
+            .output()
+            .unwrap()
+    };
+    let train = reward_args("rm", "4");
+    let o = with_env(&[("WORLD_SIZE", "2")], &train);
+    assert_exit_2(&o, "RANK is not set");
+    let o = with_env(
+        &[
+            ("WORLD_SIZE", "2"),
+            ("RANK", "0"),
+            ("MASTER_ADDR", "127.0.0.1"),
+            ("MASTER_PORT", "0"),
+        ],
+        &train,
+    );
+    assert_exit_2(&o, "MASTER_PORT=0: must be a port number");
+    let o = with_env(
+        &[
+            ("WORLD_SIZE", "2"),
+            ("RANK", "0"),
+            ("MASTER_ADDR", "127.0.0.1"),
+            ("MASTER_PORT", "1"),
+        ],
+        &["status".into(), ".".into()],
+    );
+    assert_exit_2(&o, "WORLD_SIZE=2: this command runs as one process");
+    let o = with_env(&[("EMBER_DIST_TIMEOUT", "soon")], &launched("2", &train));
+    assert_exit_2(
+        &o,
+        "EMBER_DIST_TIMEOUT=soon: must be a positive number of seconds",
+    );
+    // Three ranks cannot split a global batch of 8.
+    let o = ember(
+        &launched("3", &train)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        dir,
+    );
+    assert_exit_2(&o, "WORLD_SIZE=3: must divide the global batch of 8 rows");
+    assert!(
+        !dir.join("rm").exists() && !dir.join("rm.partial").exists(),
+        "{}",
+        text(&o)
+    );
+    // Rank 1 runs another build (a copy of the binary with one byte more): both are refused.
+    let other = dir.join("ember-other");
+    fs::copy(EMBER, &other).unwrap();
+    fs::OpenOptions::new()
+        .append(true)
+        .open(&other)
+        .unwrap()
+        .write_all_at_end();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let rank = |exe: &Path, r: &str| {
+        Command::new(exe)
+            .args(&train)
+            .current_dir(dir)
+            .envs([
+                ("WORLD_SIZE", "2"),
+                ("RANK", r),
+                ("MASTER_ADDR", "127.0.0.1"),
+                ("MASTER_PORT", port.as_str()),
+                ("EMBER_DIST_TIMEOUT", "60"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let r0 = rank(Path::new(EMBER), "0");
+    let r1 = rank(&other, "1");
+    for o in [
+        r0.wait_with_output().unwrap(),
+        r1.wait_with_output().unwrap(),
+    ] {
+        assert_exit_2(&o, "runs another ember build");
+    }
+}
+
+/// Appends one byte, so the copy's sha256 differs from the original's.
+trait AppendByte {
+    fn write_all_at_end(self);
+}
+
+impl AppendByte for fs::File {
+    fn write_all_at_end(mut self) {
+        use std::io::Write;
+        self.write_all(b"\0").unwrap();
+    }
+}
