@@ -3,10 +3,12 @@
 //! `MASTER_PORT`), for the commands that shard their work, and `ember launch` starts such a job
 //! of N local ranks.
 //!
-//! What runs data-parallel: `ember sft` and `ember reward train` (each rank trains on an equal
-//! shard of every global batch; gradients are averaged; rank 0 writes the output, metrics and
-//! checkpoints). Any other command refuses to run as one rank of several rather than run N
-//! copies that race for the same output.
+//! What runs on several ranks: `ember sft` and `ember reward train` (data-parallel: each rank
+//! trains on an equal shard of every global batch; gradients are averaged), and `ember sample`,
+//! `ember rank` and `ember reward score` (the ranks share the sampling and scoring batches and
+//! gather the results). Rank 0 writes the output, metrics and checkpoints. Any other command
+//! refuses to run as one rank of several rather than run N copies that race for the same
+//! output.
 use std::io::Read;
 use std::process::{Child, Command as Process, ExitCode, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -32,7 +34,7 @@ pub fn join(command: &Command) -> Result<()> {
     }
     if !shards(command) {
         return Err(usage(format!(
-            "WORLD_SIZE={}: this command runs as one process; `ember sft` and `ember reward train` run data-parallel",
+            "WORLD_SIZE={}: this command runs as one process; `ember sft`, `reward train`, `sample`, `rank` and `reward score` run on several",
             env.world_size
         )));
     }
@@ -56,7 +58,13 @@ fn quiet_stdout() {
 
 fn shards(command: &Command) -> bool {
     use crate::stages::reward::Command as Reward;
-    matches!(command, Command::Sft(_) | Command::Reward(Reward::Train(_)))
+    matches!(
+        command,
+        Command::Sft(_)
+            | Command::Reward(Reward::Train(_) | Reward::Score(_))
+            | Command::Sample(_)
+            | Command::Rank(_)
+    )
 }
 
 fn timeout() -> Result<Duration> {
@@ -135,9 +143,16 @@ pub fn launch(args: LaunchArgs) -> Result<ExitCode> {
             .port(),
     };
     let exe = std::env::current_exe().context("locating the ember executable")?;
+    // The ranks share this machine's cores (torchrun sets 1 thread each; the cores divided among
+    // the ranks keep small jobs fast too), unless the user chose.
+    let threads = std::env::var("OMP_NUM_THREADS").unwrap_or_else(|_| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        (cores / args.nproc as usize).max(1).to_string()
+    });
     let mut ranks: Vec<Child> = Vec::new();
     for rank in 0..args.nproc {
         let child = Process::new(&exe)
+            .env("OMP_NUM_THREADS", &threads)
             .args(&args.command)
             .env("RANK", rank.to_string())
             .env("LOCAL_RANK", rank.to_string())

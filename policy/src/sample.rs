@@ -47,7 +47,7 @@ impl Default for SampleConfig {
 }
 
 /// One generated answer.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Sample {
     pub prompt_id: usize,
     pub k: usize,
@@ -153,24 +153,26 @@ fn generate(
     // Similar lengths together: less padding. The result does not depend on the grouping.
     let mut order: Vec<usize> = (0..rows.len()).collect();
     order.sort_by_key(|&i| encoded[rows[i].0].len());
-    let mut out: Vec<Option<Sample>> = vec![None; rows.len()];
-    tch::no_grad(|| {
-        for chunk in order.chunks(batch.max(1)) {
+    // Under a process group the ranks share the batches (crate::dist::map_chunks): each batch
+    // is the one a single process forms, so the samples are the same bytes.
+    let chunks: Vec<&[usize]> = order.chunks(batch.max(1)).collect();
+    let generated = tch::no_grad(|| {
+        crate::dist::map_chunks(crate::dist::group(), chunks.len(), |c| {
             if crate::interrupt::requested().is_some() {
-                break; // reported below, once out of no_grad
+                return Vec::new(); // reported below, once out of no_grad
             }
-            let chunk_rows: Vec<(usize, usize)> = chunk.iter().map(|&i| rows[i]).collect();
+            let chunk_rows: Vec<(usize, usize)> = chunks[c].iter().map(|&i| rows[i]).collect();
             let seqs: Vec<Vec<i64>> = chunk_rows.iter().map(|r| encoded[r.0].clone()).collect();
-            for (&i, s) in
-                chunk
-                    .iter()
-                    .zip(generate_batch(policy, &seqs, &chunk_rows, rule, max_new))
-            {
-                out[i] = Some(s);
-            }
-        }
-    });
+            generate_batch(policy, &seqs, &chunk_rows, rule, max_new)
+        })
+    })?;
     crate::interrupt::check(None)?;
+    let mut out: Vec<Option<Sample>> = vec![None; rows.len()];
+    for (chunk, samples) in chunks.iter().zip(generated) {
+        for (&i, s) in chunk.iter().zip(samples) {
+            out[i] = Some(s);
+        }
+    }
     Ok(out
         .into_iter()
         .map(|s| s.expect("every row generated"))

@@ -70,21 +70,36 @@ impl EnergyScorer {
 
     /// Energies of already-encoded sequences, `batch` at a time, right-padded, in input order.
     pub fn energies_of_ids(&self, seqs: &[Vec<i64>], batch: usize) -> Vec<f32> {
+        self.energies_shared(seqs, batch, None)
+            .expect("no collective runs without a process group")
+    }
+
+    /// [`Self::energies_of_ids`], the batches shared by the ranks of `group` (each batch the one
+    /// a single process forms, so the energies are the same bits), every energy on every rank.
+    fn energies_shared(
+        &self,
+        seqs: &[Vec<i64>],
+        batch: usize,
+        group: Option<&policy::dist::ProcessGroup>,
+    ) -> Result<Vec<f32>> {
         let mut order: Vec<usize> = (0..seqs.len()).collect();
         order.sort_by_key(|&i| seqs[i].len()); // similar lengths together: less padding
-        let mut out = vec![0f32; seqs.len()];
-        tch::no_grad(|| {
-            for chunk in order.chunks(batch.max(1)) {
-                let rows: Vec<Vec<i64>> = chunk.iter().map(|&i| seqs[i].clone()).collect();
+        let chunks: Vec<&[usize]> = order.chunks(batch.max(1)).collect();
+        let energies = tch::no_grad(|| {
+            policy::dist::map_chunks(group, chunks.len(), |c| {
+                let rows: Vec<Vec<i64>> = chunks[c].iter().map(|&i| seqs[i].clone()).collect();
                 let (ids, mask) =
                     policy::batch::pad_right(&rows, self.tokenizer.pad_id(), self.device);
-                let e = to_vec(&self.model.energy(&ids, &mask, false));
-                for (&i, v) in chunk.iter().zip(e) {
-                    out[i] = v;
-                }
+                to_vec(&self.model.energy(&ids, &mask, false))
+            })
+        })?;
+        let mut out = vec![0f32; seqs.len()];
+        for (chunk, e) in chunks.iter().zip(energies) {
+            for (&i, v) in chunk.iter().zip(e) {
+                out[i] = v;
             }
-        });
-        out
+        }
+        Ok(out)
     }
 
     /// Energy of each (prompt, answer): the single discrete scoring function of Ember.
@@ -114,7 +129,7 @@ impl EnergyScorer {
                 "answers longer than the model's max_len were clipped"
             );
         }
-        Ok(self.energies_of_ids(&seqs, batch))
+        self.energies_shared(&seqs, batch, policy::dist::group())
     }
 }
 

@@ -162,6 +162,9 @@ pub fn run_to<S: Stage>(
     }
     let out = &out.path;
     crate::config::reject(cfg.check(), S::NAME)?;
+    if !policy::dist::is_writer() {
+        return Ok(run_replica(cfg, common, inputs)?.metrics);
+    }
     let paths = S::input_paths(inputs);
     let _target = Target::claim_file(out, &paths)?;
     paths.iter().try_for_each(|p| verify_input(p))?;

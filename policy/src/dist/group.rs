@@ -340,7 +340,10 @@ fn same_build(
     let key = "ember/builds_read";
     store.add(key, 1)?;
     let deadline = std::time::Instant::now() + timeout;
-    while store.add(key, 0)? < env.world_size && std::time::Instant::now() < deadline {
+    // An unreachable store means rank 0 saw every read done and left: stop waiting too.
+    while matches!(store.add(key, 0), Ok(n) if n < env.world_size)
+        && std::time::Instant::now() < deadline
+    {
         std::thread::sleep(Duration::from_millis(5));
     }
     mismatch
@@ -469,6 +472,28 @@ mod tests {
                 (big, small, frozen),
                 (0.0, vec![0.0, 0.0], 0.0),
                 "rank 0's values"
+            );
+        }
+    }
+
+    #[test]
+    fn chunks_are_shared_round_robin_and_gathered_in_order() {
+        let out = ranks(2, |r, pg| {
+            let mut ran = Vec::new();
+            let got = crate::dist::map_chunks(Some(&pg), 5, |i| {
+                ran.push(i);
+                (i as f32 * 0.1, format!("chunk {i}"))
+            })
+            .unwrap();
+            (r, ran, got)
+        });
+        let alone = crate::dist::map_chunks(None, 5, |i| (i as f32 * 0.1, format!("chunk {i}")));
+        for (r, ran, got) in out {
+            assert_eq!(ran, if r == 0 { vec![0, 2, 4] } else { vec![1, 3] });
+            assert_eq!(
+                got,
+                alone.clone().unwrap(),
+                "every rank gets every result, bit for bit"
             );
         }
     }

@@ -96,6 +96,44 @@ pub fn shard(
     Ok(rank as usize * each..(rank as usize + 1) * each)
 }
 
+/// The results of `work(0..n)`, in order, on every rank. Alone (`group` is `None`), `work` runs
+/// on every index; in a group, rank r runs the indices i with i mod world_size = r and the
+/// results travel to every rank (as JSON, which gives back every f32 and f64 exactly). A unit
+/// of work is a whole batch as one process would form it, so the results are the same bytes
+/// as one process's, however many ranks share them.
+pub fn map_chunks<T: serde::Serialize + serde::de::DeserializeOwned>(
+    group: Option<&ProcessGroup>,
+    n: usize,
+    mut work: impl FnMut(usize) -> T,
+) -> Result<Vec<T>, DistError> {
+    let Some(g) = group else {
+        return Ok((0..n).map(work).collect());
+    };
+    let (rank, world) = (g.rank() as usize, g.world_size() as usize);
+    let mine: Vec<(usize, T)> = (rank..n).step_by(world).map(|i| (i, work(i))).collect();
+    let bytes = serde_json::to_vec(&mine).expect("results serialise");
+    let mut out: Vec<Option<T>> = (0..n).map(|_| None).collect();
+    for (from, part) in g.all_gather_bytes(&bytes)?.iter().enumerate() {
+        let part: Vec<(usize, T)> =
+            serde_json::from_slice(part).map_err(|e| DistError::Collective {
+                op: "map_chunks",
+                message: format!("rank {from} sent results that do not parse: {e}"),
+            })?;
+        for (i, t) in part {
+            out[i] = Some(t);
+        }
+    }
+    out.into_iter()
+        .enumerate()
+        .map(|(i, t)| {
+            t.ok_or_else(|| DistError::Collective {
+                op: "map_chunks",
+                message: format!("no rank returned chunk {i} of {n}"),
+            })
+        })
+        .collect()
+}
+
 /// Where this process sits in a job of several.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DistEnv {
@@ -266,13 +304,22 @@ mod tests {
 mod testing {
     use super::DistEnv;
 
-    /// A port free right now on the loopback interface.
+    /// A port free right now on the loopback interface, never the same twice in this process
+    /// (tests run in parallel, and two jobs on one port would meet at one store).
     pub fn free_port() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
+        static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+        let mut given = GIVEN.lock().unwrap();
+        loop {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            if !given.contains(&port) {
+                given.push(port);
+                return port;
+            }
+        }
     }
 
     pub fn env(rank: i64, world_size: i64, port: u16) -> DistEnv {

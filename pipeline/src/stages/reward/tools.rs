@@ -137,6 +137,9 @@ pub(super) fn score_cli(a: ScoreArgs) -> Result<ExitCode> {
             a.model.display()
         );
     }
+    if !policy::dist::is_writer() {
+        return Ok(ExitCode::SUCCESS); // rank 0 writes the scored rows
+    }
     let rows: Vec<Value> = rows
         .into_iter()
         .zip(&energies)
