@@ -7,7 +7,7 @@ BENCHES ?= forward,sft,sample,reward
 BENCH_ROUNDS ?= 3
 BENCH_ARGS ?=
 
-.PHONY: all setup build test test-long demo fmt clippy bench bench-python ci pretrained smollm2-gguf
+.PHONY: all setup build test test-long demo fmt clippy bench bench-dist bench-python ci pretrained smollm2-gguf
 
 # The installed pretrained backbone: SmolLM2-135M-Instruct, as an Ember policy directory.
 EMBER_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/ember
@@ -52,6 +52,13 @@ clippy: setup
 bench: setup bench-python
 	$(CARGO) build --release
 	python3 scripts/bench.py --python $(BENCH_PYTHON) --rounds $(BENCH_ROUNDS) --only $(BENCHES) $(BENCH_ARGS)
+
+# Scaling of the multi-process commands: reward training and sampling as 1 and 2 ranks
+# (scripts/bench_dist.py; BENCH_DIST_ARGS="--ranks 1,2,4 --device cuda" on a machine with more).
+BENCH_DIST_ARGS ?=
+bench-dist: setup
+	$(CARGO) build --release
+	python3 scripts/bench_dist.py --rounds $(BENCH_ROUNDS) $(BENCH_DIST_ARGS)
 
 # A Python with torch 2.11.0 (and transformers, for --shape smollm2) for the PyTorch reference:
 # a virtual environment in the cache, made once. Pass BENCH_PYTHON=... to use another Python.
