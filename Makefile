@@ -54,7 +54,7 @@ bench: setup bench-python
 	python3 scripts/bench.py --python $(BENCH_PYTHON) --rounds $(BENCH_ROUNDS) --only $(BENCHES) $(BENCH_ARGS)
 
 # Scaling of the multi-process commands: reward training and sampling as 1 and 2 ranks
-# (scripts/bench_dist.py; BENCH_DIST_ARGS="--ranks 1,2,4 --device cuda" on a machine with more).
+# (scripts/bench_dist.py; BENCH_DIST_ARGS="--ranks 1,2,4" on a machine with more cores).
 BENCH_DIST_ARGS ?=
 bench-dist: setup
 	$(CARGO) build --release

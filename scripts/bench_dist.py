@@ -4,7 +4,10 @@ as N ranks (`ember launch -n N`) on the same synthetic data, alternating round a
 machine's drift hits every rank count alike. Prints tokens/s per round, the medians and the scaling
 efficiency throughput_N / (N * throughput_1), and writes every measurement as a JSON line to --out.
 
-  scripts/bench_dist.py [--ranks 1,2] [--rounds 3] [--device cpu|cuda] [--ember PATH] [--out FILE]
+  scripts/bench_dist.py [--ranks 1,2] [--rounds 3] [--only reward,sample] [--ember PATH] [--out FILE]
+
+CPU only: several ranks run on c10d's Gloo, and Ember refuses --device cuda with several ranks
+until its NCCL path exists.
 
 The throughputs are the commands' own (`tokens_per_s` in each manifest: reward training counts
 the tokens of every rank's shards, sampling the new tokens of every rank). On the CPU a rank is a
@@ -42,7 +45,7 @@ def tokens_per_s(out_dir):
         return json.load(f)["metrics"]["tokens_per_s"]
 
 
-def setup(ember, work, device):
+def setup(ember, work):
     run([ember, "synth", "--task", "add", "--out", "data", "--pairs", "2000", "--demos", "256",
          "--eval-prompts", "32", "-q"], work)
     run([ember, "tokenizer", "train", "--data", "data", "--out", "tok", "-q"], work)
@@ -51,15 +54,15 @@ def setup(ember, work, device):
     with open(os.path.join(work, "policy.json"), "w") as f:
         json.dump(cfg, f)
     run([ember, "sft", "--data", "data", "--tokenizer", "tok", "--model-config", "policy.json",
-         "--steps", "5", "--batch", "8", "--device", device, "--out", "policy", "-q"], work)
+         "--steps", "5", "--batch", "8", "--out", "policy", "-q"], work)
 
 
-def command(ember, bench, ranks, out, device):
+def command(ember, bench, ranks, out):
     if bench == "reward":
         args = ["reward", "train", "--data", "data", "--tokenizer", "tok", *REWARD]
     else:
         args = ["sample", "--policy", "policy", "--prompts", "data/eval_prompts.parquet", *SAMPLE]
-    args += ["--device", device, "--out", out, "-q"]
+    args += ["--device", "cpu", "--out", out, "-q"]
     if ranks == 1:
         return [ember, *args]
     return [ember, "launch", "-n", str(ranks), "--", *args]
@@ -70,7 +73,6 @@ def main():
     ap.add_argument("--ranks", default="1,2")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--only", default="reward,sample")
-    ap.add_argument("--device", default="cpu")
     ap.add_argument("--ember", default=os.path.join(HERE, "..", "target", "release", "ember"))
     ap.add_argument("--out", help="append every JSON line to this file")
     a = ap.parse_args()
@@ -86,20 +88,18 @@ def main():
     results = {(b, n): [] for b in benches for n in ranks}
     lines = []
     with tempfile.TemporaryDirectory() as work:
-        setup(ember, work, a.device)
+        setup(ember, work)
         for rnd in range(a.rounds):
             for bench in benches:
                 for n in ranks:
                     out = f"{bench}-{n}-{rnd}"
                     env = dict(os.environ)
-                    if a.device == "cpu":
-                        env["OMP_NUM_THREADS"] = str(threads)
-                    run(command(ember, bench, n, out, a.device), work, env)
+                    env["OMP_NUM_THREADS"] = str(threads)
+                    run(command(ember, bench, n, out), work, env)
                     tps = tokens_per_s(os.path.join(work, out))
                     results[(bench, n)].append(tps)
                     line = {"bench": bench, "ranks": n, "round": rnd, "tokens_per_s": tps,
-                            "device": a.device, "cores": cores,
-                            "threads_per_rank": threads if a.device == "cpu" else None}
+                            "device": "cpu", "cores": cores, "threads_per_rank": threads}
                     lines.append(line)
                     print(json.dumps(line), flush=True)
     print()

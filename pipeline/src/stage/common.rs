@@ -127,6 +127,13 @@ impl RuntimeArgs {
     /// The device, and the autocast scope of the precision (a usage error for bf16 off CUDA).
     pub fn device(&self) -> Result<(tch::Device, Option<Autocast>)> {
         let device = policy::device::resolve(self.device).map_err(|e| usage(e.to_string()))?;
+        if device.is_cuda() && policy::dist::group().is_some() {
+            // Gloo could move CUDA tensors, but the NCCL path a GPU job needs is not built, and
+            // no GPU run of several ranks has been checked.
+            return Err(usage(
+                "--device cuda with several ranks: Ember's multi-process runs are CPU-only so far                  (c10d Gloo; NCCL is not built yet). Run one process per GPU job, or --device cpu",
+            ));
+        }
         let amp = self
             .precision
             .enter(device)
