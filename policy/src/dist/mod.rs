@@ -143,6 +143,9 @@ pub struct DistEnv {
     pub local_rank: i64,
     pub master_addr: String,
     pub master_port: u16,
+    /// torchrun's agent already hosts the store on MASTER_ADDR:MASTER_PORT
+    /// (`TORCHELASTIC_USE_AGENT_STORE=True`): every rank, rank 0 included, connects to it.
+    pub agent_store: bool,
 }
 
 impl DistEnv {
@@ -218,6 +221,7 @@ impl DistEnv {
             local_rank,
             master_addr,
             master_port,
+            agent_store: get("TORCHELASTIC_USE_AGENT_STORE").is_some_and(|v| v == "True"),
         }))
     }
 
@@ -278,6 +282,15 @@ mod tests {
         );
         let env = DistEnv::from_vars(vars(&GOOD)).unwrap().unwrap();
         assert_eq!((env.rank, env.world_size, env.local_rank), (1, 2, 1));
+        assert!(!env.agent_store);
+        let mut torchrun = GOOD.to_vec();
+        torchrun.push(("TORCHELASTIC_USE_AGENT_STORE", "True"));
+        assert!(
+            DistEnv::from_vars(vars(&torchrun))
+                .unwrap()
+                .unwrap()
+                .agent_store
+        );
         assert_eq!(env.addr(), "127.0.0.1:29500");
         let err = |change| {
             DistEnv::from_vars(vars(&with(change)))
@@ -329,6 +342,7 @@ mod testing {
             local_rank: rank,
             master_addr: "127.0.0.1".into(),
             master_port: port,
+            agent_store: false,
         }
     }
 }

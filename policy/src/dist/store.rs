@@ -54,7 +54,8 @@ unsafe impl Send for Store {}
 unsafe impl Sync for Store {}
 
 impl Store {
-    /// Joins the store of `env`'s job (hosting it on rank 0); every wait ends after `timeout`.
+    /// Joins the store of `env`'s job (hosting it on rank 0, unless torchrun's agent hosts it);
+    /// every wait ends after `timeout`.
     pub fn connect(env: &DistEnv, timeout: Duration) -> Result<Self, DistError> {
         let addr = env.addr();
         let host = CString::new(env.master_addr.clone()).map_err(|_| DistError::Invalid {
@@ -68,7 +69,7 @@ impl Store {
             ember_store_connect(
                 host.as_ptr(),
                 env.master_port,
-                env.rank == 0,
+                env.rank == 0 && !env.agent_store,
                 env.world_size,
                 timeout.as_millis().min(i64::MAX as u128) as i64,
                 &mut ptr,
