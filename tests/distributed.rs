@@ -24,34 +24,20 @@ fn setup(dir: &Path) {
 }
 
 fn reward_args(out: &str, steps: &str) -> Vec<String> {
-    [
-        "reward",
-        "train",
-        "--data",
-        "data",
-        "--tokenizer",
-        "tok",
-        "--steps",
-        steps,
-        "--batch",
-        "8",
-        "--lr",
-        "2e-3",
-        "--d-model",
-        "32",
-        "--n-layer",
-        "1",
-        "--n-head",
-        "2",
-        "--eval-every",
-        "10",
-        "--checkpoint-every",
-        "5",
-        "--out",
-        out,
-    ]
-    .map(String::from)
-    .to_vec()
+    let flags = format!(
+        "reward train --data data --tokenizer tok --steps {steps} --batch 8 --lr 2e-3 \
+         --d-model 32 --n-layer 1 --n-head 2 --eval-every 10 --checkpoint-every 5 --out"
+    );
+    words(&flags, out)
+}
+
+/// `words` split at spaces, then `last`.
+fn words(words: &str, last: &str) -> Vec<String> {
+    words
+        .split_whitespace()
+        .chain([last])
+        .map(String::from)
+        .collect()
 }
 
 fn launched(n: &str, args: &[String]) -> Vec<String> {
@@ -115,27 +101,7 @@ fn ranks_train_and_rank_what_one_process_does_on_the_combined_batch() {
     )
     .unwrap();
     let sft = |out: &str| {
-        [
-            "sft",
-            "--data",
-            "data",
-            "--tokenizer",
-            "tok",
-            "--model-config",
-            "small.json",
-            "--steps",
-            "20",
-            "--batch",
-            "8",
-            "--grad-accum",
-            "2",
-            "--eval-every",
-            "10",
-            "--out",
-            out,
-        ]
-        .map(String::from)
-        .to_vec()
+        words("sft --data data --tokenizer tok --model-config small.json --steps 20 --batch 8 --grad-accum 2 --eval-every 10 --out", out)
     };
     run(dir, &sft("sft1"));
     run(dir, &launched("2", &sft("sft2")));
@@ -147,66 +113,20 @@ fn ranks_train_and_rank_what_one_process_does_on_the_combined_batch() {
     // Rank-and-select: the ranks share the sampling and scoring batches, and rank 0 writes the
     // bytes one process writes, for 2 ranks and for 3 (which share the batches unevenly).
     let rank = |out: &str| {
-        [
-            "rank",
-            "--policy",
-            "sft1",
-            "--reward",
-            "rm1",
-            "--prompts",
-            "data/eval_prompts.parquet",
-            "-n",
-            "4",
-            "--batch",
-            "4",
-            "--score-batch",
-            "4",
-            "--max-new-tokens",
-            "8",
-            "--out",
-            out,
-        ]
-        .map(String::from)
-        .to_vec()
+        words("rank --policy sft1 --reward rm1 --prompts data/eval_prompts.parquet -n 4 --batch 4 --score-batch 4 --max-new-tokens 8 --out", out)
     };
     run(dir, &rank("rank1"));
     run(dir, &launched("2", &rank("rank2")));
     run(dir, &launched("3", &rank("rank3")));
     // `sample` and `reward score` with a file as --out: rank 0 writes the same file.
     let sample = |out: &str| {
-        [
-            "sample",
-            "--policy",
-            "sft1",
-            "--prompts",
-            "data/eval_prompts.parquet",
-            "-n",
-            "3",
-            "--batch",
-            "4",
-            "--max-new-tokens",
-            "8",
-            "--out",
-            out,
-        ]
-        .map(String::from)
-        .to_vec()
+        words("sample --policy sft1 --prompts data/eval_prompts.parquet -n 3 --batch 4 --max-new-tokens 8 --out", out)
     };
     let score = |out: &str| {
-        [
-            "reward",
-            "score",
-            "--model",
-            "rm1",
-            "--input",
-            "s1.parquet",
-            "--batch",
-            "4",
-            "--out",
+        words(
+            "reward score --model rm1 --input s1.parquet --batch 4 --out",
             out,
-        ]
-        .map(String::from)
-        .to_vec()
+        )
     };
     run(dir, &sample("s1.parquet"));
     run(dir, &launched("2", &sample("s2.parquet")));

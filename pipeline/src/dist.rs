@@ -9,12 +9,10 @@
 //! gather the results). Rank 0 writes the output, metrics and checkpoints. Any other command
 //! refuses to run as one rank of several rather than run N copies that race for the same
 //! output.
-use std::io::Read;
 use std::process::{Child, Command as Process, ExitCode, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
-use sha2::{Digest, Sha256};
 
 use crate::cli::Command;
 use crate::error::usage;
@@ -83,20 +81,7 @@ fn timeout() -> Result<Duration> {
 /// ranks started from different builds (an old binary on one node) are refused at init.
 fn build_id() -> Result<String> {
     let exe = std::env::current_exe().context("locating the ember executable")?;
-    let mut file =
-        std::fs::File::open(&exe).with_context(|| format!("reading {}", exe.display()))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file
-            .read(&mut buf)
-            .with_context(|| format!("reading {}", exe.display()))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    let hash = hex::encode(hasher.finalize());
+    let hash = crate::stage::sha256_file(&exe)?;
     Ok(format!(
         "{} (executable sha256 {})",
         crate::stage::VERSION,
