@@ -138,6 +138,27 @@ fn ranks_train_and_rank_what_one_process_does_on_the_combined_batch() {
             "{many} differs from {one}"
         );
     }
+    // `refine`: the ranks share the prompts; every row and step trace equals one process's but
+    // for the wall-clock seconds.
+    let refine = |out: &str| {
+        words(
+            "refine --policy sft1 --reward rm1 --prompts data/eval_prompts.parquet \
+             --max-new-tokens 8 --max-prompts 5 --steps 4 --lr 1.0 --out",
+            out,
+        )
+    };
+    run(dir, &refine("refine1"));
+    run(dir, &launched("2", &refine("refine2")));
+    for file in ["refined.parquet", "traces.parquet"] {
+        let rows = |d: &str| {
+            let mut rows = datasets::table::read_parquet_rows(&dir.join(d).join(file)).unwrap();
+            for r in &mut rows {
+                r.as_object_mut().unwrap().remove("wall_s");
+            }
+            rows
+        };
+        assert_eq!(rows("refine1"), rows("refine2"), "{file}");
+    }
     for file in ["candidates.parquet", "selected.parquet"] {
         let one = fs::read(dir.join("rank1").join(file)).unwrap();
         for many in ["rank2", "rank3"] {

@@ -66,7 +66,29 @@ pub fn init_from_env(
 /// The default group of a process launched as one rank of several (after [`init_from_env`]);
 /// `None` when it runs alone or the job has one rank.
 pub fn group() -> Option<&'static ProcessGroup> {
+    if LOCAL.with(std::cell::Cell::get) {
+        return None;
+    }
     GROUP.get().filter(|g| g.world_size() > 1)
+}
+
+thread_local! {
+    /// Set while this thread runs one rank's share of [`map_chunks`]: the work inside is this
+    /// rank's alone, so anything it calls that would share work among the ranks (sampling,
+    /// scoring) runs locally instead of starting collectives the other ranks do not match.
+    static LOCAL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with [`group`] returning `None` on this thread (restored after, even on panic).
+fn locally<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            LOCAL.with(|l| l.set(self.0));
+        }
+    }
+    let _restore = Restore(LOCAL.with(|l| l.replace(true)));
+    f()
 }
 
 /// Whether this process writes the job's files: rank 0, or a process that runs alone.
@@ -98,9 +120,11 @@ pub fn shard(
 
 /// The results of `work(0..n)`, in order, on every rank. Alone (`group` is `None`), `work` runs
 /// on every index; in a group, rank r runs the indices i with i mod world_size = r and the
-/// results travel to every rank (as JSON, which gives back every f32 and f64 exactly). A unit
+/// results travel to every rank (as MessagePack, which gives back every float exactly, NaN and
+/// infinities included; every rank runs the same build, so the layouts agree). A unit
 /// of work is a whole batch as one process would form it, so the results are the same bytes
-/// as one process's, however many ranks share them.
+/// as one process's, however many ranks share them. Inside `work`, [`group`] is `None`: what
+/// it calls runs on this rank alone (a collective there would meet no partner).
 pub fn map_chunks<T: serde::Serialize + serde::de::DeserializeOwned>(
     group: Option<&ProcessGroup>,
     n: usize,
@@ -110,12 +134,18 @@ pub fn map_chunks<T: serde::Serialize + serde::de::DeserializeOwned>(
         return Ok((0..n).map(work).collect());
     };
     let (rank, world) = (g.rank() as usize, g.world_size() as usize);
-    let mine: Vec<(usize, T)> = (rank..n).step_by(world).map(|i| (i, work(i))).collect();
-    let bytes = serde_json::to_vec(&mine).expect("results serialise");
+    let mine: Vec<(usize, T)> = (rank..n)
+        .step_by(world)
+        .map(|i| (i, locally(|| work(i))))
+        .collect();
+    let bytes = rmp_serde::to_vec(&mine).map_err(|e| DistError::Collective {
+        op: "map_chunks",
+        message: format!("rank {rank}'s results do not serialise: {e}"),
+    })?;
     let mut out: Vec<Option<T>> = (0..n).map(|_| None).collect();
     for (from, part) in g.all_gather_bytes(&bytes)?.iter().enumerate() {
         let part: Vec<(usize, T)> =
-            serde_json::from_slice(part).map_err(|e| DistError::Collective {
+            rmp_serde::from_slice(part).map_err(|e| DistError::Collective {
                 op: "map_chunks",
                 message: format!("rank {from} sent results that do not parse: {e}"),
             })?;
@@ -260,6 +290,40 @@ mod tests {
             v.push(change);
         }
         v
+    }
+
+    #[test]
+    fn results_travel_exactly() {
+        type R = Vec<(usize, Result<(f32, f64, Vec<i64>, Option<f32>), String>)>;
+        let x: R = vec![
+            (0, Ok((f32::NAN, f64::INFINITY, vec![1, -2], None))),
+            (3, Ok((0.1, -0.0, vec![], Some(f32::MIN_POSITIVE)))),
+            (5, Err("bad".into())),
+        ];
+        let bytes = rmp_serde::to_vec(&x).unwrap();
+        let y: R = rmp_serde::from_slice(&bytes).unwrap();
+        assert_eq!(format!("{x:?}"), format!("{y:?}"));
+        #[derive(Debug, serde::Serialize, serde::Deserialize)]
+        struct Row {
+            a: String,
+            b: f32,
+            c: Option<f32>,
+            d: usize,
+            e: Vec<i64>,
+            f: bool,
+        }
+        type S = Vec<(usize, Result<(Row, Vec<Row>), String>)>;
+        let row = || Row {
+            a: "x".into(),
+            b: 1.0,
+            c: None,
+            d: 3,
+            e: vec![1],
+            f: true,
+        };
+        let x: S = vec![(0, Ok((row(), vec![row(), row()])))];
+        let y: S = rmp_serde::from_slice(&rmp_serde::to_vec(&x).unwrap()).unwrap();
+        assert_eq!(format!("{x:?}"), format!("{y:?}"));
     }
 
     #[test]

@@ -91,7 +91,7 @@ pub fn starts(
 }
 
 /// One refined prompt: a row of `refined.parquet`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct RefinedRow {
     pub prompt: String,
     pub start_answer: String,

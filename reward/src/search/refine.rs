@@ -21,7 +21,7 @@ pub use super::optimiser::{Method, RefineConfig};
 use crate::error::Result;
 
 /// One step of a refinement, for the traces file.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct StepTrace {
     pub step: usize,
     pub tau: f64,

@@ -47,19 +47,30 @@ pub fn refine_prompts(
     let max_len = max_answer_positions(scorer, policy).saturating_sub(extra);
     let mut start_ledger = Compute::default();
     let starts = start_ledger.timed(|_| starts(policy, prompts, init, sampling, max_len))?;
-    let (mut rows, mut traces) = (Vec::new(), Vec::new());
-    for (i, (prompt, start)) in prompts.iter().zip(&starts).enumerate() {
+    // Under a process group the ranks share the prompts (policy::dist::map_chunks); each
+    // prompt's refinement depends only on its own noise stream, so the rows are the same.
+    // A prompt's error here keeps its type; one from another rank arrives as its message.
+    let mut local_error = None;
+    let refined = policy::dist::map_chunks(policy::dist::group(), prompts.len(), |i| {
+        let (prompt, start) = (&prompts[i], &starts[i]);
         tch::manual_seed(policy::rng::torch_seed(seed, "refine-noise", i as u64));
-        let energy = PromptEnergy::new(scorer, policy, prompt, start.ids.len() + extra)?;
+        let mut keep = |e: crate::RewardError| {
+            let message = e.to_string();
+            local_error.get_or_insert(e);
+            message
+        };
+        let energy = PromptEnergy::new(scorer, policy, prompt, start.ids.len() + extra)
+            .map_err(&mut keep)?;
         let mut ledger = Compute::default();
         ledger.policy_generate(1, start.ids.len() + 1);
-        let mut out = refine(&energy, &start.ids, None, optimiser, None, &mut ledger)?;
+        let mut out =
+            refine(&energy, &start.ids, None, optimiser, None, &mut ledger).map_err(&mut keep)?;
         for step in &mut out.trace {
             let answer = scorer.tokenizer.decode(&step.best);
             step.best_gold = policy::pool::gold_of(prompt, &answer);
         }
         let final_answer = scorer.tokenizer.decode(&out.best);
-        rows.push(RefinedRow {
+        let row = RefinedRow {
             prompt: prompt.clone(),
             start_answer: start.answer.clone(),
             start_gold: policy::pool::gold_of(prompt, &start.answer),
@@ -73,9 +84,21 @@ pub fn refine_prompts(
             energy_fwd: ledger.energy_fwd,
             policy_fwd: ledger.policy_fwd,
             wall_s: ledger.wall_s + start_ledger.wall_s / prompts.len() as f64,
-        });
-        traces.push((i, out.trace));
+        };
         tracing::trace!(target: "progress", task = "refine", step = i as u64 + 1, total = prompts.len() as u64);
+        Ok::<_, String>((row, out.trace))
+    })?;
+    if let Some(e) = local_error {
+        return Err(e);
+    }
+    let (mut rows, mut traces) = (Vec::new(), Vec::new());
+    for (i, r) in refined.into_iter().enumerate() {
+        let (row, trace) = r.map_err(|message| policy::dist::DistError::Collective {
+            op: "refine",
+            message: format!("prompt {i}: {message}"),
+        })?;
+        rows.push(row);
+        traces.push((i, trace));
     }
     let starts_text: Vec<String> = rows.iter().map(|r| r.start_answer.clone()).collect();
     let finals: Vec<String> = rows.iter().map(|r| r.final_answer.clone()).collect();
