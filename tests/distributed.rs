@@ -71,8 +71,28 @@ fn max_abs_diff(a: &Path, b: &Path) -> f64 {
         .fold(0.0, f64::max)
 }
 
+/// `sft` of a 1-block GPT-2 (written to `dir/small.json`): micro-batches of 8 rows, 2
+/// accumulated per step, so the global token count of each micro-batch normalises the loss.
+fn sft_args(dir: &Path, out: &str) -> Vec<String> {
+    let vocab = policy::Tokenizer::load(dir.join("tok/tokenizer.json"))
+        .unwrap()
+        .vocab_size();
+    fs::write(
+        dir.join("small.json"),
+        format!(
+            r#"{{"architecture": "gpt2", "vocab_size": {vocab}, "n_ctx": 64, "d_model": 32, "n_layer": 1, "n_head": 2}}"#
+        ),
+    )
+    .unwrap();
+    words(
+        "sft --data data --tokenizer tok --model-config small.json --steps 20 --batch 8 \
+         --grad-accum 2 --eval-every 10 --out",
+        out,
+    )
+}
+
 #[test]
-fn ranks_train_and_rank_what_one_process_does_on_the_combined_batch() {
+fn two_ranks_train_what_one_process_trains_on_the_combined_batch() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     setup(dir);
@@ -88,21 +108,8 @@ fn ranks_train_and_rank_what_one_process_does_on_the_combined_batch() {
     assert!(!dir.join("rm2.partial").exists());
     // Only rank 0 printed the result.
     assert_eq!(out.matches("val accuracy").count(), 1, "{out}");
-    // SFT: micro-batches of 8 rows, 2 accumulated per step, so the global token count of each
-    // micro-batch normalises the loss.
-    let vocab = policy::Tokenizer::load(dir.join("tok/tokenizer.json"))
-        .unwrap()
-        .vocab_size();
-    fs::write(
-        dir.join("small.json"),
-        format!(
-            r#"{{"architecture": "gpt2", "vocab_size": {vocab}, "n_ctx": 64, "d_model": 32, "n_layer": 1, "n_head": 2}}"#
-        ),
-    )
-    .unwrap();
-    let sft = |out: &str| {
-        words("sft --data data --tokenizer tok --model-config small.json --steps 20 --batch 8 --grad-accum 2 --eval-every 10 --out", out)
-    };
+    // SFT with gradient accumulation (sft_args).
+    let sft = |out: &str| sft_args(dir, out);
     run(dir, &sft("sft1"));
     run(dir, &launched("2", &sft("sft2")));
     let d = max_abs_diff(
@@ -110,6 +117,15 @@ fn ranks_train_and_rank_what_one_process_does_on_the_combined_batch() {
         &dir.join("sft2/model.safetensors"),
     );
     assert!(d <= 1e-5, "sft: max |Δw| = {d}");
+}
+
+#[test]
+fn ranks_sample_score_rank_and_refine_what_one_process_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    setup(dir);
+    run(dir, &reward_args("rm1", "20"));
+    run(dir, &sft_args(dir, "sft1"));
     // Rank-and-select: the ranks share the sampling and scoring batches, and rank 0 writes the
     // bytes one process writes, for 2 ranks and for 3 (which share the batches unevenly).
     let rank = |out: &str| {
@@ -286,7 +302,15 @@ fn bad_distributed_setups_are_named() {
         "{}",
         text(&o)
     );
-    // Rank 1 runs another build (a copy of the binary with one byte more): both are refused.
+}
+
+#[test]
+fn ranks_on_different_builds_are_refused_on_both_sides() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    setup(dir);
+    let train = reward_args("rm", "4");
+    // Rank 1 runs a copy of the binary with one byte more.
     let other = dir.join("ember-other");
     fs::copy(EMBER, &other).unwrap();
     fs::OpenOptions::new()

@@ -241,15 +241,7 @@ pub fn train(
     std::fs::create_dir_all(out).map_err(|e| PolicyError::io("creating", out, e))?;
     let mut opt = AdamW::new(&policy.vs, &cfg.optim);
     let ckpt = out.join("checkpoint");
-    let mut start =
-        load_checkpoint::<ResumeState>(&ckpt, &mut policy.vs, &mut opt)?.map_or(0, |s| s.step);
-    if let Some(pg) = crate::dist::group() {
-        // Every rank starts from rank 0's weights, optimizer and step (only rank 0 checkpoints).
-        crate::train::replicate(pg, &policy.vs, &mut opt)?;
-        let step = Tensor::from_slice(&[start as i64]);
-        pg.broadcast(&step, 0)?;
-        start = step.int64_value(&[0]) as u64;
-    }
+    let start = resume(&ckpt, &mut policy, &mut opt)?;
     let mut metrics = MetricsLog::open(&out.join("metrics.jsonl"), "step", Some(start))?;
     if start > 0 {
         info!(step = start, "resuming from checkpoint");
@@ -275,12 +267,8 @@ pub fn train(
     }
     let clock = Instant::now();
     let (train_loss, mut val_loss) = steps.run(start, &ckpt, &mut metrics)?;
-    if let Some(pg) = crate::dist::group() {
-        let tokens = Tensor::from_slice(&[steps.tokens]);
-        pg.all_reduce_sum(&tokens)?;
-        steps.tokens = tokens.int64_value(&[0]);
-    }
-    let tokens_per_s = steps.tokens as f64 / clock.elapsed().as_secs_f64().max(1e-9);
+    let tokens = crate::dist::sum_over_ranks(steps.tokens)?;
+    let tokens_per_s = tokens as f64 / clock.elapsed().as_secs_f64().max(1e-9);
     if start >= cfg.steps {
         val_loss = steps.val_loss();
     }
@@ -305,6 +293,20 @@ pub fn train(
         dropped_pairs: d1 + d2,
         tokens_per_s,
     })
+}
+
+/// The step to start from: the checkpoint's in `ckpt`, if any, restored into `policy` and
+/// `opt`. Under a process group every rank starts from rank 0's weights, optimizer and step
+/// (only rank 0 checkpoints).
+fn resume(ckpt: &Path, policy: &mut Policy, opt: &mut AdamW) -> Result<u64> {
+    let start = load_checkpoint::<ResumeState>(ckpt, &mut policy.vs, opt)?.map_or(0, |s| s.step);
+    let Some(pg) = crate::dist::group() else {
+        return Ok(start);
+    };
+    crate::train::replicate(pg, &policy.vs, opt)?;
+    let step = Tensor::from_slice(&[start as i64]);
+    pg.broadcast(&step, 0)?;
+    Ok(step.int64_value(&[0]) as u64)
 }
 
 /// The step loop of one SFT run.

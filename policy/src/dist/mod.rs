@@ -91,6 +91,17 @@ fn locally<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// `x` summed over the ranks of the default group (itself alone): counts such as tokens
+/// trained on, for the job's throughput.
+pub fn sum_over_ranks(x: i64) -> Result<i64, DistError> {
+    let Some(g) = group() else {
+        return Ok(x);
+    };
+    let t = tch::Tensor::from_slice(&[x]);
+    g.all_reduce_sum(&t)?;
+    Ok(t.int64_value(&[0]))
+}
+
 /// Whether this process writes the job's files: rank 0, or a process that runs alone.
 pub fn is_writer() -> bool {
     group().is_none_or(|g| g.rank() == 0)

@@ -175,12 +175,7 @@ impl Trainer<'_> {
                 saved = Some(done);
             }
         }
-        if let Some(pg) = dist {
-            let all = Tensor::from_slice(&[tokens]);
-            pg.all_reduce_sum(&all)?;
-            tokens = all.int64_value(&[0]);
-        }
-        Ok(tokens)
+        Ok(policy::dist::sum_over_ranks(tokens)?)
     }
 
     /// Starts every rank from rank 0's state: its weights, optimizer and step (it may have
