@@ -120,7 +120,7 @@ fn two_ranks_train_what_one_process_trains_on_the_combined_batch() {
 }
 
 #[test]
-fn ranks_sample_score_rank_and_refine_what_one_process_does() {
+fn ranks_sample_score_rank_refine_and_compare_what_one_process_does() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     setup(dir);
@@ -154,8 +154,8 @@ fn ranks_sample_score_rank_and_refine_what_one_process_does() {
             "{many} differs from {one}"
         );
     }
-    // `refine`: the ranks share the prompts; every row and step trace equals one process's but
-    // for the wall-clock seconds.
+    // `refine` and `compare`: the ranks share the prompts; every row (and step trace) equals one
+    // process's but for the wall-clock seconds.
     let refine = |out: &str| {
         words(
             "refine --policy sft1 --reward rm1 --prompts data/eval_prompts.parquet \
@@ -163,9 +163,22 @@ fn ranks_sample_score_rank_and_refine_what_one_process_does() {
             out,
         )
     };
+    let compare = |out: &str| {
+        words(
+            "compare --policy sft1 --reward rm1 --prompts data/eval_prompts.parquet \
+             --budgets 1,2,4 --max-new-tokens 8 --max-prompts 5 --resamples 20 --out",
+            out,
+        )
+    };
     run(dir, &refine("refine1"));
     run(dir, &launched("2", &refine("refine2")));
-    for file in ["refined.parquet", "traces.parquet"] {
+    run(dir, &compare("compare1"));
+    run(dir, &launched("2", &compare("compare2")));
+    for (one, many, file) in [
+        ("refine1", "refine2", "refined.parquet"),
+        ("refine1", "refine2", "traces.parquet"),
+        ("compare1", "compare2", "compare.parquet"),
+    ] {
         let rows = |d: &str| {
             let mut rows = datasets::table::read_parquet_rows(&dir.join(d).join(file)).unwrap();
             for r in &mut rows {
@@ -173,7 +186,7 @@ fn ranks_sample_score_rank_and_refine_what_one_process_does() {
             }
             rows
         };
-        assert_eq!(rows("refine1"), rows("refine2"), "{file}");
+        assert_eq!(rows(one), rows(many), "{many}/{file}");
     }
     for file in ["candidates.parquet", "selected.parquet"] {
         let one = fs::read(dir.join("rank1").join(file)).unwrap();

@@ -22,7 +22,7 @@ type Metric = (&'static str, fn(&Cell) -> Option<Ci>, f64);
 pub const METHODS: [&str; 3] = ["best-of-n", "refine", "hybrid"];
 
 /// One (prompt, method, budget, seed) result: always a discrete answer scored discretely.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Row {
     pub prompt_id: usize,
     pub prompt: String,

@@ -149,6 +149,39 @@ impl SeedRun<'_> {
         row
     }
 
+    /// [`Self::prompt_rows`] of every prompt, in order, with their pending KL fills. Under a
+    /// process group the ranks share the prompts (policy::dist::map_chunks): each prompt's
+    /// refinements have their own noise streams, so the rows are one process's.
+    fn all_prompt_rows(&self, groups: &[&[Candidate]]) -> Result<(Vec<Row>, Pending)> {
+        // A prompt's error here keeps its type; one from another rank arrives as its message.
+        let mut local_error = None;
+        let per_prompt = policy::dist::map_chunks(policy::dist::group(), groups.len(), |g| {
+            let (mut rows, mut pending) = (Vec::new(), Vec::new());
+            match self.prompt_rows(groups[g], &mut rows, &mut pending) {
+                Ok(()) => Ok((rows, pending)),
+                Err(e) => {
+                    let message = e.to_string();
+                    local_error.get_or_insert(e);
+                    Err(message)
+                }
+            }
+        })?;
+        if let Some(e) = local_error {
+            return Err(e);
+        }
+        let (mut rows, mut pending) = (Vec::new(), Vec::new());
+        for (g, result) in per_prompt.into_iter().enumerate() {
+            let (r, p) = result.map_err(|message| policy::dist::DistError::Collective {
+                op: "compare",
+                message: format!("prompt group {g}: {message}"),
+            })?;
+            let base = rows.len();
+            pending.extend(p.into_iter().map(|(i, a, b, k)| (i + base, a, b, k)));
+            rows.extend(r);
+        }
+        Ok((rows, pending))
+    }
+
     /// Rows of every method and budget for one prompt's candidates (k order).
     fn prompt_rows(
         &self,
@@ -236,10 +269,8 @@ pub fn compare(
             max_len,
             sample_s,
         };
-        let (mut seed_rows, mut pending) = (Vec::new(), Vec::new());
-        for group in by_prompt(&cands) {
-            seed_run.prompt_rows(group, &mut seed_rows, &mut pending)?;
-        }
+        let (seed_rows, pending) = seed_run.all_prompt_rows(&by_prompt(&cands))?;
+        let mut seed_rows = seed_rows;
         fill_kl(policy, &mut seed_rows, &pending, sampling.batch)?;
         info!(seed = s, rows = seed_rows.len(), "compared");
         rows.extend(seed_rows);
