@@ -120,7 +120,7 @@ fn two_ranks_train_what_one_process_trains_on_the_combined_batch() {
 }
 
 #[test]
-fn ranks_sample_score_rank_refine_and_compare_what_one_process_does() {
+fn ranks_sample_score_and_search_what_one_process_does() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     setup(dir);
@@ -134,7 +134,7 @@ fn ranks_sample_score_rank_refine_and_compare_what_one_process_does() {
     run(dir, &rank("rank1"));
     run(dir, &launched("2", &rank("rank2")));
     run(dir, &launched("3", &rank("rank3")));
-    // `sample` and `reward score` with a file as --out: rank 0 writes the same file.
+    // `sample`, `reward score` and `logprob` with a file as --out: rank 0 writes the same file.
     let sample = |out: &str| {
         words("sample --policy sft1 --prompts data/eval_prompts.parquet -n 3 --batch 4 --max-new-tokens 8 --out", out)
     };
@@ -148,7 +148,19 @@ fn ranks_sample_score_rank_refine_and_compare_what_one_process_does() {
     run(dir, &launched("2", &sample("s2.parquet")));
     run(dir, &score("e1.jsonl"));
     run(dir, &launched("2", &score("e2.jsonl")));
-    for (one, many) in [("s1.parquet", "s2.parquet"), ("e1.jsonl", "e2.jsonl")] {
+    let logprob = |out: &str| {
+        words(
+            "logprob --policy sft1 --input s1.parquet --batch 4 --out",
+            out,
+        )
+    };
+    run(dir, &logprob("l1.parquet"));
+    run(dir, &launched("2", &logprob("l2.parquet")));
+    for (one, many) in [
+        ("s1.parquet", "s2.parquet"),
+        ("e1.jsonl", "e2.jsonl"),
+        ("l1.parquet", "l2.parquet"),
+    ] {
         assert!(
             fs::read(dir.join(one)).unwrap() == fs::read(dir.join(many)).unwrap(),
             "{many} differs from {one}"

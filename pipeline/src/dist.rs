@@ -4,11 +4,11 @@
 //! of N local ranks.
 //!
 //! What runs on several ranks: `ember sft` and `ember reward train` (data-parallel: each rank
-//! trains on an equal shard of every global batch; gradients are averaged), and `ember sample`,
-//! `ember rank` and `ember reward score` (the ranks share the sampling and scoring batches and
-//! gather the results), and `ember refine` and `ember compare` (the ranks share the prompts). Rank 0 writes the output, metrics and checkpoints. Any other command
-//! refuses to run as one rank of several rather than run N copies that race for the same
-//! output.
+//! trains on an equal shard of every global batch; gradients are averaged); `ember sample`,
+//! `ember logprob`, `ember rank` and `ember reward score` (the ranks share the sampling and
+//! scoring batches and gather the results); `ember refine` and `ember compare` (the ranks share
+//! the prompts). Rank 0 writes the output, metrics and checkpoints. Any other command refuses to
+//! run as one rank of several rather than run N copies that race for the same output.
 use std::process::{Child, Command as Process, ExitCode, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -32,7 +32,7 @@ pub fn join(command: &Command) -> Result<()> {
     }
     if !shards(command) {
         return Err(usage(format!(
-            "WORLD_SIZE={}: this command runs as one process; `ember sft`, `reward train`, `sample`, `rank`, `refine`, `compare` and `reward score` run on several",
+            "WORLD_SIZE={}: this command runs as one process; `ember sft`, `reward train`, `sample`, `logprob`, `rank`, `refine`, `compare` and `reward score` run on several",
             env.world_size
         )));
     }
@@ -64,6 +64,7 @@ fn shards(command: &Command) -> bool {
             | Command::Rank(_)
             | Command::Refine(_)
             | Command::Compare(_)
+            | Command::Logprob(_)
     )
 }
 

@@ -102,23 +102,29 @@ pub fn answer_logprobs(
         .collect::<Result<Vec<_>>>()?;
     let mut order: Vec<usize> = (0..pairs.len()).collect();
     order.sort_by_key(|&i| pairs[i].ids.len());
-    let mut out = vec![(Vec::new(), 0f32); pairs.len()];
-    tch::no_grad(|| {
-        for chunk in order.chunks(batch.max(1)) {
+    // Under a process group the ranks share the batches (crate::dist::map_chunks), each the
+    // batch one process forms, so the log-probs are the same bits.
+    let chunks: Vec<&[usize]> = order.chunks(batch.max(1)).collect();
+    let scored = tch::no_grad(|| {
+        crate::dist::map_chunks(crate::dist::group(), chunks.len(), |c| {
             if crate::interrupt::requested().is_some() {
-                break; // reported below, once out of no_grad
+                return Vec::new(); // reported below, once out of no_grad
             }
-            let rows: Vec<&EncodedPair> = chunk.iter().map(|&i| &pairs[i]).collect();
-            let mut lps = answer_token_logprobs(policy, &rows).into_iter();
-            for &i in chunk {
-                let n = pairs[i].ids.len() - pairs[i].answer_start;
-                let lp: Vec<f32> = lps.by_ref().take(n).collect();
-                let sum = lp.iter().sum();
-                out[i] = (lp, sum);
-            }
-        }
-    });
+            let rows: Vec<&EncodedPair> = chunks[c].iter().map(|&i| &pairs[i]).collect();
+            answer_token_logprobs(policy, &rows)
+        })
+    })?;
     crate::interrupt::check(None)?;
+    let mut out = vec![(Vec::new(), 0f32); pairs.len()];
+    for (chunk, lps) in chunks.iter().zip(scored) {
+        let mut lps = lps.into_iter();
+        for &i in *chunk {
+            let n = pairs[i].ids.len() - pairs[i].answer_start;
+            let lp: Vec<f32> = lps.by_ref().take(n).collect();
+            let sum = lp.iter().sum();
+            out[i] = (lp, sum);
+        }
+    }
     Ok(out)
 }
 
