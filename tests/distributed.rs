@@ -261,8 +261,17 @@ fn a_killed_rank_stops_the_job_by_name_and_a_relaunch_resumes_where_it_left() {
         "{log}"
     );
     assert!(ckpt.exists(), "rank 0 kept its checkpoint: {log}");
+    let orphan = std::env::temp_dir().join(format!("ember-reward-rank1-{pid}"));
+    assert!(
+        orphan.is_dir(),
+        "a killed rank cannot remove its scratch directory"
+    );
     let resumed = run(dir, &args);
     assert!(resumed.contains("resuming from checkpoint"), "{resumed}");
+    assert!(
+        !orphan.exists(),
+        "the relaunch removed the killed rank's scratch directory"
+    );
     // The resumed job ends where an uninterrupted one does.
     run(dir, &launched("2", &reward_args("whole", "150")));
     let d = max_abs_diff(

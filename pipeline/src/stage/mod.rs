@@ -114,7 +114,9 @@ fn run_replica<S: Stage>(cfg: &S, common: &Common, inputs: &S::Inputs) -> Result
     let refs = input_refs(&paths.iter().map(PathBuf::as_path).collect::<Vec<_>>())?;
     let config = cfg.hashed(common);
     let rank = policy::dist::group().map_or(0, |g| g.rank());
-    let scratch = std::env::temp_dir().join(format!(
+    let tmp = std::env::temp_dir();
+    remove_orphaned_scratch(&tmp);
+    let scratch = tmp.join(format!(
         "ember-{}-rank{rank}-{}",
         S::NAME,
         std::process::id()
@@ -134,6 +136,32 @@ fn run_replica<S: Stage>(cfg: &S, common: &Common, inputs: &S::Inputs) -> Result
         started_at_unix: 0,
         duration_s: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Removes the scratch directories (`ember-STAGE-rankR-PID`) of ranks killed before they could
+/// remove their own: those whose process no longer exists.
+fn remove_orphaned_scratch(tmp: &Path) {
+    let Ok(entries) = fs::read_dir(tmp) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let Some(pid) = name
+            .strip_prefix("ember-")
+            .filter(|rest| rest.contains("-rank"))
+            .and_then(|rest| rest.rsplit('-').next())
+            .and_then(|pid| pid.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        // SAFETY: kill(2) with signal 0 only checks whether the process exists.
+        let gone = unsafe { libc::kill(pid, 0) } != 0
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if gone && entry.path().is_dir() {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// [`run`] for a subcommand: into its `--out`, replacing what `--force` allows.
