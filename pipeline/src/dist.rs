@@ -137,7 +137,7 @@ pub fn launch(args: LaunchArgs) -> Result<ExitCode> {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         (cores / args.nproc as usize).max(1).to_string()
     });
-    let mut ranks: Vec<Child> = Vec::new();
+    let mut ranks: Vec<(usize, Child)> = Vec::new();
     for rank in 0..args.nproc {
         let child = Process::new(&exe)
             .env("OMP_NUM_THREADS", &threads)
@@ -153,7 +153,7 @@ pub fn launch(args: LaunchArgs) -> Result<ExitCode> {
         match child {
             Ok(c) => {
                 eprintln!("ember launch: rank {rank} is pid {}", c.id());
-                ranks.push(c);
+                ranks.push((rank as usize, c));
             }
             Err(e) => {
                 stop(&mut ranks);
@@ -165,46 +165,39 @@ pub fn launch(args: LaunchArgs) -> Result<ExitCode> {
 }
 
 /// Waits for every rank; the first failure stops the rest.
-fn supervise(mut ranks: Vec<Child>) -> Result<ExitCode> {
-    let mut done = vec![false; ranks.len()];
+fn supervise(mut running: Vec<(usize, Child)>) -> Result<ExitCode> {
     let mut forwarded = false;
-    while done.iter().any(|d| !d) {
+    while !running.is_empty() {
         if !forwarded && policy::interrupt::requested().is_some() {
             forwarded = true;
-            signal_all(&ranks, &done, libc::SIGTERM);
+            signal_all(&running, libc::SIGTERM);
         }
-        for (rank, child) in ranks.iter_mut().enumerate() {
-            if done[rank] {
-                continue;
-            }
+        let mut i = 0;
+        while i < running.len() {
+            let (rank, child) = &mut running[i];
             let Some(status) = child.try_wait().context("waiting for the ranks")? else {
+                i += 1;
                 continue;
             };
-            done[rank] = true;
             if !status.success() {
                 eprintln!(
                     "ember launch: rank {rank} (pid {}) {}; stopping the other ranks",
                     child.id(),
                     describe(status)
                 );
-                let remaining: Vec<Child> = ranks
-                    .into_iter()
-                    .zip(&done)
-                    .filter(|(_, d)| !**d)
-                    .map(|(c, _)| c)
-                    .collect();
-                let mut remaining = remaining;
-                stop(&mut remaining);
+                running.swap_remove(i);
+                stop(&mut running);
                 return Ok(ExitCode::from(exit_code(status)));
             }
+            running.swap_remove(i);
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn signal_all(ranks: &[Child], done: &[bool], signal: i32) {
-    for (child, _) in ranks.iter().zip(done).filter(|(_, d)| !**d) {
+fn signal_all(ranks: &[(usize, Child)], signal: i32) {
+    for (_, child) in ranks {
         // SAFETY: kill(2) on the pid of a child this process started and has not reaped.
         unsafe { libc::kill(child.id() as i32, signal) };
     }
@@ -212,11 +205,10 @@ fn signal_all(ranks: &[Child], done: &[bool], signal: i32) {
 
 /// SIGTERM to every rank still running (ember checkpoints and exits on it); SIGKILL to those
 /// still running after 30 s.
-fn stop(ranks: &mut [Child]) {
-    let done = vec![false; ranks.len()];
-    signal_all(ranks, &done, libc::SIGTERM);
+fn stop(ranks: &mut [(usize, Child)]) {
+    signal_all(ranks, libc::SIGTERM);
     let deadline = Instant::now() + Duration::from_secs(30);
-    for child in ranks.iter_mut() {
+    for (_, child) in ranks.iter_mut() {
         while Instant::now() < deadline {
             if let Ok(Some(_)) = child.try_wait() {
                 break;

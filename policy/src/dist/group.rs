@@ -261,14 +261,11 @@ impl ProcessGroup {
                 .map(|r| self.store.add(&beat_key(r), 0))
                 .collect()
         };
-        let Ok(before) = beats() else {
-            return Some(format!(
-                "rank 0 is gone: the store it hosts at {} is unreachable",
-                self.store.addr()
-            ));
-        };
-        std::thread::sleep(WATCH);
-        let Ok(after) = beats() else {
+        let twice = beats().and_then(|before| {
+            std::thread::sleep(WATCH);
+            Ok((before, beats()?))
+        });
+        let Ok((before, after)) = twice else {
             return Some(format!(
                 "rank 0 is gone: the store it hosts at {} is unreachable",
                 self.store.addr()

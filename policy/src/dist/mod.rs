@@ -175,6 +175,45 @@ pub fn map_chunks<T: serde::Serialize + serde::de::DeserializeOwned>(
         .collect()
 }
 
+/// [`map_chunks`] of fallible work. An error on this rank comes back with its own type (the
+/// first one); an error on another rank arrives as its message, in a [`DistError::Collective`]
+/// naming `op` and the chunk. Every rank still takes part in the exchange, so none waits.
+pub fn try_map_chunks<T, E>(
+    group: Option<&ProcessGroup>,
+    n: usize,
+    op: &'static str,
+    mut work: impl FnMut(usize) -> Result<T, E>,
+) -> Result<Vec<T>, E>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned,
+    E: From<DistError> + std::fmt::Display,
+{
+    let mut local = None;
+    let results = map_chunks(group, n, |i| {
+        work(i).map_err(|e| {
+            let message = e.to_string();
+            local.get_or_insert(e);
+            message
+        })
+    })?;
+    if let Some(e) = local {
+        return Err(e);
+    }
+    results
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            r.map_err(|message| {
+                DistError::Collective {
+                    op,
+                    message: format!("chunk {i} of {n}: {message}"),
+                }
+                .into()
+            })
+        })
+        .collect()
+}
+
 /// Where this process sits in a job of several.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DistEnv {

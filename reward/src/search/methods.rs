@@ -153,28 +153,14 @@ impl SeedRun<'_> {
     /// process group the ranks share the prompts (policy::dist::map_chunks): each prompt's
     /// refinements have their own noise streams, so the rows are one process's.
     fn all_prompt_rows(&self, groups: &[&[Candidate]]) -> Result<(Vec<Row>, Pending)> {
-        // A prompt's error here keeps its type; one from another rank arrives as its message.
-        let mut local_error = None;
-        let per_prompt = policy::dist::map_chunks(policy::dist::group(), groups.len(), |g| {
-            let (mut rows, mut pending) = (Vec::new(), Vec::new());
-            match self.prompt_rows(groups[g], &mut rows, &mut pending) {
-                Ok(()) => Ok((rows, pending)),
-                Err(e) => {
-                    let message = e.to_string();
-                    local_error.get_or_insert(e);
-                    Err(message)
-                }
-            }
-        })?;
-        if let Some(e) = local_error {
-            return Err(e);
-        }
-        let (mut rows, mut pending) = (Vec::new(), Vec::new());
-        for (g, result) in per_prompt.into_iter().enumerate() {
-            let (r, p) = result.map_err(|message| policy::dist::DistError::Collective {
-                op: "compare",
-                message: format!("prompt group {g}: {message}"),
+        let per_prompt =
+            policy::dist::try_map_chunks(policy::dist::group(), groups.len(), "compare", |g| {
+                let (mut rows, mut pending) = (Vec::new(), Vec::new());
+                self.prompt_rows(groups[g], &mut rows, &mut pending)
+                    .map(|()| (rows, pending))
             })?;
+        let (mut rows, mut pending) = (Vec::new(), Vec::new());
+        for (r, p) in per_prompt {
             let base = rows.len();
             pending.extend(p.into_iter().map(|(i, a, b, k)| (i + base, a, b, k)));
             rows.extend(r);

@@ -49,54 +49,43 @@ pub fn refine_prompts(
     let starts = start_ledger.timed(|_| starts(policy, prompts, init, sampling, max_len))?;
     // Under a process group the ranks share the prompts (policy::dist::map_chunks); each
     // prompt's refinement depends only on its own noise stream, so the rows are the same.
-    // A prompt's error here keeps its type; one from another rank arrives as its message.
-    let mut local_error = None;
-    let refined = policy::dist::map_chunks(policy::dist::group(), prompts.len(), |i| {
-        let (prompt, start) = (&prompts[i], &starts[i]);
-        tch::manual_seed(policy::rng::torch_seed(seed, "refine-noise", i as u64));
-        let mut keep = |e: crate::RewardError| {
-            let message = e.to_string();
-            local_error.get_or_insert(e);
-            message
-        };
-        let energy = PromptEnergy::new(scorer, policy, prompt, start.ids.len() + extra)
-            .map_err(&mut keep)?;
-        let mut ledger = Compute::default();
-        ledger.policy_generate(1, start.ids.len() + 1);
-        let mut out =
-            refine(&energy, &start.ids, None, optimiser, None, &mut ledger).map_err(&mut keep)?;
-        for step in &mut out.trace {
-            let answer = scorer.tokenizer.decode(&step.best);
-            step.best_gold = policy::pool::gold_of(prompt, &answer);
-        }
-        let final_answer = scorer.tokenizer.decode(&out.best);
-        let row = RefinedRow {
-            prompt: prompt.clone(),
-            start_answer: start.answer.clone(),
-            start_gold: policy::pool::gold_of(prompt, &start.answer),
-            gold: policy::pool::gold_of(prompt, &final_answer),
-            final_answer,
-            start_energy: out.start_energy,
-            best_energy: out.best_energy,
-            steps: out.steps,
-            start_logprob: 0.0,
-            final_logprob: 0.0,
-            energy_fwd: ledger.energy_fwd,
-            policy_fwd: ledger.policy_fwd,
-            wall_s: ledger.wall_s + start_ledger.wall_s / prompts.len() as f64,
-        };
-        tracing::trace!(target: "progress", task = "refine", step = i as u64 + 1, total = prompts.len() as u64);
-        Ok::<_, String>((row, out.trace))
-    })?;
-    if let Some(e) = local_error {
-        return Err(e);
-    }
+    let refined = policy::dist::try_map_chunks(
+        policy::dist::group(),
+        prompts.len(),
+        "refine",
+        |i| {
+            let (prompt, start) = (&prompts[i], &starts[i]);
+            tch::manual_seed(policy::rng::torch_seed(seed, "refine-noise", i as u64));
+            let energy = PromptEnergy::new(scorer, policy, prompt, start.ids.len() + extra)?;
+            let mut ledger = Compute::default();
+            ledger.policy_generate(1, start.ids.len() + 1);
+            let mut out = refine(&energy, &start.ids, None, optimiser, None, &mut ledger)?;
+            for step in &mut out.trace {
+                let answer = scorer.tokenizer.decode(&step.best);
+                step.best_gold = policy::pool::gold_of(prompt, &answer);
+            }
+            let final_answer = scorer.tokenizer.decode(&out.best);
+            let row = RefinedRow {
+                prompt: prompt.clone(),
+                start_answer: start.answer.clone(),
+                start_gold: policy::pool::gold_of(prompt, &start.answer),
+                gold: policy::pool::gold_of(prompt, &final_answer),
+                final_answer,
+                start_energy: out.start_energy,
+                best_energy: out.best_energy,
+                steps: out.steps,
+                start_logprob: 0.0,
+                final_logprob: 0.0,
+                energy_fwd: ledger.energy_fwd,
+                policy_fwd: ledger.policy_fwd,
+                wall_s: ledger.wall_s + start_ledger.wall_s / prompts.len() as f64,
+            };
+            tracing::trace!(target: "progress", task = "refine", step = i as u64 + 1, total = prompts.len() as u64);
+            Ok::<_, crate::RewardError>((row, out.trace))
+        },
+    )?;
     let (mut rows, mut traces) = (Vec::new(), Vec::new());
-    for (i, r) in refined.into_iter().enumerate() {
-        let (row, trace) = r.map_err(|message| policy::dist::DistError::Collective {
-            op: "refine",
-            message: format!("prompt {i}: {message}"),
-        })?;
+    for (i, (row, trace)) in refined.into_iter().enumerate() {
         rows.push(row);
         traces.push((i, trace));
     }
