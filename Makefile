@@ -33,11 +33,12 @@ pretrained: build smollm2-gguf
 	@if [ -f "$(SMOLLM2)/manifest.json" ]; then echo "pretrained: $(SMOLLM2) is ready"; \
 	else ./target/release/ember import --format gguf "$(SMOLLM2_GGUF)" --out "$(SMOLLM2)"; fi
 
-test: setup smollm2-gguf
+# pretrained: examples/hh-smollm2.toml names the imported SmolLM2, and a test checks every example.
+test: setup pretrained
 	$(CARGO) test --release --workspace
 
 # The slow checks `make test` leaves out: signals at random moments of ember demo, ten seeds.
-test-long: setup smollm2-gguf
+test-long: setup pretrained
 	$(CARGO) test --release --workspace -- --ignored
 
 demo: setup
