@@ -3,14 +3,17 @@
 //! stops the job with its name, and a re-launch resumes; bad setups are named.
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
 use common::{assert_exit_2, ember, ok, text, EMBER};
 
-/// Synthetic addition data and a character-level tokenizer in `dir` (`data/`, `tok/`).
+/// Synthetic addition data and a character-level tokenizer in `dir` (`data/`, `tok/`), and
+/// `tmp/`, the temporary directory of the test's ranks: ranks remove the scratch directories of
+/// dead ranks in theirs, and the kill test must see its own orphan, not another test's ranks.
 fn setup(dir: &Path) {
+    fs::create_dir(dir.join("tmp")).unwrap();
     ok(&ember(
         &[
             "synth", "--task", "add", "--out", "data", "--pairs", "300", "--demos", "64",
@@ -53,6 +56,7 @@ fn run(dir: &Path, args: &[String]) -> String {
         .args(args)
         .current_dir(dir)
         .env("OMP_NUM_THREADS", "1")
+        .env("TMPDIR", dir.join("tmp"))
         .output()
         .unwrap();
     ok(&o)
@@ -211,22 +215,19 @@ fn ranks_sample_score_and_search_what_one_process_does() {
     }
 }
 
-#[test]
-fn a_killed_rank_stops_the_job_by_name_and_a_relaunch_resumes_where_it_left() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    setup(dir);
-    let args = launched("2", &reward_args("rm", "150"));
+/// Starts `ember launch` with `args`, kills rank 1 (SIGKILL) once `ready` exists, and waits
+/// for the launcher: (rank 1's pid, the launcher's stderr, its exit status).
+fn kill_rank_1_once(dir: &Path, args: &[String], ready: &Path) -> (i32, String, ExitStatus) {
     let log = dir.join("launch.log");
     let mut launcher = Command::new(EMBER)
-        .args(&args)
+        .args(args)
         .current_dir(dir)
         .env("OMP_NUM_THREADS", "1")
+        .env("TMPDIR", dir.join("tmp"))
         .stdout(Stdio::null())
         .stderr(fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let ckpt = dir.join("rm.partial/ckpt");
     let clock = Instant::now();
     let pid = loop {
         assert!(clock.elapsed() < Duration::from_secs(120), "no checkpoint");
@@ -239,7 +240,7 @@ fn a_killed_rank_stops_the_job_by_name_and_a_relaunch_resumes_where_it_left() {
             .lines()
             .find_map(|l| l.strip_prefix("ember launch: rank 1 is pid "))
             .map(|p| p.trim().parse::<i32>().unwrap());
-        if let (Some(pid), true) = (pid, ckpt.exists()) {
+        if let (Some(pid), true) = (pid, ready.exists()) {
             break pid;
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -249,7 +250,17 @@ fn a_killed_rank_stops_the_job_by_name_and_a_relaunch_resumes_where_it_left() {
     let killed = Instant::now();
     let status = launcher.wait().unwrap();
     assert!(killed.elapsed() < Duration::from_secs(60));
-    let log = fs::read_to_string(&log).unwrap();
+    (pid, fs::read_to_string(&log).unwrap(), status)
+}
+
+#[test]
+fn a_killed_rank_stops_the_job_by_name_and_a_relaunch_resumes_where_it_left() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    setup(dir);
+    let args = launched("2", &reward_args("rm", "150"));
+    let ckpt = dir.join("rm.partial/ckpt");
+    let (pid, log, status) = kill_rank_1_once(dir, &args, &ckpt);
     assert!(!status.success(), "{log}");
     assert!(
         log.contains(&format!("rank 1 (pid {pid}) was killed by signal 9")),
@@ -261,7 +272,7 @@ fn a_killed_rank_stops_the_job_by_name_and_a_relaunch_resumes_where_it_left() {
         "{log}"
     );
     assert!(ckpt.exists(), "rank 0 kept its checkpoint: {log}");
-    let orphan = std::env::temp_dir().join(format!("ember-reward-rank1-{pid}"));
+    let orphan = dir.join(format!("tmp/ember-reward-rank1-{pid}"));
     assert!(
         orphan.is_dir(),
         "a killed rank cannot remove its scratch directory"
@@ -277,6 +288,82 @@ fn a_killed_rank_stops_the_job_by_name_and_a_relaunch_resumes_where_it_left() {
     let d = max_abs_diff(
         &dir.join("rm/model.safetensors"),
         &dir.join("whole/model.safetensors"),
+    );
+    assert_eq!(d, 0.0, "resumed vs uninterrupted");
+}
+
+/// `finetune` of the `sft1` policy against `rm1` on 12 prompts a round: `rs` trains on batches
+/// of 5 of the 12 kept answers (2 ranks share them 3 + 2), `rloo` on 9 samples a step (5 + 4).
+fn finetune_args(algo: &str, rounds: &str, out: &str) -> Vec<String> {
+    let flags = format!(
+        "finetune --policy sft1 --reward rm1 --prompts data/eval_prompts.parquet --algo {algo} \
+         --rounds {rounds} -n 3 --prompts-per-round 12 --steps 4 --batch 5 --rloo-prompts 3 \
+         --eval-n 4 --eval-samples 2 --max-new-tokens 8 --sample-batch 8 --score-batch 8 \
+         --bootstrap 20 --checkpoint-every 2 --out"
+    );
+    words(&flags, out)
+}
+
+#[test]
+fn ranks_finetune_what_one_process_finetunes_and_resume_after_a_kill() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    setup(dir);
+    run(dir, &reward_args("rm1", "20"));
+    run(dir, &sft_args(dir, "sft1"));
+    // The ranks share each round's sampling and scoring and train on shares of each step's
+    // rows (uneven ones here): the policy ends where one process's does, and every row of
+    // rounds.jsonl agrees.
+    for (algo, rounds) in [("rs", "2"), ("rloo", "1")] {
+        let (one, many) = (format!("{algo}1"), format!("{algo}2"));
+        run(dir, &finetune_args(algo, rounds, &one));
+        run(dir, &launched("2", &finetune_args(algo, rounds, &many)));
+        let weights = |d: &str| dir.join(d).join("policy/model.safetensors");
+        let d = max_abs_diff(&weights(&one), &weights(&many));
+        assert!(d <= 1e-5, "{algo}: max |Δw| = {d}");
+        let rows = |d: &str| -> Vec<serde_json::Value> {
+            let text = fs::read_to_string(dir.join(d).join("rounds.jsonl")).unwrap();
+            text.lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect()
+        };
+        let (a, b) = (rows(&one), rows(&many));
+        assert_eq!(a.len(), b.len());
+        for (a, b) in a.iter().zip(&b) {
+            for (key, x) in a.as_object().unwrap() {
+                let y = &b[key];
+                match (x.as_f64(), y.as_f64()) {
+                    _ if key.ends_with("_seconds") => {}
+                    (Some(x), Some(y)) => {
+                        assert!((x - y).abs() <= 1e-4, "{algo} {key}: {x} vs {y}")
+                    }
+                    _ => assert_eq!(x, y, "{algo} {key}"),
+                }
+            }
+        }
+    }
+    // Killed after round 1 began, the job resumes from rank 0's checkpoint (its state,
+    // weights, moments and the round's kept answers reach rank 1) and ends exactly where an
+    // uninterrupted job does.
+    let args = launched("2", &finetune_args("rs", "4", "killed"));
+    let ready = dir.join("killed.partial/round-1/kept.parquet");
+    let (pid, log, status) = kill_rank_1_once(dir, &args, &ready);
+    assert!(!status.success(), "{log}");
+    assert!(
+        log.contains(&format!("rank 1 (pid {pid}) was killed")),
+        "{log}"
+    );
+    let resumed = run(dir, &args);
+    assert!(resumed.contains("resuming from checkpoint"), "{resumed}");
+    assert_eq!(
+        resumed.matches("resuming from checkpoint").count(),
+        1,
+        "rank 0 alone logs: {resumed}"
+    );
+    run(dir, &launched("2", &finetune_args("rs", "4", "whole")));
+    let d = max_abs_diff(
+        &dir.join("killed/policy/model.safetensors"),
+        &dir.join("whole/policy/model.safetensors"),
     );
     assert_eq!(d, 0.0, "resumed vs uninterrupted");
 }

@@ -4,7 +4,8 @@
 //! of N local ranks.
 //!
 //! What runs on several ranks: `ember sft` and `ember reward train` (data-parallel: each rank
-//! trains on an equal shard of every global batch; gradients are averaged); `ember sample`,
+//! trains on an equal shard of every global batch; gradients are averaged); `ember finetune`
+//! (the ranks share each round's sampling and scoring, and train data-parallel); `ember sample`,
 //! `ember logprob`, `ember rank` and `ember reward score` (the ranks share the sampling and
 //! scoring batches and gather the results); `ember refine` and `ember compare` (the ranks share
 //! the prompts). Rank 0 writes the output, metrics and checkpoints. Any other command refuses to
@@ -32,7 +33,7 @@ pub fn join(command: &Command) -> Result<()> {
     }
     if !shards(command) {
         return Err(usage(format!(
-            "WORLD_SIZE={}: this command runs as one process; `ember sft`, `reward train`, `sample`, `logprob`, `rank`, `refine`, `compare` and `reward score` run on several",
+            "WORLD_SIZE={}: this command runs as one process; `ember sft`, `reward train`, `finetune`, `sample`, `logprob`, `rank`, `refine`, `compare` and `reward score` run on several",
             env.world_size
         )));
     }
@@ -42,6 +43,14 @@ pub fn join(command: &Command) -> Result<()> {
         quiet_stdout();
     }
     Ok(())
+}
+
+/// Whether the environment makes this process a rank other than 0 of a job (`RANK` ≠ 0,
+/// `WORLD_SIZE` > 1). Such a rank logs warnings and errors only: its results are rank 0's.
+/// Malformed values count as not; [`join`] names them.
+pub fn secondary_rank() -> bool {
+    let var = |name| std::env::var(name).ok()?.trim().parse::<i64>().ok();
+    matches!((var("RANK"), var("WORLD_SIZE")), (Some(r), Some(w)) if r != 0 && w > 1)
 }
 
 /// Sends this process's stdout to /dev/null: the ranks other than 0 print no results (their
@@ -59,6 +68,7 @@ fn shards(command: &Command) -> bool {
     matches!(
         command,
         Command::Sft(_)
+            | Command::Finetune(_)
             | Command::Reward(Reward::Train(_) | Reward::Score(_))
             | Command::Sample(_)
             | Command::Rank(_)

@@ -6,7 +6,7 @@ use clap::Parser;
 fn main() -> ExitCode {
     policy::interrupt::install();
     let cli = ember::cli::Cli::parse();
-    ember::logging::init(cli.quiet, cli.verbose);
+    ember::logging::init(cli.quiet || ember::dist::secondary_rank(), cli.verbose);
     let verbose = cli.verbose > 0;
     match ember::cli::run(cli) {
         Ok(code) => code,

@@ -15,7 +15,7 @@ use crate::score::Scorer;
 use crate::Policy;
 
 /// One sampled answer with its scores.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Candidate {
     pub prompt_id: usize,
     pub k: usize,

@@ -496,6 +496,34 @@ mod tests {
     }
 
     #[test]
+    fn rank_0_s_result_or_its_error_reaches_every_rank() {
+        let out = ranks(2, |r, pg| {
+            let ok = crate::dist::from_root(Some(&pg), "test", || {
+                assert_eq!(r, 0, "only rank 0 runs f");
+                Ok::<_, DistError>((vec![1.5f32, f32::NAN], "kept".to_string()))
+            });
+            let err = crate::dist::from_root(Some(&pg), "reading kept.parquet", || {
+                Err::<u8, _>(DistError::Missing { var: "RANK" })
+            });
+            (ok.unwrap(), err.unwrap_err().to_string())
+        });
+        for (r, ((v, s), err)) in out.into_iter().enumerate() {
+            assert_eq!((v[0], v[1].is_nan(), s.as_str()), (1.5, true, "kept"));
+            let missing = DistError::Missing { var: "RANK" }.to_string();
+            if r == 0 {
+                assert_eq!(err, missing, "rank 0 keeps its own error");
+            } else {
+                assert!(
+                    err.contains("reading kept.parquet") && err.contains(&missing),
+                    "{err}"
+                );
+            }
+        }
+        let alone = crate::dist::from_root(None, "test", || Ok::<_, DistError>(7));
+        assert_eq!(alone.unwrap(), 7);
+    }
+
+    #[test]
     fn ranks_on_different_builds_are_named() {
         let port = free_port();
         let other = std::thread::spawn(move || {

@@ -129,6 +129,69 @@ pub fn shard(
     Ok(rank as usize * each..(rank as usize + 1) * each)
 }
 
+/// The rows of `0..n` that `rank` of `world_size` takes when `n` varies from step to step (the
+/// answers a fine-tuning round kept): contiguous, as even as can be, the first `n mod world`
+/// ranks taking one more; a rank may get none. A loss over such a shard must divide by the
+/// global count ([`crate::train::global_counts`]) for the averaged gradients to be the batch's.
+pub fn split(n: usize, world_size: i64, rank: i64) -> std::ops::Range<usize> {
+    let (world, rank) = (world_size.max(1) as usize, rank as usize);
+    let (each, extra) = (n / world, n % world);
+    let start = rank * each + rank.min(extra);
+    start..start + each + usize::from(rank < extra)
+}
+
+/// Rank 0's result of `f`, on every rank of `group`: only rank 0 runs `f` (alone, it just
+/// runs). For what rank 0 alone can know (its checkpoint, its cached files) and every rank
+/// must agree on. An error on rank 0 comes back there with its own type, and to the other
+/// ranks as its message in a [`DistError::Collective`] naming `op`; no rank waits.
+pub fn from_root<T, E>(
+    group: Option<&ProcessGroup>,
+    op: &'static str,
+    f: impl FnOnce() -> Result<T, E>,
+) -> Result<T, E>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned,
+    E: From<DistError> + std::fmt::Display,
+{
+    let Some(g) = group else {
+        return f();
+    };
+    let mut local = None;
+    let sent: Result<T, String> = if g.rank() == 0 {
+        f().map_err(|e| {
+            let message = e.to_string();
+            local = Some(e);
+            message
+        })
+    } else {
+        Err(String::new())
+    };
+    let bytes = if g.rank() == 0 {
+        rmp_serde::to_vec(&sent).map_err(|e| DistError::Collective {
+            op,
+            message: format!("rank 0's result does not serialise: {e}"),
+        })?
+    } else {
+        Vec::new()
+    };
+    let parts = g.all_gather_bytes(&bytes)?;
+    if let Some(e) = local {
+        return Err(e);
+    }
+    let root: Result<T, String> =
+        rmp_serde::from_slice(&parts[0]).map_err(|e| DistError::Collective {
+            op,
+            message: format!("rank 0 sent a result that does not parse: {e}"),
+        })?;
+    root.map_err(|message| {
+        DistError::Collective {
+            op,
+            message: format!("on rank 0: {message}"),
+        }
+        .into()
+    })
+}
+
 /// The results of `work(0..n)`, in order, on every rank. Alone (`group` is `None`), `work` runs
 /// on every index; in a group, rank r runs the indices i with i mod world_size = r and the
 /// results travel to every rank (as MessagePack, which gives back every float exactly, NaN and
@@ -374,6 +437,21 @@ mod tests {
         let x: S = vec![(0, Ok((row(), vec![row(), row()])))];
         let y: S = rmp_serde::from_slice(&rmp_serde::to_vec(&x).unwrap()).unwrap();
         assert_eq!(format!("{x:?}"), format!("{y:?}"));
+    }
+
+    #[test]
+    fn uneven_splits_cover_every_row_once() {
+        for (n, world) in [(0, 2), (1, 2), (5, 2), (7, 3), (8, 4), (2, 5)] {
+            let parts: Vec<_> = (0..world).map(|r| split(n, world, r)).collect();
+            let rows: Vec<usize> = parts.iter().cloned().flatten().collect();
+            assert_eq!(rows, (0..n).collect::<Vec<_>>(), "{n} rows, {world} ranks");
+            let (min, max) = parts.iter().fold((usize::MAX, 0), |(a, b), p| {
+                (a.min(p.len()), b.max(p.len()))
+            });
+            assert!(max - min <= 1, "{parts:?}");
+        }
+        assert_eq!(split(5, 2, 0), 0..3);
+        assert_eq!(split(5, 2, 1), 3..5);
     }
 
     #[test]

@@ -54,8 +54,8 @@ pub fn evaluate(
         .map(|c| sampled_sequence(policy, &c.prompt, &c.answer_ids))
         .collect();
     let pad = policy.tokenizer.pad_id();
-    let logp = sequence_logprobs(&policy.model, &seqs, pad, policy.device, score_batch);
-    let logp_ref = sequence_logprobs(&reference.model, &seqs, pad, reference.device, score_batch);
+    let logp = sequence_logprobs(&policy.model, &seqs, pad, policy.device, score_batch)?;
+    let logp_ref = sequence_logprobs(&reference.model, &seqs, pad, reference.device, score_batch)?;
 
     let energies: Vec<f64> = fresh.iter().map(|c| c.energy as f64).collect();
     let golds: Option<Vec<f64>> = fresh.iter().map(|c| c.gold.map(f64::from)).collect();

@@ -85,6 +85,64 @@ pub fn step_batch(seed: u64, stream: u64, n: usize, batch: usize) -> Vec<usize> 
     sample_indices(&mut rng, n, batch.min(n)).into_vec()
 }
 
+/// The data-parallel side of a step on the default process group (a no-op alone): each rank
+/// trains on its share of the step's rows, scales its mean loss so that the averaged gradients
+/// are one process's on all the rows ([`crate::train::global_counts`]), and reports the job's
+/// values. The rows vary from round to round (the kept answers), so shares may be uneven.
+struct Replicas(Option<&'static crate::dist::ProcessGroup>);
+
+impl Replicas {
+    fn new() -> Self {
+        Self(crate::dist::group())
+    }
+
+    /// Bits that make this rank's dropout stream its own (none for rank 0 or alone).
+    fn seed_bits(&self) -> i64 {
+        self.0.map_or(0, |g| g.rank() << 32)
+    }
+
+    /// This rank's rows of a step's `rows` (not empty), and whether they count. A rank whose
+    /// share is empty trains on the first row with weight 0: it still joins the gradient
+    /// average, with zeros.
+    fn share<T: Clone>(&self, rows: &[T]) -> (Vec<T>, bool) {
+        let Some(g) = self.0 else {
+            return (rows.to_vec(), true);
+        };
+        let mine = crate::dist::split(rows.len(), g.world_size(), g.rank());
+        match mine.is_empty() {
+            true => (rows[..1].to_vec(), false),
+            false => (rows[mine].to_vec(), true),
+        }
+    }
+
+    /// The factor of this rank's mean over `count` items: count / (global count / world).
+    fn scale(&self, count: f64) -> Result<f64> {
+        let Some(g) = self.0 else {
+            return Ok(1.0);
+        };
+        let global = crate::train::global_counts(g, &Tensor::from_slice(&[count]))?;
+        Ok(count / global.double_value(&[0]))
+    }
+
+    /// The mean over the ranks of their scaled values: the job's values.
+    fn means<const N: usize>(&self, values: [f64; N]) -> Result<[f64; N]> {
+        let Some(g) = self.0 else {
+            return Ok(values);
+        };
+        let t = Tensor::from_slice(&values);
+        g.all_reduce_sum(&t)?;
+        let world = g.world_size() as f64;
+        Ok(std::array::from_fn(|i| t.double_value(&[i as i64]) / world))
+    }
+
+    fn average_gradients(&self, opt: &AdamW) -> Result<()> {
+        match self.0 {
+            Some(g) => Ok(g.average_gradients(opt.params())?),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Supervised steps `start..steps.total` on `pairs` (batch of `batch`), KL weight `kl_coef`
 /// to `reference`. `checkpoint(done, policy, opt, sums)` is called when one is due.
 #[allow(clippy::too_many_arguments)]
@@ -104,14 +162,18 @@ pub fn sft_steps(
         return Ok(());
     }
     let pad = policy.tokenizer.pad_id();
+    let replicas = Replicas::new();
     for step in start..steps.total {
         let index = steps.stream_index(step);
-        tch::manual_seed(rng::torch_seed(steps.seed, "finetune-dropout", index));
+        let seed = rng::torch_seed(steps.seed, "finetune-dropout", index);
+        tch::manual_seed(seed ^ replicas.seed_bits());
         let idx = step_batch(steps.seed, index, pairs.len(), batch);
+        let (idx, counts) = replicas.share(&idx);
         let rows: Vec<EncodedPair> = idx.iter().map(|&i| pairs[i].clone()).collect();
         let b = TokenBatch::new(&rows, pad, policy.device);
         let out = sft_kl_loss(&policy.model, Some(&reference.model), &b, kl_coef, true);
-        let value = out.loss.double_value(&[]);
+        let scale = replicas.scale(if counts { b.answer_tokens() } else { 0.0 })?;
+        let [value, kl] = replicas.means([out.loss.double_value(&[]) * scale, out.kl * scale])?;
         if !value.is_finite() {
             return Err(PolicyError::RoundNonFinite {
                 round: steps.round,
@@ -119,19 +181,14 @@ pub fn sft_steps(
                 loss: value,
             });
         }
-        out.loss.backward();
+        (out.loss * scale).backward();
+        replicas.average_gradients(opt)?;
         let norm = steps.apply(opt, step);
         sums.steps += 1;
         sums.loss += value;
-        sums.kl += out.kl;
+        sums.kl += kl;
         tracing::trace!(target: "progress", task = "finetune", step = step + 1, total = steps.total, loss = value);
-        debug!(
-            step,
-            loss = value,
-            kl = out.kl,
-            grad_norm = norm,
-            "finetune sft"
-        );
+        debug!(step, loss = value, kl, grad_norm = norm, "finetune sft");
         if steps.checkpoint_due(step + 1) {
             checkpoint(step + 1, policy, opt, sums)?;
         }
@@ -186,14 +243,14 @@ fn rloo_batch(
         .iter()
         .map(|c| sampled_sequence(policy, &c.prompt, &c.answer_ids))
         .collect();
-    let logp = sequence_logprobs(&policy.model, &seqs, pad, policy.device, cfg.score_batch);
+    let logp = sequence_logprobs(&policy.model, &seqs, pad, policy.device, cfg.score_batch)?;
     let logp_ref = sequence_logprobs(
         &reference.model,
         &seqs,
         pad,
         reference.device,
         cfg.score_batch,
-    );
+    )?;
     let rewards: Vec<f64> = pool
         .iter()
         .zip(logp.iter().zip(&logp_ref))
@@ -231,20 +288,28 @@ pub fn rloo_steps(
 ) -> Result<()> {
     let k = cfg.sampling.n;
     let pad = policy.tokenizer.pad_id();
+    let replicas = Replicas::new();
     for step in start..steps.total {
+        // Every rank samples and scores the whole step (sharing the batches) and trains on its
+        // share of the sequences.
         let b = rloo_batch(policy, reference, scorer, prompts, cfg, steps, step)?;
-        let adv: Vec<f32> = grouped_advantages(&b.rewards, k)
+        let adv: Vec<(EncodedPair, f32)> = grouped_advantages(&b.rewards, k)
             .iter()
-            .map(|&a| a as f32)
+            .zip(&b.seqs)
+            .map(|(&a, s)| (s.clone(), a as f32))
             .collect();
-        let batch = TokenBatch::new(&b.seqs, pad, policy.device);
+        let (mine, counts) = replicas.share(&adv);
+        let (seqs, adv): (Vec<EncodedPair>, Vec<f32>) = mine.into_iter().unzip();
+        let batch = TokenBatch::new(&seqs, pad, policy.device);
         let loss = policy_gradient_loss(
             &policy.model,
             &batch,
             &Tensor::from_slice(&adv).to_device(policy.device),
         );
-        let value = loss.double_value(&[]);
-        loss.backward();
+        let scale = replicas.scale(if counts { seqs.len() as f64 } else { 0.0 })?;
+        let [value] = replicas.means([loss.double_value(&[]) * scale])?;
+        (loss * scale).backward();
+        replicas.average_gradients(opt)?;
         steps.apply(opt, step);
         let n = b.pool.len() as f64;
         sums.steps += 1;

@@ -141,6 +141,28 @@ impl Run<'_> {
         self.dir.join(CHECKPOINT)
     }
 
+    /// Saves a checkpoint: rank 0 of a job (the others' are the same) or the process alone.
+    fn save(&self, state: &State) -> Result<()> {
+        match crate::dist::is_writer() {
+            true => save_checkpoint(&self.ckpt(), &self.policy.vs, &self.opt, state),
+            false => Ok(()),
+        }
+    }
+
+    /// The checkpoint's state restored into the policy and optimizer, if there is one. In a
+    /// job, rank 0's (only rank 0 checkpoints): its state, weights and moments reach every rank.
+    fn resume(&mut self) -> Result<Option<State>> {
+        let (ckpt, vs, opt) = (self.ckpt(), &mut self.policy.vs, &mut self.opt);
+        let group = crate::dist::group();
+        let resumed = crate::dist::from_root(group, "resuming from rank 0's checkpoint", || {
+            load_checkpoint::<State>(&ckpt, vs, opt)
+        })?;
+        if let Some(pg) = group {
+            crate::train::replicate(pg, &self.policy.vs, &mut self.opt)?;
+        }
+        Ok(resumed)
+    }
+
     fn rounds_path(&self) -> PathBuf {
         self.dir.join(ROUNDS)
     }
@@ -192,7 +214,7 @@ impl Run<'_> {
             baseline_gold: per_prompt_gold(&fresh),
             ..State::default()
         };
-        save_checkpoint(&self.ckpt(), &self.policy.vs, &self.opt, &state)?;
+        self.save(&state)?;
         Ok(state)
     }
 
@@ -210,7 +232,10 @@ impl Run<'_> {
                 sums: sums.clone(),
                 ..snapshot.clone()
             };
-            save_checkpoint(&ckpt, &p.vs, o, &s)
+            match crate::dist::is_writer() {
+                true => save_checkpoint(&ckpt, &p.vs, o, &s),
+                false => Ok(()),
+            }
         };
         let (policy, reference, opt) = (&mut *self.policy, self.reference, &mut self.opt);
         match cfg.algo {
@@ -325,12 +350,16 @@ pub fn finetune(
         dir: dir.to_path_buf(),
         opt,
     };
-    let resumed = load_checkpoint::<State>(&run.ckpt(), &mut run.policy.vs, &mut run.opt)?;
+    let resumed = run.resume()?;
     reset_rounds(&run.rounds_path(), resumed.as_ref().map(|s| s.round))?;
     let mut state = run.start(resumed)?;
     while state.round < cfg.rounds {
-        // Every round ends with a checkpoint: a stop here loses nothing.
-        crate::interrupt::check(Some(format!("round {}", state.round)))?;
+        // Every round ends with a checkpoint: a stop here loses nothing. The ranks of a job
+        // stop together.
+        if let Some(signal) = crate::interrupt::requested_in_job()? {
+            let checkpoint = Some(format!("round {}", state.round));
+            return Err(crate::interrupt::Interrupted { signal, checkpoint }.into());
+        }
         let round = state.round + 1;
         let clock = Instant::now();
         if state.step == 0 {
@@ -348,7 +377,7 @@ pub fn finetune(
             samples: row.samples,
             ..state
         };
-        save_checkpoint(&run.ckpt(), &run.policy.vs, &run.opt, &state)?;
+        run.save(&state)?;
     }
     Ok(())
 }

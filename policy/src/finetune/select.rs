@@ -88,10 +88,23 @@ pub fn kept_for_round(
     select: impl FnOnce() -> Result<Vec<Candidate>>,
 ) -> Result<Vec<Candidate>> {
     let kept_path = round_dir.join("kept.parquet");
-    if kept_path.exists() {
-        return read_candidates(&kept_path);
+    // In a job only rank 0 keeps the files; it says whether the round's answers were kept.
+    let cached =
+        crate::dist::from_root(
+            crate::dist::group(),
+            "reading kept.parquet",
+            || match kept_path.exists() {
+                true => read_candidates(&kept_path).map(Some),
+                false => Ok(None),
+            },
+        )?;
+    if let Some(kept) = cached {
+        return Ok(kept);
     }
     let kept = select()?;
+    if !crate::dist::is_writer() {
+        return Ok(kept);
+    }
     std::fs::create_dir_all(round_dir).map_err(|e| PolicyError::io("creating", round_dir, e))?;
     let tmp = round_dir.join("kept.parquet.tmp");
     write_candidates(&tmp, &kept)?;

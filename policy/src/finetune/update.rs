@@ -34,6 +34,15 @@ impl TokenBatch {
             answer_mask: answer_mask(seqs, device),
         }
     }
+
+    /// The answer tokens the losses average over (those the model predicts: EOS included).
+    pub fn answer_tokens(&self) -> f64 {
+        let t = self.ids.size()[1];
+        self.answer_mask
+            .narrow(1, 1, t - 1)
+            .sum(Kind::Float)
+            .double_value(&[])
+    }
 }
 
 /// (prompt, answer) pairs as training sequences: prompt + SEP + answer + EOS, cut from the left
@@ -69,22 +78,24 @@ pub fn sampled_sequence(policy: &Policy, prompt: &str, answer_ids: &[i64]) -> En
 }
 
 /// Σ log p(answer tokens) of each sequence under `model`, no gradient, in batches of `batch`.
+/// Under a process group the ranks share the batches ([`crate::dist::map_chunks`]) and every
+/// rank gets every value, the same bytes as one process's.
 pub fn sequence_logprobs(
     model: &Trunk,
     seqs: &[EncodedPair],
     pad: i64,
     device: Device,
     batch: usize,
-) -> Vec<f32> {
-    let mut out = Vec::with_capacity(seqs.len());
-    tch::no_grad(|| {
-        for chunk in seqs.chunks(batch.max(1)) {
-            let b = TokenBatch::new(chunk, pad, device);
+) -> Result<Vec<f32>> {
+    let chunks: Vec<&[EncodedPair]> = seqs.chunks(batch.max(1)).collect();
+    let per_chunk = crate::dist::map_chunks(crate::dist::group(), chunks.len(), |i| {
+        tch::no_grad(|| {
+            let b = TokenBatch::new(chunks[i], pad, device);
             let lp = sequence_logprob(model, &b.ids, &b.mask, &b.answer_mask);
-            out.extend(Vec::<f32>::try_from(lp.to_device(Device::Cpu)).expect("f32 log-probs"));
-        }
-    });
-    out
+            Vec::<f32>::try_from(lp.to_device(Device::Cpu)).expect("f32 log-probs")
+        })
+    })?;
+    Ok(per_chunk.concat())
 }
 
 /// The supervised loss of a batch and its parts.
@@ -219,14 +230,14 @@ mod tests {
             sampled_sequence(&p, "12+5=", &p.tokenizer.encode("99")),
         ];
         let pad = p.tokenizer.pad_id();
-        let before = sequence_logprobs(&p.model, &seqs, pad, Device::Cpu, 8);
+        let before = sequence_logprobs(&p.model, &seqs, pad, Device::Cpu, 8).unwrap();
         let b = TokenBatch::new(&seqs, pad, Device::Cpu);
         let adv = Tensor::from_slice(&[1.0f32, -1.0]);
         let mut opt = tch::nn::Sgd::default().build(&p.vs, 0.05).unwrap();
         for _ in 0..5 {
             opt.backward_step(&policy_gradient_loss(&p.model, &b, &adv));
         }
-        let after = sequence_logprobs(&p.model, &seqs, pad, Device::Cpu, 1);
+        let after = sequence_logprobs(&p.model, &seqs, pad, Device::Cpu, 1).unwrap();
         assert!(
             after[0] > before[0] && after[1] < before[1],
             "{before:?} → {after:?}"
