@@ -7,7 +7,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{assert_exit_2, ember, ok, text, EMBER};
+use common::{assert_exit_2, ember, ok, text, EMBER, TINY};
 
 /// Synthetic addition data and a character-level tokenizer in `dir` (`data/`, `tok/`), and
 /// `tmp/`, the temporary directory of the test's ranks: ranks remove the scratch directories of
@@ -366,6 +366,52 @@ fn ranks_finetune_what_one_process_finetunes_and_resume_after_a_kill() {
         &dir.join("whole/policy/model.safetensors"),
     );
     assert_eq!(d, 0.0, "resumed vs uninterrupted");
+}
+
+#[test]
+fn ember_run_on_two_ranks_ends_where_one_process_does_and_skips_what_is_done() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    fs::create_dir(dir.join("tmp")).unwrap();
+    fs::write(dir.join("one.toml"), TINY).unwrap();
+    let two = format!("{TINY}\n[distributed]\nworld_size = 2\n");
+    fs::write(dir.join("two.toml"), two).unwrap();
+    run(dir, &words("run one.toml --run-dir", "r1"));
+    // `[distributed] world_size = 2` starts two ranks of `ember run`: the training stages run
+    // data-parallel, the sampling ones share their batches, the others run on rank 0 alone.
+    let out = run(dir, &words("run two.toml --run-dir", "r2"));
+    assert!(out.contains("rank 1 is pid"), "{out}");
+    for model in [
+        "03-sft/model.safetensors",
+        "04-reward/model.safetensors",
+        "06-finetune/policy/model.safetensors",
+    ] {
+        let d = max_abs_diff(&dir.join("r1").join(model), &dir.join("r2").join(model));
+        assert!(d <= 1e-5, "{model}: max |Δw| = {d}");
+    }
+    // Rank 0 alone logged the run's events, and the ranks agree (rank 0's view) that every
+    // stage is done.
+    let events = fs::read_to_string(dir.join("r2/events.jsonl")).unwrap();
+    assert_eq!(events.matches(r#""event":"done""#).count(), 10, "{events}");
+    let again = run(dir, &words("run two.toml --run-dir", "r2"));
+    assert_eq!(again.matches("up to date, skipped").count(), 10, "{again}");
+    assert!(dir.join("r2/10-report/report.md").is_file());
+    // Under a job of another size, the config's world size is a usage error naming both.
+    let o = Command::new(EMBER)
+        .args(words("run two.toml --run-dir", "r3"))
+        .current_dir(dir)
+        .envs([
+            ("RANK", "0"),
+            ("WORLD_SIZE", "3"),
+            ("MASTER_ADDR", "127.0.0.1"),
+        ])
+        .env("MASTER_PORT", "1")
+        .output()
+        .unwrap();
+    assert_exit_2(
+        &o,
+        "distributed.world_size = 2, but this rank's job has WORLD_SIZE=3",
+    );
 }
 
 #[test]

@@ -8,7 +8,8 @@
 //! (the ranks share each round's sampling and scoring, and train data-parallel); `ember sample`,
 //! `ember logprob`, `ember rank` and `ember reward score` (the ranks share the sampling and
 //! scoring batches and gather the results); `ember refine` and `ember compare` (the ranks share
-//! the prompts). Rank 0 writes the output, metrics and checkpoints. Any other command refuses to
+//! the prompts); `ember run` (the stages that share their work run on every rank, the others on
+//! rank 0 alone). Rank 0 writes the output, metrics and checkpoints. Any other command refuses to
 //! run as one rank of several rather than run N copies that race for the same output.
 use std::process::{Child, Command as Process, ExitCode, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -24,19 +25,25 @@ const DEFAULT_TIMEOUT_S: u64 = 1800;
 
 /// Joins the job of the environment when there is one. `command` must be one that shards its
 /// work: any other, started as one rank of several, is a usage error naming `WORLD_SIZE`.
+/// `ember run` joins later, once its config's `[distributed]` is read ([`join_run`]).
 pub fn join(command: &Command) -> Result<()> {
     let Some(env) = policy::dist::DistEnv::from_env()? else {
         return Ok(());
     };
-    if env.world_size == 1 {
+    if env.world_size == 1 || matches!(command, Command::Run(_)) {
         return Ok(());
     }
     if !shards(command) {
         return Err(usage(format!(
-            "WORLD_SIZE={}: this command runs as one process; `ember sft`, `reward train`, `finetune`, `sample`, `logprob`, `rank`, `refine`, `compare` and `reward score` run on several",
+            "WORLD_SIZE={}: this command runs as one process; `ember run`, `sft`, `reward train`, `finetune`, `sample`, `logprob`, `rank`, `refine`, `compare` and `reward score` run on several",
             env.world_size
         )));
     }
+    join_env()
+}
+
+/// Joins the job the environment describes (it has several ranks).
+fn join_env() -> Result<()> {
     let timeout = timeout()?;
     policy::dist::init_from_env(&build_id()?, timeout)?;
     if !policy::dist::is_writer() {
@@ -53,6 +60,40 @@ pub fn secondary_rank() -> bool {
     matches!((var("RANK"), var("WORLD_SIZE")), (Some(r), Some(w)) if r != 0 && w > 1)
 }
 
+/// `ember run` with `[distributed] world_size = n`: `Some(exit code)` once this process has
+/// run the job's `n` local ranks of itself (it was not a rank), `None` when it runs the pipeline
+/// itself: alone (`n` = 1), or as one rank of the job the environment describes (joined here),
+/// whose `WORLD_SIZE` must then be `n` (or any, for `n` = 1).
+pub fn join_run(n: u32) -> Result<Option<ExitCode>> {
+    if n == 0 {
+        return Err(usage(
+            "invalid config value distributed.world_size: must be at least 1",
+        ));
+    }
+    match policy::dist::DistEnv::from_env()? {
+        Some(env) if n > 1 && env.world_size != i64::from(n) => Err(usage(format!(
+            "distributed.world_size = {n}, but this rank's job has WORLD_SIZE={}: set them equal, or world_size = 1 to take the job's",
+            env.world_size
+        ))),
+        Some(env) if env.world_size > 1 => join_env().map(|()| None),
+        Some(_) => Ok(None),
+        None if n == 1 => Ok(None),
+        None => {
+            let command = std::env::args_os()
+                .skip(1)
+                .map(|a| a.into_string())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|a| usage(format!("{a:?}: an argument that is not UTF-8")))?;
+            let args = LaunchArgs {
+                nproc: n,
+                master_port: None,
+                command,
+            };
+            launch(args).map(Some)
+        }
+    }
+}
+
 /// Sends this process's stdout to /dev/null: the ranks other than 0 print no results (their
 /// output directory is scratch); their warnings and errors still reach stderr.
 fn quiet_stdout() {
@@ -67,7 +108,8 @@ fn shards(command: &Command) -> bool {
     use crate::stages::reward::Command as Reward;
     matches!(
         command,
-        Command::Sft(_)
+        Command::Run(_)
+            | Command::Sft(_)
             | Command::Finetune(_)
             | Command::Reward(Reward::Train(_) | Reward::Score(_))
             | Command::Sample(_)

@@ -93,6 +93,15 @@ pub fn check(checkpoint: Option<String>) -> Result<(), Interrupted> {
     }
 }
 
+/// [`check`] for the whole job: `Err(Interrupted)` when any rank was asked to stop
+/// ([`requested_in_job`]), so that every rank stops at the same point; alone, [`check`].
+pub fn check_in_job(checkpoint: Option<String>) -> Result<(), crate::PolicyError> {
+    match requested_in_job()? {
+        None => Ok(()),
+        Some(signal) => Err(Interrupted { signal, checkpoint }.into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -66,6 +66,8 @@ pub struct RunConfig {
     pub eval: stages::eval::Config,
     /// `[report]`: the Markdown report with plots.
     pub report: stages::report::Config,
+    /// `[distributed]`: how many ranks run the pipeline.
+    pub distributed: DistributedConfig,
     /// Where each key stands in the file, for messages (not a value of the config).
     #[serde(skip)]
     pub lines: KeyLines,
@@ -90,8 +92,27 @@ impl Default for RunConfig {
             compare: Default::default(),
             eval: Default::default(),
             report: stages::report::Config::default(),
+            distributed: DistributedConfig::default(),
             lines: KeyLines::default(),
         }
+    }
+}
+
+/// `[distributed]`: the ranks of `ember run`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DistributedConfig {
+    /// Ranks on this machine. Above 1, `ember run` starts that many ranks of itself (as `ember
+    /// launch -n N -- run …` does) unless it already is one rank of a job (torchrun, srun), whose
+    /// `WORLD_SIZE` must then equal it; 1 runs as one process, or as the job's ranks when the
+    /// environment describes a job. The stages that share their work (sft, reward, rank,
+    /// finetune, refine, compare) run on every rank; the others on rank 0 alone.
+    pub world_size: u32,
+}
+
+impl Default for DistributedConfig {
+    fn default() -> Self {
+        Self { world_size: 1 }
     }
 }
 

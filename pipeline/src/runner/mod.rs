@@ -18,6 +18,7 @@ use tracing::{info, instrument};
 
 use crate::config::{self, DataConfig, RunConfig};
 use crate::error::{usage, UsageError};
+use crate::stage::Manifest;
 
 mod events;
 mod plan;
@@ -81,6 +82,9 @@ pub struct Args {
 
 pub fn cli(args: Args) -> Result<ExitCode> {
     let cfg = config::load(&args.config, &args.set)?;
+    if let Some(code) = crate::dist::join_run(cfg.distributed.world_size)? {
+        return Ok(code);
+    }
     let run = args
         .run_dir
         .clone()
@@ -118,21 +122,21 @@ pub fn run_pipeline(cfg: &RunConfig, run: &Path, sel: &Selection) -> Result<Vec<
     reject_invalid(&plans, &cfg.lines)?;
     check_inputs(cfg)?;
     validate_selection(&plans, sel)?;
-    fs::create_dir_all(run)
-        .with_context(|| format!("cannot create run directory {}", run.display()))?;
-    let _lock = RunLock::acquire(run)?;
-    fs::write(run.join(CONFIG), cfg.to_toml()?)
-        .with_context(|| format!("cannot write to run directory {}", run.display()))?;
+    // In a job, rank 0 holds the run directory: the lock, the config, the events, the outputs.
+    let _lock = match policy::dist::is_writer() {
+        true => Some(claim(run, cfg)?),
+        false => None,
+    };
     let first = sel.from.as_deref().or(sel.only.as_deref());
     let start = first.map_or(0, |f| {
         plans.iter().position(|p| p.name == f).expect("validated")
     });
     let mut outcomes = Vec::new();
     for (i, p) in plans.iter().enumerate() {
-        // Ctrl-C during a stage that finished anyway: stop before the next one.
-        policy::interrupt::check(None)?;
+        // Ctrl-C during a stage that finished anyway: stop before the next one (every rank).
+        policy::interrupt::check_in_job(None)?;
         if i < start || (sel.only.is_some() && i > start) {
-            if i < start && p.check()?.is_err() {
+            if i < start && done(p)?.is_err() {
                 let first = first.unwrap_or_default();
                 return Err(UsageError::with_hint(
                     format!(
@@ -154,6 +158,50 @@ pub fn run_pipeline(cfg: &RunConfig, run: &Path, sel: &Selection) -> Result<Vec<
         outcomes.push(run_one(p, run, forced)?);
     }
     Ok(outcomes)
+}
+
+/// Creates the run directory, takes its lock and writes the effective config.
+fn claim(run: &Path, cfg: &RunConfig) -> Result<RunLock> {
+    fs::create_dir_all(run)
+        .with_context(|| format!("cannot create run directory {}", run.display()))?;
+    let lock = RunLock::acquire(run)?;
+    fs::write(run.join(CONFIG), cfg.to_toml()?)
+        .with_context(|| format!("cannot write to run directory {}", run.display()))?;
+    Ok(lock)
+}
+
+/// [`Planned::check`] as rank 0 finds it (the run directory is rank 0's), on every rank.
+fn done(p: &Planned) -> Result<std::result::Result<Manifest, String>> {
+    policy::dist::from_root(policy::dist::group(), "checking a stage on rank 0", || {
+        p.check()
+    })
+}
+
+/// Runs the stage: on every rank when it shares its work, else on rank 0 alone (the others
+/// get its manifest, or its error, when it ends).
+fn execute(p: &Planned) -> Result<Manifest> {
+    let group = policy::dist::group();
+    if p.shards || group.is_none() {
+        return p.execute();
+    }
+    policy::dist::from_root(group, "a stage on rank 0", || {
+        policy::dist::locally(|| p.execute())
+    })
+}
+
+/// Appends to `RUN/events.jsonl`: rank 0's (or the process alone's) to write.
+fn event(
+    run: &Path,
+    p: &Planned,
+    kind: &str,
+    fp: &str,
+    secs: f64,
+    err: Option<&str>,
+) -> Result<()> {
+    match policy::dist::is_writer() {
+        true => log_event(run, p.name, kind, fp, secs, err),
+        false => Ok(()),
+    }
 }
 
 /// Checks every section's values, as `ember run` does before its first stage: a usage error
@@ -241,14 +289,14 @@ fn validate_selection(plans: &[Planned], sel: &Selection) -> Result<()> {
 /// Skips or runs one stage, logging the event.
 fn run_one(p: &Planned, run: &Path, forced: bool) -> Result<Outcome> {
     if !forced {
-        match p.check()? {
+        match done(p)? {
             Ok(m) => {
                 info!(
                     stage = p.name,
                     fingerprint = &m.fingerprint[..12],
                     "up to date, skipped"
                 );
-                log_event(run, p.name, "skip", &m.fingerprint, 0.0, None)?;
+                event(run, p, "skip", &m.fingerprint, 0.0, None)?;
                 return Ok(Outcome {
                     stage: p.name.into(),
                     ran: false,
@@ -261,13 +309,16 @@ fn run_one(p: &Planned, run: &Path, forced: bool) -> Result<Outcome> {
     } else {
         info!(stage = p.name, "running (forced)");
     }
-    let expected = p.expected_fingerprint()?;
-    log_event(run, p.name, "start", &expected, 0.0, None)?;
+    let expected = match policy::dist::is_writer() {
+        true => p.expected_fingerprint()?,
+        false => String::new(),
+    };
+    event(run, p, "start", &expected, 0.0, None)?;
     let clock = Instant::now();
-    match p.execute() {
+    match execute(p) {
         Ok(m) => {
             let secs = clock.elapsed().as_secs_f64();
-            log_event(run, p.name, "done", &m.fingerprint, secs, None)?;
+            event(run, p, "done", &m.fingerprint, secs, None)?;
             info!(stage = p.name, seconds = format!("{secs:.1}"), "done");
             Ok(Outcome {
                 stage: p.name.into(),
@@ -278,14 +329,7 @@ fn run_one(p: &Planned, run: &Path, forced: bool) -> Result<Outcome> {
         }
         Err(err) => {
             let secs = clock.elapsed().as_secs_f64();
-            log_event(
-                run,
-                p.name,
-                "failed",
-                &expected,
-                secs,
-                Some(&format!("{err:#}")),
-            )?;
+            event(run, p, "failed", &expected, secs, Some(&format!("{err:#}")))?;
             Err(err.context(format!("stage {} failed", p.name)))
         }
     }

@@ -25,6 +25,8 @@ pub struct Planned {
     pub inputs: Vec<PathBuf>,
     /// What is wrong with its config section, keys relative to the section.
     pub invalid: Vec<Invalid>,
+    /// [`Stage::SHARDS`]: every rank of a job runs it (else rank 0 alone).
+    pub shards: bool,
     fingerprint: Fingerprint,
     exec: Exec,
 }
@@ -50,6 +52,7 @@ impl Planned {
             dir: stage_dir(run, name),
             inputs: paths,
             invalid: cfg.check(),
+            shards: S::SHARDS,
             fingerprint: Box::new(move || stage::fingerprint(&f.0, &f.1, &f.2)),
             exec: Box::new(move |out| stage::run(&e.0, &e.1, &e.2, out, stage::Replace::AnyStage)),
         }

@@ -38,6 +38,9 @@ pub trait Stage: Serialize {
     const NAME: &'static str;
     /// A killed run re-run with the same fingerprint resumes from what it left in `OUT.partial`.
     const RESUMABLE: bool = false;
+    /// Runs on every rank of a job, sharing its work (data-parallel training, shared sampling
+    /// and scoring); `ember run` runs any other stage on rank 0 alone while the others wait.
+    const SHARDS: bool = false;
     /// Entries of the staging directory that are scratch (checkpoints), not artifacts.
     const SCRATCH: &'static [&'static str] = &[];
     /// The entries of [`Stage::SCRATCH`] a rerun resumes from: a failed resumable stage keeps

@@ -90,6 +90,7 @@ fn compare_config(cfg: &Config, seed: u64) -> CompareConfig {
 /// The stage: `compare.parquet`, `compare.json`, `report.md` and the plots.
 impl Stage for Config {
     const NAME: &'static str = "compare";
+    const SHARDS: bool = true;
     type Inputs = Inputs;
 
     fn input_paths(inputs: &Inputs) -> Vec<PathBuf> {

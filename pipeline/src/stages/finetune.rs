@@ -242,6 +242,7 @@ fn read_data(cfg: &Config, inputs: &Inputs) -> Result<FinetuneData> {
 /// from `OUT.partial/checkpoint`.
 impl Stage for Config {
     const NAME: &'static str = "finetune";
+    const SHARDS: bool = true;
     const RESUMABLE: bool = true;
     const SCRATCH: &'static [&'static str] = &[CHECKPOINT];
     const RESUME_FROM: &'static [&'static str] = &[CHECKPOINT];

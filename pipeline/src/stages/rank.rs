@@ -85,6 +85,7 @@ pub type Inputs = super::OnPolicy;
 /// The stage: `candidates.parquet`, `selected.parquet` and `summary.json`.
 impl Stage for Config {
     const NAME: &'static str = "rank";
+    const SHARDS: bool = true;
     type Inputs = Inputs;
 
     fn input_paths(inputs: &Inputs) -> Vec<PathBuf> {

@@ -75,6 +75,7 @@ pub type Inputs = super::OnPolicy;
 /// The stage: `refined.parquet` and `traces.parquet`.
 impl Stage for Config {
     const NAME: &'static str = "refine";
+    const SHARDS: bool = true;
     type Inputs = Inputs;
 
     fn input_paths(inputs: &Inputs) -> Vec<PathBuf> {

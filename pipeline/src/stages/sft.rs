@@ -147,6 +147,7 @@ pub fn load_rows(data: &Path, val_fraction: f64) -> Result<(Rows, Rows)> {
 /// `metrics.jsonl`. Resumes from `OUT.partial/checkpoint`.
 impl Stage for Config {
     const NAME: &'static str = "sft";
+    const SHARDS: bool = true;
     const RESUMABLE: bool = true;
     const SCRATCH: &'static [&'static str] = &["checkpoint"];
     const RESUME_FROM: &'static [&'static str] = &["checkpoint"];

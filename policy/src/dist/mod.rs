@@ -79,8 +79,10 @@ thread_local! {
     static LOCAL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Runs `f` with [`group`] returning `None` on this thread (restored after, even on panic).
-fn locally<R>(f: impl FnOnce() -> R) -> R {
+/// Runs `f` with [`group`] returning `None` on this thread (restored after, even on panic):
+/// work that one rank does alone (a share of [`map_chunks`], a step only rank 0 runs), so that
+/// what it calls does not start collectives the other ranks do not match.
+pub fn locally<R>(f: impl FnOnce() -> R) -> R {
     struct Restore(bool);
     impl Drop for Restore {
         fn drop(&mut self) {

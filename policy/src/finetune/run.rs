@@ -356,10 +356,7 @@ pub fn finetune(
     while state.round < cfg.rounds {
         // Every round ends with a checkpoint: a stop here loses nothing. The ranks of a job
         // stop together.
-        if let Some(signal) = crate::interrupt::requested_in_job()? {
-            let checkpoint = Some(format!("round {}", state.round));
-            return Err(crate::interrupt::Interrupted { signal, checkpoint }.into());
-        }
+        crate::interrupt::check_in_job(Some(format!("round {}", state.round)))?;
         let round = state.round + 1;
         let clock = Instant::now();
         if state.step == 0 {

@@ -53,6 +53,7 @@ impl Inputs {
 /// continues from `OUT.partial/ckpt`).
 impl Stage for Config {
     const NAME: &'static str = "reward";
+    const SHARDS: bool = true;
     const RESUMABLE: bool = true;
     const SCRATCH: &'static [&'static str] = &["ckpt", "ckpt.old", "ckpt.tmp", "best"];
     const RESUME_FROM: &'static [&'static str] = &["ckpt", "ckpt.old"];
