@@ -167,28 +167,32 @@ fn encode_all(
     (pairs, dropped)
 }
 
-/// Mean answer-token loss over `pairs` (no grad).
+/// Mean answer-token loss over `pairs` (no grad). Under a process group the ranks share the
+/// batches ([`crate::dist::map_chunks`]) and every rank gets the same value as one process.
 pub fn eval_loss(
     model: &Trunk,
     pairs: &[EncodedPair],
     batch: usize,
     pad: i64,
     device: Device,
-) -> f64 {
-    let (mut sum, mut count) = (0.0, 0i64);
-    tch::no_grad(|| {
-        for chunk in pairs.chunks(batch.max(1)) {
-            let refs: Vec<&EncodedPair> = chunk.iter().collect();
+) -> Result<f64> {
+    let chunks: Vec<&[EncodedPair]> = pairs.chunks(batch.max(1)).collect();
+    let parts = crate::dist::map_chunks(crate::dist::group(), chunks.len(), |i| {
+        tch::no_grad(|| {
+            let refs: Vec<&EncodedPair> = chunks[i].iter().collect();
             let b = SftBatch::new(&refs, pad, device);
-            sum += b.loss(model, false).double_value(&[]) * b.n_targets() as f64;
-            count += b.n_targets();
-        }
-    });
-    if count == 0 {
+            let n = b.n_targets();
+            (b.loss(model, false).double_value(&[]) * n as f64, n)
+        })
+    })?;
+    let (sum, count) = parts
+        .iter()
+        .fold((0.0, 0i64), |(s, c), &(ps, pc)| (s + ps, c + pc));
+    Ok(if count == 0 {
         f64::NAN
     } else {
         sum / count as f64
-    }
+    })
 }
 
 /// The starting policy: the one in `init`, else a fresh model seeded from `cfg.seed`.
@@ -257,12 +261,12 @@ pub fn train(
         tokens: 0,
     };
     // From a pretrained model, its own validation loss is the bar the run must not fall under.
-    let init_val_loss = (init.is_some() && start == 0 && !val_pairs.is_empty()).then(|| {
-        let v = steps.val_loss();
-        info!(val_loss = v, "validation loss of the starting model");
-        v
-    });
+    let init_val_loss = match init.is_some() && start == 0 && !val_pairs.is_empty() {
+        true => Some(steps.val_loss()?),
+        false => None,
+    };
     if let Some(v) = init_val_loss {
+        info!(val_loss = v, "validation loss of the starting model");
         metrics.write(&serde_json::json!({ "step": 0, "val_loss": v, "val_ppl": v.exp() }))?;
     }
     let clock = Instant::now();
@@ -270,7 +274,7 @@ pub fn train(
     let tokens = crate::dist::sum_over_ranks(steps.tokens)?;
     let tokens_per_s = tokens as f64 / clock.elapsed().as_secs_f64().max(1e-9);
     if start >= cfg.steps {
-        val_loss = steps.val_loss();
+        val_loss = steps.val_loss()?;
     }
     if let Some(v) = init_val_loss.filter(|v| val_loss.is_finite() && val_loss > *v) {
         tracing::warn!(
@@ -353,7 +357,7 @@ impl Steps<'_> {
             }
             let evaluated = eval_due(done, cfg.eval_every.max(1), cfg.steps);
             if evaluated {
-                val_loss = self.val_loss();
+                val_loss = self.val_loss()?;
                 line["val_loss"] = val_loss.into();
                 line["val_ppl"] = val_loss.exp().into();
                 info!(step = done, train_loss, val_loss, "sft");
@@ -429,7 +433,7 @@ impl Steps<'_> {
         Ok(Some((loss_sum / cfg.grad_accum as f64, lr, grad_norm)))
     }
 
-    fn val_loss(&self) -> f64 {
+    fn val_loss(&self) -> Result<f64> {
         let p = self.policy;
         eval_loss(
             &p.model,

@@ -15,7 +15,9 @@ use crate::metrics::{against_length, AgainstLength, EvalInputs, EvalReport, Thre
 use crate::model::EnergyModel;
 use crate::scorer::EnergyScorer;
 
-/// (E⁺, E⁻) of every pair, `batch` pairs per forward pass.
+/// (E⁺, E⁻) of every pair, `batch` pairs per forward pass. Under a process group the ranks
+/// share the batches ([`policy::dist::map_chunks`]; validation during data-parallel training)
+/// and every rank gets every energy, the same bytes as one process's.
 #[instrument(skip_all, fields(pairs = pairs.len()))]
 pub fn pair_energies(
     model: &EnergyModel,
@@ -23,20 +25,28 @@ pub fn pair_energies(
     batch: usize,
     pad: i64,
     device: Device,
-) -> (Vec<f32>, Vec<f32>) {
-    let mut pos = Vec::with_capacity(pairs.len());
-    let mut neg = Vec::with_capacity(pairs.len());
-    tch::no_grad(|| {
-        for chunk in pairs.chunks(batch.max(1)) {
-            let refs: Vec<&EncodedPairRow> = chunk.iter().collect();
+) -> Result<(Vec<f32>, Vec<f32>)> {
+    let chunks: Vec<&[EncodedPairRow]> = pairs.chunks(batch.max(1)).collect();
+    let energies = policy::dist::map_chunks(policy::dist::group(), chunks.len(), |i| {
+        tch::no_grad(|| {
+            let refs: Vec<&EncodedPairRow> = chunks[i].iter().collect();
             let b = PairBatch::new(&refs, &[], pad, device);
             let e = model.energy(&b.ids, &b.mask, false);
             let (p, n, _) = b.split(&e);
-            pos.extend(to_vec(&p));
-            neg.extend(to_vec(&n));
-        }
-    });
-    (pos, neg)
+            (to_vec(&p), to_vec(&n))
+        })
+    })?;
+    Ok(energies.into_iter().fold(
+        (
+            Vec::with_capacity(pairs.len()),
+            Vec::with_capacity(pairs.len()),
+        ),
+        |(mut pos, mut neg), (p, n)| {
+            pos.extend(p);
+            neg.extend(n);
+            (pos, neg)
+        },
+    ))
 }
 
 /// A 1-D tensor as `Vec<f32>` on the CPU.
@@ -58,9 +68,9 @@ pub fn evaluate(
     pad: i64,
     device: Device,
     th: Thresholds,
-) -> EvalReport {
-    let (e_pos, e_neg) = pair_energies(model, pairs, batch, pad, device);
-    report_from_energies(rows, pairs, &e_pos, &e_neg, th)
+) -> Result<EvalReport> {
+    let (e_pos, e_neg) = pair_energies(model, pairs, batch, pad, device)?;
+    Ok(report_from_energies(rows, pairs, &e_pos, &e_neg, th))
 }
 
 /// The evaluation report of `pairs` whose energies are already known (E⁺, E⁻ per pair).
@@ -147,7 +157,7 @@ pub fn evaluate_table(
         pair_energies(&scorer.model, pairs, cfg.batch, pad, scorer.device)
     };
     let (pairs, fit) = encode(&rows);
-    let (e_pos, e_neg) = energies(&pairs);
+    let (e_pos, e_neg) = energies(&pairs)?;
     let (len_chosen, len_rejected, sources) = lengths_and_sources(&rows, &pairs);
     let inputs = EvalInputs {
         e_pos: &e_pos,
@@ -158,11 +168,19 @@ pub fn evaluate_table(
     };
     let labels = EvalReport::compute(&inputs, TABLE_THRESHOLDS);
     let against_length = against_length(&inputs, cfg.resamples, 0.95, cfg.seed);
-    let gold = gold_ordered(&rows).map(|gold| {
-        let (pairs, _) = encode(&gold);
-        let (p, n) = energies(&pairs);
-        report_from_energies(&gold, &pairs, &p, &n, TABLE_THRESHOLDS)
-    });
+    let gold = gold_ordered(&rows)
+        .map(|gold| {
+            let (pairs, _) = encode(&gold);
+            let (p, n) = energies(&pairs)?;
+            Ok::<_, crate::RewardError>(report_from_energies(
+                &gold,
+                &pairs,
+                &p,
+                &n,
+                TABLE_THRESHOLDS,
+            ))
+        })
+        .transpose()?;
     Ok(TableEval {
         fit,
         labels,

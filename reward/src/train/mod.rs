@@ -111,7 +111,7 @@ pub fn train(
     if let Some(b) = &progress.best {
         store::restore(&vs, b)?;
     }
-    let (val, val_energies) = stats::final_validation(cfg, &data, &model, device);
+    let (val, val_energies) = stats::final_validation(cfg, &data, &model, device)?;
     stats::warn_below_chance(&val);
     store::save_model(out, &vs, &data.ecfg, &data.tok)?;
     store::write_json(&out.join(store::TRAIN_CONFIG_FILE), cfg)?;
@@ -121,7 +121,7 @@ pub fn train(
         cfg.stats_pairs,
         data.tok.pad_id(),
         device,
-    );
+    )?;
     store::write_json(&out.join(store::STATS_FILE), &stats)?;
     if cfg.negatives != Negatives::None {
         log_mined(&progress.mined.stats);

@@ -8,6 +8,7 @@ use super::setup::Prepared;
 use super::TrainConfig;
 use crate::batch::EncodedPairRow;
 use crate::data::encode_rows;
+use crate::error::Result;
 use crate::eval::{pair_energies, report_from_energies};
 use crate::loss::TieMode;
 use crate::metrics::EvalReport;
@@ -27,11 +28,11 @@ pub(super) fn final_validation(
     data: &Prepared,
     model: &EnergyModel,
     device: Device,
-) -> (EvalReport, Vec<ValEnergy>) {
+) -> Result<(EvalReport, Vec<ValEnergy>)> {
     let (tok, rows) = (&data.tok, &data.val_rows);
     let val_all = encode_rows(tok, rows, data.ecfg.max_len, TieMode::Skip).0;
     let batch = cfg.batch.max(16);
-    let (e_pos, e_neg) = pair_energies(model, &val_all, batch, tok.pad_id(), device);
+    let (e_pos, e_neg) = pair_energies(model, &val_all, batch, tok.pad_id(), device)?;
     let val = report_from_energies(rows, &val_all, &e_pos, &e_neg, cfg.thresholds());
     let energies = val_all
         .iter()
@@ -42,7 +43,7 @@ pub(super) fn final_validation(
             rejected,
         })
         .collect();
-    (val, energies)
+    Ok((val, energies))
 }
 
 /// Summary statistics of the energies of the training set (saved as `energy_stats.json`).
@@ -97,14 +98,14 @@ pub fn energy_stats(
     limit: usize,
     pad: i64,
     device: Device,
-) -> EnergyStats {
+) -> Result<EnergyStats> {
     let take = &pairs[..pairs.len().min(limit)];
-    let (p, n) = pair_energies(model, take, 32, pad, device);
-    EnergyStats {
+    let (p, n) = pair_energies(model, take, 32, pad, device)?;
+    Ok(EnergyStats {
         pairs: take.len(),
         chosen: Dist::of(&p),
         rejected: Dist::of(&n),
-    }
+    })
 }
 
 /// Warns when the final validation accuracy is below 0.5: an untrained head orders pairs like a

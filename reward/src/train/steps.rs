@@ -257,7 +257,7 @@ impl Trainer<'_> {
             pad,
             self.device,
             th,
-        );
+        )?;
         info!(
             step = st.step,
             accuracy = r.accuracy,
