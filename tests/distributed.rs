@@ -414,6 +414,91 @@ fn ember_run_on_two_ranks_ends_where_one_process_does_and_skips_what_is_done() {
     );
 }
 
+/// Two network namespaces joined by a veth pair (10.77.R.1/24 and 10.77.R.2/24): two hosts on
+/// one machine. Removed on drop.
+struct TwoHosts {
+    names: [String; 2],
+    addrs: [String; 2],
+}
+
+impl TwoHosts {
+    fn new() -> Self {
+        let id = std::process::id();
+        let names = [format!("ember-a-{id}"), format!("ember-b-{id}")];
+        let subnet = id % 250 + 1;
+        let addrs = [format!("10.77.{subnet}.1"), format!("10.77.{subnet}.2")];
+        let ip = |args: &str| {
+            let o = Command::new("ip").args(args.split(' ')).output().unwrap();
+            assert!(o.status.success(), "ip {args}: {}", text(&o));
+        };
+        let (a, b) = (&names[0], &names[1]);
+        let (va, vb) = (format!("va{}", id % 100_000), format!("vb{}", id % 100_000));
+        ip(&format!("netns add {a}"));
+        ip(&format!("netns add {b}"));
+        let hosts = Self {
+            names: names.clone(),
+            addrs,
+        };
+        ip(&format!("link add {va} type veth peer name {vb}"));
+        for (ns, dev, addr) in [(a, &va, &hosts.addrs[0]), (b, &vb, &hosts.addrs[1])] {
+            ip(&format!("link set {dev} netns {ns}"));
+            ip(&format!("-n {ns} addr add {addr}/24 dev {dev}"));
+            ip(&format!("-n {ns} link set {dev} up"));
+            ip(&format!("-n {ns} link set lo up"));
+        }
+        hosts
+    }
+}
+
+impl Drop for TwoHosts {
+    fn drop(&mut self) {
+        for ns in &self.names {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+    }
+}
+
+/// Ranks on two hosts, without `GLOO_SOCKET_IFNAME`: each host's name resolves to loopback
+/// inside its namespace, where torch.distributed's default Gloo device would listen, so the
+/// ranks bind to the address that routes to MASTER_ADDR instead.
+#[test]
+#[ignore = "needs root and iproute2 (network namespaces); run with --ignored"]
+fn ranks_on_two_hosts_train_what_one_process_trains() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    setup(dir);
+    let hosts = TwoHosts::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let rank = |r: usize| {
+        Command::new("ip")
+            .args(["netns", "exec", &hosts.names[r], EMBER])
+            .args(reward_args("two-hosts", "20"))
+            .current_dir(dir)
+            .env_remove("GLOO_SOCKET_IFNAME")
+            .envs([("RANK", r.to_string()), ("LOCAL_RANK", "0".into())])
+            .envs([("WORLD_SIZE", "2"), ("OMP_NUM_THREADS", "1")])
+            .env("MASTER_ADDR", &hosts.addrs[0])
+            .env("MASTER_PORT", &port)
+            .env("EMBER_DIST_TIMEOUT", "60")
+            .env("TMPDIR", dir.join("tmp"))
+            .spawn()
+            .unwrap()
+    };
+    let (mut r0, mut r1) = (rank(0), rank(1));
+    assert!(r1.wait().unwrap().success() && r0.wait().unwrap().success());
+    run(dir, &reward_args("one", "20"));
+    let d = max_abs_diff(
+        &dir.join("one/model.safetensors"),
+        &dir.join("two-hosts/model.safetensors"),
+    );
+    assert!(d <= 1e-5, "max |Δw| = {d}");
+}
+
 #[test]
 fn bad_distributed_setups_are_named() {
     let tmp = tempfile::tempdir().unwrap();

@@ -101,15 +101,19 @@ char* ember_store_add(void* store, const char* key, int64_t delta, int64_t* out)
   return ember::guarded([&] { *out = static_cast<Store*>(store)->store->add(std::string(key), delta); });
 }
 
-// A Gloo process group of `size` ranks over the store (keys under `prefix`), with the devices
-// torch.distributed would pick (GLOO_SOCKET_IFNAME, else this host's address, else loopback).
-// Returns once every rank has connected to every other; each collective ends after timeout_ms.
+// A Gloo process group of `size` ranks over the store (keys under `prefix`), bound to `address`
+// when it is not empty, else to the device torch.distributed would pick (GLOO_SOCKET_IFNAME, else
+// this host's address, else loopback). Returns once every rank has connected to every other;
+// each collective ends after timeout_ms.
 char* ember_pg_gloo(void* store, const char* prefix, int rank, int size, int64_t timeout_ms,
-                    void** out) {
+                    const char* address, void** out) {
   return ember::guarded([&] {
     auto timeout = std::chrono::milliseconds(timeout_ms);
     auto options = c10d::ProcessGroupGloo::Options::create_default(timeout);
     options->timeout = timeout;
+    if (address[0] != '\0') {
+      options->devices = {c10d::ProcessGroupGloo::createDeviceForHostname(std::string(address))};
+    }
     auto prefixed =
         c10::make_intrusive<c10d::PrefixStore>(std::string(prefix), static_cast<Store*>(store)->store);
     auto backend = c10::make_intrusive<c10d::ProcessGroupGloo>(prefixed, rank, size, options);

@@ -25,6 +25,7 @@ extern "C" {
         rank: i32,
         size: i32,
         timeout_ms: i64,
+        address: *const c_char,
         out: *mut *mut c_void,
     ) -> *mut c_char;
     fn ember_pg_free(group: *mut c_void);
@@ -69,6 +70,33 @@ impl std::fmt::Debug for ProcessGroup {
 unsafe impl Send for ProcessGroup {}
 unsafe impl Sync for ProcessGroup {}
 
+/// The local address Gloo binds to on a job that spans hosts, unless `GLOO_SOCKET_IFNAME`
+/// names the interface (`ifname_set`): the address this host reaches `MASTER_ADDR` from, as the
+/// kernel routes it (a UDP socket connected to it; no packet is sent). torch.distributed binds
+/// to the address of the host's name instead, which many hosts and containers resolve to
+/// loopback, and ranks on the other hosts then cannot connect. `None` (that default) when
+/// `MASTER_ADDR` is a loopback address (one host) or the route cannot be found.
+pub(crate) fn gloo_address(env: &DistEnv, ifname_set: bool) -> Option<String> {
+    use std::net::{ToSocketAddrs, UdpSocket};
+    if ifname_set {
+        return None;
+    }
+    let master = (env.master_addr.as_str(), env.master_port)
+        .to_socket_addrs()
+        .ok()?
+        .next()?;
+    if master.ip().is_loopback() {
+        return None;
+    }
+    let any = match master {
+        std::net::SocketAddr::V4(_) => "0.0.0.0:0",
+        std::net::SocketAddr::V6(_) => "[::]:0",
+    };
+    let socket = UdpSocket::bind(any).ok()?;
+    socket.connect(master).ok()?;
+    Some(socket.local_addr().ok()?.ip().to_string())
+}
+
 impl ProcessGroup {
     /// Joins the job `env` describes: the store (hosted by rank 0), a check that every rank runs
     /// the same `build` (a different binary on one rank is an error naming both), and the Gloo
@@ -78,9 +106,11 @@ impl ProcessGroup {
         let store = Arc::new(Store::connect(env, timeout)?);
         same_build(&store, env, build, timeout)?;
         let prefix = CString::new("ember/gloo/").expect("no NUL");
+        let address = gloo_address(env, std::env::var_os("GLOO_SOCKET_IFNAME").is_some());
+        let address = CString::new(address.unwrap_or_default()).expect("an IP has no NUL");
         let mut ptr = std::ptr::null_mut();
-        // SAFETY: a live store handle, a NUL-terminated prefix and an out pointer that receives
-        // a new group handle.
+        // SAFETY: a live store handle, NUL-terminated prefix and address, and an out pointer
+        // that receives a new group handle.
         check(
             unsafe {
                 ember_pg_gloo(
@@ -89,6 +119,7 @@ impl ProcessGroup {
                     env.rank as i32,
                     env.world_size as i32,
                     millis(timeout),
+                    address.as_ptr(),
                     &mut ptr,
                 )
             },
@@ -492,6 +523,26 @@ mod tests {
                 alone.clone().unwrap(),
                 "every rank gets every result, bit for bit"
             );
+        }
+    }
+
+    #[test]
+    fn gloo_binds_to_the_route_to_a_remote_master_only() {
+        let at = |addr: &str| DistEnv {
+            master_addr: addr.into(),
+            ..env(1, 2, 29500)
+        };
+        assert_eq!(gloo_address(&at("127.0.0.1"), false), None, "one host");
+        assert_eq!(gloo_address(&at("localhost"), false), None, "one host");
+        assert_eq!(
+            gloo_address(&at("10.1.2.3"), true),
+            None,
+            "GLOO_SOCKET_IFNAME wins"
+        );
+        // Where this machine has a route to it, the address it leaves from, never loopback.
+        if let Some(ip) = gloo_address(&at("10.1.2.3"), false) {
+            let ip: std::net::IpAddr = ip.parse().unwrap();
+            assert!(!ip.is_loopback() && !ip.is_unspecified(), "{ip}");
         }
     }
 
