@@ -26,6 +26,13 @@ fn setup(dir: &Path) {
     ));
 }
 
+/// `reward train` args with negatives mined by refinement every other step.
+fn mining(mut reward_args: Vec<String>) -> Vec<String> {
+    let flags = words("--negatives refine --mine-every 2 --mine-steps", "2");
+    reward_args.splice(2..2, flags);
+    reward_args
+}
+
 fn reward_args(out: &str, steps: &str) -> Vec<String> {
     let flags = format!(
         "reward train --data data --tokenizer tok --steps {steps} --batch 8 --lr 2e-3 \
@@ -112,6 +119,24 @@ fn two_ranks_train_what_one_process_trains_on_the_combined_batch() {
     assert!(!dir.join("rm2.partial").exists());
     // Only rank 0 printed the result.
     assert_eq!(out.matches("val accuracy").count(), 1, "{out}");
+    // With negatives mined by refinement every other step: every rank mines the whole batch as
+    // one process does (the same replay buffer) and trains on its shard's negatives.
+    let mining = |out: &str| mining(reward_args(out, "20"));
+    run(dir, &mining("mine1"));
+    run(dir, &launched("2", &mining("mine2")));
+    let d = max_abs_diff(
+        &dir.join("mine1/model.safetensors"),
+        &dir.join("mine2/model.safetensors"),
+    );
+    assert!(d <= 1e-5, "reward with mined negatives: max |Δw| = {d}");
+    let mined = |out: &str| {
+        let m = fs::read_to_string(dir.join(out).join("manifest.json")).unwrap();
+        let mut m: serde_json::Value = serde_json::from_str(&m).unwrap();
+        let mut mined = m["metrics"]["mined"].take();
+        mined.as_object_mut().unwrap().remove("seconds");
+        mined
+    };
+    assert_eq!(mined("mine1"), mined("mine2"));
     // SFT with gradient accumulation (sft_args).
     let sft = |out: &str| sft_args(dir, out);
     run(dir, &sft("sft1"));
@@ -258,7 +283,8 @@ fn a_killed_rank_stops_the_job_by_name_and_a_relaunch_resumes_where_it_left() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     setup(dir);
-    let args = launched("2", &reward_args("rm", "150"));
+    // Mining negatives: the replay buffer, like the weights, must reach rank 1 on resume.
+    let args = launched("2", &mining(reward_args("rm", "150")));
     let ckpt = dir.join("rm.partial/ckpt");
     let (pid, log, status) = kill_rank_1_once(dir, &args, &ckpt);
     assert!(!status.success(), "{log}");
@@ -284,7 +310,7 @@ fn a_killed_rank_stops_the_job_by_name_and_a_relaunch_resumes_where_it_left() {
         "the relaunch removed the killed rank's scratch directory"
     );
     // The resumed job ends where an uninterrupted one does.
-    run(dir, &launched("2", &reward_args("whole", "150")));
+    run(dir, &launched("2", &mining(reward_args("whole", "150"))));
     let d = max_abs_diff(
         &dir.join("rm/model.safetensors"),
         &dir.join("whole/model.safetensors"),

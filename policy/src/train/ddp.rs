@@ -15,11 +15,17 @@ use crate::dist::{DistError, ProcessGroup};
 /// step count rank 0's. Run it after rank 0 resumed from its checkpoint and before the first
 /// step.
 pub fn replicate(pg: &ProcessGroup, vs: &nn::VarStore, opt: &mut AdamW) -> Result<(), DistError> {
+    broadcast_variables(pg, vs)?;
+    opt.broadcast_from_root(pg)
+}
+
+/// Makes every rank's variables (trainable or frozen, in name order) rank 0's: after a step
+/// only rank 0 can take (restoring best weights that only its checkpoint kept).
+pub fn broadcast_variables(pg: &ProcessGroup, vs: &nn::VarStore) -> Result<(), DistError> {
     let mut vars = vs.variables().into_iter().collect::<Vec<_>>();
     vars.sort_by(|a, b| a.0.cmp(&b.0));
     let vars: Vec<Tensor> = vars.into_iter().map(|(_, t)| t).collect();
-    pg.broadcast_parameters(&vars)?;
-    opt.broadcast_from_root(pg)
+    pg.broadcast_parameters(&vars)
 }
 
 /// The normalisers a rank's loss divides by so that the ranks' averaged gradients equal one

@@ -111,6 +111,11 @@ pub fn train(
     if let Some(b) = &progress.best {
         store::restore(&vs, b)?;
     }
+    // Only rank 0 may hold the best weights (a resumed run reads them from its checkpoint):
+    // the ranks, which share the final validation, score rank 0's model.
+    if let Some(pg) = policy::dist::group() {
+        policy::train::ddp::broadcast_variables(pg, &vs)?;
+    }
     let (val, val_energies) = stats::final_validation(cfg, &data, &model, device)?;
     stats::warn_below_chance(&val);
     store::save_model(out, &vs, &data.ecfg, &data.tok)?;

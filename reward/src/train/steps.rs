@@ -129,14 +129,19 @@ impl Trainer<'_> {
                 let checkpoint = saved.map(|s| format!("step {s}"));
                 return Err(policy::interrupt::Interrupted { signal, checkpoint }.into());
             }
-            // The dropout stream: one per step, and per rank when several share the batch.
-            let rank = dist.map_or(0, |g| g.rank() << 32);
-            tch::manual_seed((cfg.seed as i64).wrapping_add(step as i64 + 1) ^ rank);
-            let mut idx = sampler.indices(step);
-            if let Some(pg) = dist {
-                idx = idx[policy::dist::shard(idx.len(), pg.world_size(), pg.rank())?].to_vec();
+            // One stream per step: mining draws from it as one process does; then dropout, with
+            // a stream of its own on each rank other than 0.
+            let seed = (cfg.seed as i64).wrapping_add(step as i64 + 1);
+            tch::manual_seed(seed);
+            let global = sampler.indices(step);
+            let mine = match dist {
+                Some(pg) => policy::dist::shard(global.len(), pg.world_size(), pg.rank())?,
+                None => 0..global.len(),
+            };
+            let batch = self.batch(&global, mine, step, &mut p.mined);
+            if let Some(rank) = dist.map(ProcessGroup::rank).filter(|&r| r != 0) {
+                tch::manual_seed(seed ^ (rank << 32));
             }
-            let batch = self.batch(&idx, step, &mut p.mined);
             tokens += batch.tokens;
             let lr = lr_at(step, cfg.steps, &cfg.optim);
             let cacheable = batch.cacheable_rows();
@@ -180,24 +185,35 @@ impl Trainer<'_> {
 
     /// Starts every rank from rank 0's state: its weights, optimizer and step (it may have
     /// resumed from its checkpoint; the other ranks write no checkpoints).
+    /// Starts every rank from rank 0's state: its weights, optimizer, step and replay buffer (it
+    /// may have resumed from its checkpoint; the other ranks write no checkpoints).
     fn replicate(&mut self, pg: &ProcessGroup, p: &mut Progress) -> Result<()> {
-        if self.cfg.negatives != Negatives::None {
-            return Err(RewardError::Config(format!(
-                "negatives = {:?} runs in one process only: data-parallel reward training supports negatives = none",
-                self.cfg.negatives
-            )));
+        if self.cfg.negatives == Negatives::Relaxed {
+            return Err(RewardError::Config(
+                "negatives = relaxed runs in one process only: its noise is drawn for the whole batch at once; data-parallel reward training supports negatives = none or refine".into(),
+            ));
         }
         replicate(pg, self.vs, &mut self.opt)?;
-        let state = serde_json::to_vec(&(&p.state, p.resumed_from)).expect("state serialises");
+        let state = (&p.state, p.resumed_from, &p.mined);
+        let state = serde_json::to_vec(&state).expect("state serialises");
         let root = pg.all_gather_bytes(&state)?.swap_remove(0);
-        (p.state, p.resumed_from) = serde_json::from_slice(&root).expect("rank 0's state parses");
+        (p.state, p.resumed_from, p.mined) =
+            serde_json::from_slice(&root).expect("rank 0's state parses");
         Ok(())
     }
 
-    /// The batch of training pairs `idx` with their extra negatives, and their mined ones
-    /// (mined into `mined` first on a mining step).
-    fn batch(&self, idx: &[usize], step: u64, mined: &mut MinerState) -> PairBatch {
+    /// The rows `rows` of the global batch `global` (all of it alone; a rank's shard) with
+    /// their extra negatives and their mined ones. Mining (on a mining step) runs on the whole
+    /// global batch on every rank, as one process mines it, so the replay buffers agree.
+    fn batch(
+        &self,
+        global: &[usize],
+        rows: std::ops::Range<usize>,
+        step: u64,
+        mined: &mut MinerState,
+    ) -> PairBatch {
         let d = self.data;
+        let idx = &global[rows.clone()];
         let refs: Vec<&EncodedPairRow> = idx.iter().map(|&i| &d.train_pairs[i]).collect();
         let max_len = d.ecfg.max_len;
         let negatives = batch_negatives(
@@ -213,7 +229,8 @@ impl Trainer<'_> {
                 cfg: &self.cfg.mine,
                 state: mined,
             }
-            .negatives(self.model, d, idx, step),
+            .negatives(self.model, d, global, step)[rows]
+                .to_vec(),
             Negatives::None | Negatives::Relaxed => Vec::new(),
         };
         PairBatch::with_mined(&refs, &negatives, &mined, d.tok.pad_id(), self.device)
@@ -333,8 +350,20 @@ fn train_step(
         &counts,
     );
     let mined = batch.split_mined(&e);
+    // Mined negatives vary in number from rank to rank: their term divides by the job's count.
+    let mined_count = match dist.filter(|_| cfg.negatives == Negatives::Refine) {
+        Some(pg) => {
+            let n = Tensor::from_slice(&[batch.mined_pair.len() as f64]);
+            Some(global_counts(pg, &n)?.double_value(&[0]))
+        }
+        None => None,
+    };
     if let Some((chosen, m)) = &mined {
-        loss += (chosen - m).softplus().mean(Kind::Float) * cfg.mine.weight;
+        let term = (chosen - m).softplus();
+        loss += match mined_count {
+            Some(n) => term.sum(Kind::Float) / n,
+            None => term.mean(Kind::Float),
+        } * cfg.mine.weight;
     }
     let mined = mined
         .map(|(_, m)| m)
@@ -375,7 +404,19 @@ fn train_step(
         let all = Vec::<f64>::try_from(all / pg.world_size() as f64).expect("4 floats");
         (s.loss, s.accuracy, s.e_chosen, s.e_rejected) = (all[0], all[1], all[2], all[3]);
     }
+    if let (Some(pg), Some(_)) = (dist, mined_count) {
+        s.mined = job_mined(pg, s.mined)?;
+    }
     Ok(Some(s))
+}
+
+/// The job's mined negatives of a step and their mean energy, from each rank's.
+fn job_mined(pg: &ProcessGroup, local: Option<(usize, f64)>) -> Result<Option<(usize, f64)>> {
+    let (n, e) = local.unwrap_or((0, 0.0));
+    let sums = Tensor::from_slice(&[n as f64, n as f64 * e]);
+    pg.all_reduce_sum(&sums)?;
+    let (n, total) = (sums.double_value(&[0]), sums.double_value(&[1]));
+    Ok((n > 0.0).then(|| (n as usize, total / n)))
 }
 
 fn mean(x: &[f32]) -> f64 {
