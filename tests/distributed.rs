@@ -3,7 +3,7 @@
 //! stops the job with its name, and a re-launch resumes; bad setups are named.
 use std::fs;
 use std::path::Path;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
@@ -31,6 +31,23 @@ fn mining(mut reward_args: Vec<String>) -> Vec<String> {
     let flags = words("--negatives refine --mine-every 2 --mine-steps", "2");
     reward_args.splice(2..2, flags);
     reward_args
+}
+
+/// A port free on the loopback interface now.
+fn free_port() -> String {
+    let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    socket.local_addr().unwrap().port().to_string()
+}
+
+/// A temporary directory with [`setup`]'s data and tokenizer, an energy model `rm1` and a
+/// policy `sft1`, each trained by one process.
+fn with_models() -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    setup(dir);
+    run(dir, &reward_args("rm1", "20"));
+    run(dir, &sft_args(dir, "sft1"));
+    tmp
 }
 
 fn reward_args(out: &str, steps: &str) -> Vec<String> {
@@ -108,26 +125,16 @@ fn two_ranks_train_what_one_process_trains_on_the_combined_batch() {
     let dir = tmp.path();
     setup(dir);
     // Reward training: 20 steps of a global batch of 8, as 2 ranks × 4 and as 1 × 8.
-    run(dir, &reward_args("rm1", "20"));
-    let out = run(dir, &launched("2", &reward_args("rm2", "20")));
+    let weights = "model.safetensors";
+    let (d, out) = one_vs_two(dir, "rm", weights, |out| reward_args(out, "20"));
     assert!(out.contains("rank 1 is pid"), "{out}");
-    let d = max_abs_diff(
-        &dir.join("rm1/model.safetensors"),
-        &dir.join("rm2/model.safetensors"),
-    );
     assert!(d <= 1e-5, "reward: max |Δw| = {d}");
     assert!(!dir.join("rm2.partial").exists());
     // Only rank 0 printed the result.
     assert_eq!(out.matches("val accuracy").count(), 1, "{out}");
     // With negatives mined by refinement every other step: every rank mines the whole batch as
     // one process does (the same replay buffer) and trains on its shard's negatives.
-    let mining = |out: &str| mining(reward_args(out, "20"));
-    run(dir, &mining("mine1"));
-    run(dir, &launched("2", &mining("mine2")));
-    let d = max_abs_diff(
-        &dir.join("mine1/model.safetensors"),
-        &dir.join("mine2/model.safetensors"),
-    );
+    let (d, _) = one_vs_two(dir, "mine", weights, |out| mining(reward_args(out, "20")));
     assert!(d <= 1e-5, "reward with mined negatives: max |Δw| = {d}");
     let mined = |out: &str| {
         let m = fs::read_to_string(dir.join(out).join("manifest.json")).unwrap();
@@ -138,23 +145,29 @@ fn two_ranks_train_what_one_process_trains_on_the_combined_batch() {
     };
     assert_eq!(mined("mine1"), mined("mine2"));
     // SFT with gradient accumulation (sft_args).
-    let sft = |out: &str| sft_args(dir, out);
-    run(dir, &sft("sft1"));
-    run(dir, &launched("2", &sft("sft2")));
-    let d = max_abs_diff(
-        &dir.join("sft1/model.safetensors"),
-        &dir.join("sft2/model.safetensors"),
-    );
+    let (d, _) = one_vs_two(dir, "sft", weights, |out| sft_args(dir, out));
     assert!(d <= 1e-5, "sft: max |Δw| = {d}");
+}
+
+/// Runs `args(NAME1)` as one process and `args(NAME2)` on two ranks: the largest |Δw| between
+/// their `model` files, and what the two ranks printed.
+fn one_vs_two(
+    dir: &Path,
+    name: &str,
+    model: &str,
+    args: impl Fn(&str) -> Vec<String>,
+) -> (f64, String) {
+    let (one, two) = (format!("{name}1"), format!("{name}2"));
+    run(dir, &args(&one));
+    let out = run(dir, &launched("2", &args(&two)));
+    let d = max_abs_diff(&dir.join(one).join(model), &dir.join(two).join(model));
+    (d, out)
 }
 
 #[test]
 fn ranks_sample_score_and_search_what_one_process_does() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = with_models();
     let dir = tmp.path();
-    setup(dir);
-    run(dir, &reward_args("rm1", "20"));
-    run(dir, &sft_args(dir, "sft1"));
     // Rank-and-select: the ranks share the sampling and scoring batches, and rank 0 writes the
     // bytes one process writes, for 2 ranks and for 3 (which share the batches unevenly).
     let rank = |out: &str| {
@@ -241,8 +254,8 @@ fn ranks_sample_score_and_search_what_one_process_does() {
 }
 
 /// Starts `ember launch` with `args`, kills rank 1 (SIGKILL) once `ready` exists, and waits
-/// for the launcher: (rank 1's pid, the launcher's stderr, its exit status).
-fn kill_rank_1_once(dir: &Path, args: &[String], ready: &Path) -> (i32, String, ExitStatus) {
+/// for the launcher, which must fail naming the killed rank: (rank 1's pid, its stderr).
+fn kill_rank_1_once(dir: &Path, args: &[String], ready: &Path) -> (i32, String) {
     let log = dir.join("launch.log");
     let mut launcher = Command::new(EMBER)
         .args(args)
@@ -275,7 +288,11 @@ fn kill_rank_1_once(dir: &Path, args: &[String], ready: &Path) -> (i32, String, 
     let killed = Instant::now();
     let status = launcher.wait().unwrap();
     assert!(killed.elapsed() < Duration::from_secs(60));
-    (pid, fs::read_to_string(&log).unwrap(), status)
+    let log = fs::read_to_string(&log).unwrap();
+    assert!(!status.success(), "{log}");
+    let named = format!("rank 1 (pid {pid}) was killed by signal 9");
+    assert!(log.contains(&named), "{log}");
+    (pid, log)
 }
 
 #[test]
@@ -286,12 +303,7 @@ fn a_killed_rank_stops_the_job_by_name_and_a_relaunch_resumes_where_it_left() {
     // Mining negatives: the replay buffer, like the weights, must reach rank 1 on resume.
     let args = launched("2", &mining(reward_args("rm", "150")));
     let ckpt = dir.join("rm.partial/ckpt");
-    let (pid, log, status) = kill_rank_1_once(dir, &args, &ckpt);
-    assert!(!status.success(), "{log}");
-    assert!(
-        log.contains(&format!("rank 1 (pid {pid}) was killed by signal 9")),
-        "{log}"
-    );
+    let (pid, log) = kill_rank_1_once(dir, &args, &ckpt);
     // Rank 0 named the rank it lost, unless the launcher's SIGTERM stopped it first.
     assert!(
         log.contains("rank 1 is gone: no heartbeat") || log.contains("interrupted"),
@@ -332,21 +344,16 @@ fn finetune_args(algo: &str, rounds: &str, out: &str) -> Vec<String> {
 
 #[test]
 fn ranks_finetune_what_one_process_finetunes_and_resume_after_a_kill() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = with_models();
     let dir = tmp.path();
-    setup(dir);
-    run(dir, &reward_args("rm1", "20"));
-    run(dir, &sft_args(dir, "sft1"));
     // The ranks share each round's sampling and scoring and train on shares of each step's
     // rows (uneven ones here): the policy ends where one process's does, and every row of
     // rounds.jsonl agrees.
     for (algo, rounds) in [("rs", "2"), ("rloo", "1")] {
-        let (one, many) = (format!("{algo}1"), format!("{algo}2"));
-        run(dir, &finetune_args(algo, rounds, &one));
-        run(dir, &launched("2", &finetune_args(algo, rounds, &many)));
-        let weights = |d: &str| dir.join(d).join("policy/model.safetensors");
-        let d = max_abs_diff(&weights(&one), &weights(&many));
+        let weights = "policy/model.safetensors";
+        let (d, _) = one_vs_two(dir, algo, weights, |out| finetune_args(algo, rounds, out));
         assert!(d <= 1e-5, "{algo}: max |Δw| = {d}");
+        let (one, many) = (format!("{algo}1"), format!("{algo}2"));
         let rows = |d: &str| -> Vec<serde_json::Value> {
             let text = fs::read_to_string(dir.join(d).join("rounds.jsonl")).unwrap();
             text.lines()
@@ -373,12 +380,7 @@ fn ranks_finetune_what_one_process_finetunes_and_resume_after_a_kill() {
     // uninterrupted job does.
     let args = launched("2", &finetune_args("rs", "4", "killed"));
     let ready = dir.join("killed.partial/round-1/kept.parquet");
-    let (pid, log, status) = kill_rank_1_once(dir, &args, &ready);
-    assert!(!status.success(), "{log}");
-    assert!(
-        log.contains(&format!("rank 1 (pid {pid}) was killed")),
-        "{log}"
-    );
+    kill_rank_1_once(dir, &args, &ready);
     let resumed = run(dir, &args);
     assert!(resumed.contains("resuming from checkpoint"), "{resumed}");
     assert_eq!(
@@ -494,12 +496,7 @@ fn ranks_on_two_hosts_train_what_one_process_trains() {
     let dir = tmp.path();
     setup(dir);
     let hosts = TwoHosts::new();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-        .to_string();
+    let port = free_port();
     let rank = |r: usize| {
         Command::new("ip")
             .args(["netns", "exec", &hosts.names[r], EMBER])
@@ -596,12 +593,7 @@ fn ranks_on_different_builds_are_refused_on_both_sides() {
         .open(&other)
         .unwrap()
         .write_all_at_end();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-        .to_string();
+    let port = free_port();
     let rank = |exe: &Path, r: &str| {
         Command::new(exe)
             .args(&train)
