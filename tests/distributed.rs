@@ -486,9 +486,10 @@ impl Drop for TwoHosts {
     }
 }
 
-/// Ranks on two hosts, without `GLOO_SOCKET_IFNAME`: each host's name resolves to loopback
-/// inside its namespace, where torch.distributed's default Gloo device would listen, so the
-/// ranks bind to the address that routes to MASTER_ADDR instead.
+/// Ranks on two hosts, each started by `ember launch --nnodes 2` on its host, without
+/// `GLOO_SOCKET_IFNAME`: each host's name resolves to loopback inside its namespace, where
+/// torch.distributed's default Gloo device would listen, so the ranks bind to the address that
+/// routes to MASTER_ADDR instead.
 #[test]
 #[ignore = "needs root and iproute2 (network namespaces); run with --ignored"]
 fn ranks_on_two_hosts_train_what_one_process_trains() {
@@ -497,22 +498,24 @@ fn ranks_on_two_hosts_train_what_one_process_trains() {
     setup(dir);
     let hosts = TwoHosts::new();
     let port = free_port();
-    let rank = |r: usize| {
+    let node = |r: usize| {
+        let flags = format!(
+            "launch -n 1 --nnodes 2 --node-rank {r} --master-addr {} --master-port {port} --",
+            hosts.addrs[0]
+        );
         Command::new("ip")
             .args(["netns", "exec", &hosts.names[r], EMBER])
+            .args(flags.split(' '))
             .args(reward_args("two-hosts", "20"))
             .current_dir(dir)
             .env_remove("GLOO_SOCKET_IFNAME")
-            .envs([("RANK", r.to_string()), ("LOCAL_RANK", "0".into())])
-            .envs([("WORLD_SIZE", "2"), ("OMP_NUM_THREADS", "1")])
-            .env("MASTER_ADDR", &hosts.addrs[0])
-            .env("MASTER_PORT", &port)
+            .env("OMP_NUM_THREADS", "1")
             .env("EMBER_DIST_TIMEOUT", "60")
             .env("TMPDIR", dir.join("tmp"))
             .spawn()
             .unwrap()
     };
-    let (mut r0, mut r1) = (rank(0), rank(1));
+    let (mut r0, mut r1) = (node(0), node(1));
     assert!(r1.wait().unwrap().success() && r0.wait().unwrap().success());
     run(dir, &reward_args("one", "20"));
     let d = max_abs_diff(
@@ -562,6 +565,25 @@ fn bad_distributed_setups_are_named() {
     assert_exit_2(
         &o,
         "EMBER_DIST_TIMEOUT=soon: must be a positive number of seconds",
+    );
+    // Nodes: a node rank outside the job, and a loopback address the other nodes cannot reach.
+    let nodes = |flags: &str| {
+        let mut args = words(&format!("launch -n 1 {flags} --"), "reward");
+        args.extend(train.iter().skip(1).cloned());
+        args
+    };
+    let o = with_env(
+        &[],
+        &nodes("--nnodes 2 --node-rank 2 --master-addr 10.0.0.1"),
+    );
+    assert_exit_2(
+        &o,
+        "--node-rank 2 --nnodes 2: the node rank must be in 0..2",
+    );
+    let o = with_env(&[], &nodes("--nnodes 2 --node-rank 1"));
+    assert_exit_2(
+        &o,
+        "--master-addr 127.0.0.1 with --nnodes 2: the other nodes cannot reach",
     );
     // Three ranks cannot split a global batch of 8.
     let o = ember(

@@ -86,6 +86,9 @@ pub fn join_run(n: u32) -> Result<Option<ExitCode>> {
                 .map_err(|a| usage(format!("{a:?}: an argument that is not UTF-8")))?;
             let args = LaunchArgs {
                 nproc: n,
+                nnodes: 1,
+                node_rank: 0,
+                master_addr: "127.0.0.1".into(),
                 master_port: None,
                 command,
             };
@@ -144,18 +147,30 @@ fn build_id() -> Result<String> {
     ))
 }
 
-/// `ember launch`: N local ranks of one ember command.
+/// `ember launch`: N local ranks of one ember command, on this node of one or several.
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:\n  \
     ember launch -n 2 -- reward train --data data/synth --out rm --batch 16\n  \
-    ember launch -n 4 --master-port 29600 -- sft --data data/synth --tokenizer tok --out sft\n\n\
-    Each rank gets RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, MASTER_ADDR=127.0.0.1 and \
-    MASTER_PORT, as torchrun sets them; on several nodes run ember under torchrun or srun instead.")]
+    ember launch -n 4 --master-port 29600 -- sft --data data/synth --tokenizer tok --out sft\n  \
+    # two nodes, 4 ranks each: run on each node with its --node-rank\n  \
+    ember launch -n 4 --nnodes 2 --node-rank 0 --master-addr node0 -- sft --data /shared/d --out sft\n\n\
+    Each rank gets RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, MASTER_ADDR and MASTER_PORT, \
+    as torchrun sets them (torchrun and srun can start the ranks instead).")]
 pub struct LaunchArgs {
     /// Ranks to start on this machine.
     #[arg(short = 'n', long = "nproc", value_name = "N")]
     pub nproc: u32,
-    /// The port rank 0's store listens on (default: a free one).
+    /// Nodes of the job; each runs `ember launch` with the same -n and its own --node-rank.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub nnodes: u32,
+    /// This node's place among the nodes (0 hosts rank 0 and its store).
+    #[arg(long, value_name = "R", default_value_t = 0)]
+    pub node_rank: u32,
+    /// The address of node 0, which every rank reaches rank 0's store at.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1")]
+    pub master_addr: String,
+    /// The port rank 0's store listens on (default: a free one on one node; 29500, as torchrun,
+    /// on several).
     #[arg(long, value_name = "PORT")]
     pub master_port: Option<u16>,
     /// The ember command every rank runs (after `--`).
@@ -167,16 +182,10 @@ pub struct LaunchArgs {
 /// which, stops the others (SIGTERM: they checkpoint and exit; SIGKILL after a grace period)
 /// and exits with that rank's code. SIGINT or SIGTERM to the launcher reaches every rank.
 pub fn launch(args: LaunchArgs) -> Result<ExitCode> {
-    if args.nproc == 0 {
-        return Err(usage("--nproc must be at least 1"));
-    }
-    if args.command.first().is_some_and(|c| c == "launch") {
-        return Err(usage(
-            "ember launch -- launch: the ranks run another ember command",
-        ));
-    }
+    check_launch(&args)?;
     let port = match args.master_port {
         Some(p) => p,
+        None if args.nnodes > 1 => 29500,
         None => std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .context("finding a free port for the store")?
@@ -190,15 +199,17 @@ pub fn launch(args: LaunchArgs) -> Result<ExitCode> {
         (cores / args.nproc as usize).max(1).to_string()
     });
     let mut ranks: Vec<(usize, Child)> = Vec::new();
-    for rank in 0..args.nproc {
+    for local in 0..args.nproc {
+        let rank = args.node_rank * args.nproc + local;
         let child = Process::new(&exe)
             .env("OMP_NUM_THREADS", &threads)
             .args(&args.command)
             .env("RANK", rank.to_string())
-            .env("LOCAL_RANK", rank.to_string())
-            .env("WORLD_SIZE", args.nproc.to_string())
+            .env("LOCAL_RANK", local.to_string())
+            .env("WORLD_SIZE", (args.nnodes * args.nproc).to_string())
             .env("LOCAL_WORLD_SIZE", args.nproc.to_string())
-            .env("MASTER_ADDR", "127.0.0.1")
+            .env("GROUP_RANK", args.node_rank.to_string())
+            .env("MASTER_ADDR", &args.master_addr)
             .env("MASTER_PORT", port.to_string())
             .stdin(Stdio::null())
             .spawn();
@@ -214,6 +225,36 @@ pub fn launch(args: LaunchArgs) -> Result<ExitCode> {
         }
     }
     supervise(ranks)
+}
+
+/// The launch's flags agree: ranks to start, this node among the nodes, an address the other
+/// nodes can reach, and an ember command to run.
+fn check_launch(args: &LaunchArgs) -> Result<()> {
+    if args.nproc == 0 {
+        return Err(usage("--nproc must be at least 1"));
+    }
+    if args.nnodes == 0 || args.node_rank >= args.nnodes {
+        return Err(usage(format!(
+            "--node-rank {} --nnodes {}: the node rank must be in 0..{}",
+            args.node_rank,
+            args.nnodes,
+            args.nnodes.max(1)
+        )));
+    }
+    let loopback = args.master_addr == "localhost"
+        || (args.master_addr.parse::<std::net::IpAddr>()).is_ok_and(|ip| ip.is_loopback());
+    if args.nnodes > 1 && loopback {
+        return Err(usage(format!(
+            "--master-addr {} with --nnodes {}: the other nodes cannot reach a loopback address; give node 0's address",
+            args.master_addr, args.nnodes
+        )));
+    }
+    if args.command.first().is_some_and(|c| c == "launch") {
+        return Err(usage(
+            "ember launch -- launch: the ranks run another ember command",
+        ));
+    }
+    Ok(())
 }
 
 /// Waits for every rank; the first failure stops the rest.
