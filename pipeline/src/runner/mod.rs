@@ -122,11 +122,14 @@ pub fn run_pipeline(cfg: &RunConfig, run: &Path, sel: &Selection) -> Result<Vec<
     reject_invalid(&plans, &cfg.lines)?;
     check_inputs(cfg)?;
     validate_selection(&plans, sel)?;
-    // In a job, rank 0 holds the run directory: the lock, the config, the events, the outputs.
-    let _lock = match policy::dist::is_writer() {
-        true => Some(claim(run, cfg)?),
-        false => None,
-    };
+    // In a job, rank 0 holds the run directory: the lock, the config, the events, the outputs;
+    // the other ranks learn whether it could (a run directory in use stops them all). The lock
+    // is held until the run returns.
+    let mut _lock = None;
+    policy::dist::from_root(policy::dist::group(), "claiming the run directory", || {
+        _lock = Some(claim(run, cfg)?);
+        Ok::<_, anyhow::Error>(())
+    })?;
     let first = sel.from.as_deref().or(sel.only.as_deref());
     let start = first.map_or(0, |f| {
         plans.iter().position(|p| p.name == f).expect("validated")
