@@ -64,6 +64,19 @@ pub struct TrainSummary {
     pub val_energies: Vec<ValEnergy>,
 }
 
+/// Puts the best weights validation saw (if any) into `vs`. Only rank 0 of a job may hold them
+/// (a resumed run reads them from its checkpoint): its weights then reach every rank, which
+/// share the final validation.
+fn restore_best(vs: &nn::VarStore, best: Option<&[(String, tch::Tensor)]>) -> Result<()> {
+    if let Some(b) = best {
+        store::restore(vs, b)?;
+    }
+    if let Some(pg) = policy::dist::group() {
+        policy::train::ddp::broadcast_variables(pg, vs)?;
+    }
+    Ok(())
+}
+
 /// Trains into `out` (the stage's staging directory; `out/ckpt` makes it resumable) and writes
 /// the model directory there.
 #[instrument(skip_all)]
@@ -108,14 +121,7 @@ pub fn train(
         );
     }
     let loop_s = clock.elapsed().as_secs_f64();
-    if let Some(b) = &progress.best {
-        store::restore(&vs, b)?;
-    }
-    // Only rank 0 may hold the best weights (a resumed run reads them from its checkpoint):
-    // the ranks, which share the final validation, score rank 0's model.
-    if let Some(pg) = policy::dist::group() {
-        policy::train::ddp::broadcast_variables(pg, &vs)?;
-    }
+    restore_best(&vs, progress.best.as_deref())?;
     let (val, val_energies) = stats::final_validation(cfg, &data, &model, device)?;
     stats::warn_below_chance(&val);
     store::save_model(out, &vs, &data.ecfg, &data.tok)?;

@@ -350,14 +350,7 @@ fn train_step(
         &counts,
     );
     let mined = batch.split_mined(&e);
-    // Mined negatives vary in number from rank to rank: their term divides by the job's count.
-    let mined_count = match dist.filter(|_| cfg.negatives == Negatives::Refine) {
-        Some(pg) => {
-            let n = Tensor::from_slice(&[batch.mined_pair.len() as f64]);
-            Some(global_counts(pg, &n)?.double_value(&[0]))
-        }
-        None => None,
-    };
+    let mined_count = job_mined_count(batch, cfg, dist)?;
     if let Some((chosen, m)) = &mined {
         let term = (chosen - m).softplus();
         loss += match mined_count {
@@ -408,6 +401,23 @@ fn train_step(
         s.mined = job_mined(pg, s.mined)?;
     }
     Ok(Some(s))
+}
+
+/// With mined negatives on several ranks, the count their loss term divides by: the job's mined
+/// negatives over the world size (they vary in number from rank to rank; see
+/// [`global_counts`]). `None` alone or without mining: the term is a plain mean.
+fn job_mined_count(
+    batch: &PairBatch,
+    cfg: &TrainConfig,
+    dist: Option<&ProcessGroup>,
+) -> Result<Option<f64>> {
+    match dist.filter(|_| cfg.negatives == Negatives::Refine) {
+        Some(pg) => {
+            let n = Tensor::from_slice(&[batch.mined_pair.len() as f64]);
+            Ok(Some(global_counts(pg, &n)?.double_value(&[0])))
+        }
+        None => Ok(None),
+    }
 }
 
 /// The job's mined negatives of a step and their mean energy, from each rank's.
