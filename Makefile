@@ -7,7 +7,7 @@ BENCHES ?= forward,sft,sample,reward
 BENCH_ROUNDS ?= 3
 BENCH_ARGS ?=
 
-.PHONY: all setup build test test-long demo fmt clippy bench bench-dist bench-python ci pretrained smollm2-gguf
+.PHONY: all setup build test test-long demo fmt clippy bench bench-dist bench-ingest bench-python ci pretrained smollm2-gguf
 
 # The installed pretrained backbone: SmolLM2-135M-Instruct, as an Ember policy directory.
 EMBER_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/ember
@@ -60,6 +60,16 @@ BENCH_DIST_ARGS ?=
 bench-dist: setup
 	$(CARGO) build --release
 	python3 scripts/bench_dist.py --rounds $(BENCH_ROUNDS) $(BENCH_DIST_ARGS)
+
+# Ingest against python-polars doing the same work on the shared HH-RLHF test splits at 1x and
+# 10x input (scripts/bench_ingest.py); INGEST_PYTHON needs polars (a venv in the cache, made once).
+INGEST_VENV ?= $(EMBER_CACHE)/ingest-venv
+INGEST_PYTHON ?= $(INGEST_VENV)/bin/python
+BENCH_INGEST_ARGS ?=
+bench-ingest: setup
+	$(CARGO) build --release
+	@$(INGEST_PYTHON) -c 'import polars' 2>/dev/null || { python3 -m venv "$(INGEST_VENV)" && "$(INGEST_VENV)/bin/pip" install --quiet polars; }
+	python3 scripts/bench_ingest.py --python $(INGEST_PYTHON) --rounds $(BENCH_ROUNDS) $(BENCH_INGEST_ARGS)
 
 # A Python with torch 2.11.0 (and transformers, for --shape smollm2) for the PyTorch reference:
 # a virtual environment in the cache, made once. Pass BENCH_PYTHON=... to use another Python.

@@ -233,3 +233,79 @@ fn bad_flags_are_usage_errors() {
         assert!(!out.exists());
     }
 }
+
+/// More lines than one read batch and more text than one Parquet row group: 4,000 distinct
+/// pairs, a broken line, then the 4,000 pairs again in reverse order (each repeat in another
+/// batch than its first). Every row lands where a whole-file pass puts it, and the scratch files
+/// are gone.
+#[test]
+fn an_input_of_many_batches_streams_with_every_row_in_place() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("big.jsonl");
+    let filler = "x".repeat(2500);
+    let pair = |i: usize| {
+        hh_line(
+            &format!("q{i}"),
+            &format!("good {i} {filler}"),
+            &format!("bad {i} {filler}"),
+        )
+    };
+    let mut lines: Vec<String> = (0..4000).map(pair).collect();
+    lines.push("{broken".to_string());
+    lines.extend((0..4000).rev().map(pair));
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let out = tmp.path().join("out");
+    let o = ember(&[
+        "ingest",
+        "--format",
+        "hh-rlhf",
+        input.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stats: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("stats.json")).unwrap()).unwrap();
+    assert_eq!(
+        (stats["rows_read"].as_u64(), stats["kept"].as_u64()),
+        (Some(8001), Some(4000))
+    );
+    assert_eq!(stats["reasons"]["duplicate"], 4000);
+    assert_eq!(stats["reasons"]["invalid_json"], 1);
+    let q = datasets::table::read_quarantine(out.join("quarantine.parquet")).unwrap();
+    assert_eq!(q.len(), 4001);
+    assert_eq!((q[0].line, q[0].reason.as_str()), (4001, "invalid_json"));
+    for (r, line) in q[1..].iter().zip(4002u64..) {
+        assert_eq!(r.line, line);
+        assert_eq!(r.detail, format!("duplicate of big.jsonl:{}", 8002 - line));
+        let raw: serde_json::Value = serde_json::from_str(&r.raw).unwrap();
+        assert_eq!(
+            raw["prompt"],
+            format!("\n\nHuman: q{}\n\nAssistant:", 8001 - line)
+        );
+    }
+    let mut kept = 0;
+    for split in ["train", "val", "test"] {
+        let rows = datasets::read_pairs(out.join(format!("{split}.parquet"))).unwrap();
+        assert!(
+            rows.windows(2).all(|w| w[0].id < w[1].id),
+            "{split} in id order"
+        );
+        kept += rows.len();
+    }
+    assert_eq!(kept, 4000);
+    let mut names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let expected = [
+        "manifest.json",
+        "quarantine.parquet",
+        "stats.json",
+        "test.parquet",
+        "train.parquet",
+        "val.parquet",
+    ];
+    assert_eq!(names, expected, "no scratch file is left");
+}

@@ -1,15 +1,17 @@
 //! Input files → raw records. Paths and globs are expanded in a fixed (sorted) order; each file
-//! is read whole by the reader its extension picks: `.jsonl` / `.jsonl.gz` line by line (a line
-//! that is not JSON is kept as a record so that it can be quarantined), `.json` as one array,
-//! `.parquet` and `.csv` through Polars (see [`crate::table`]). Unreadable files are errors
-//! naming the file; bad rows are not.
-use std::io::Read;
+//! is read by the reader its extension picks: `.jsonl` / `.jsonl.gz` streamed line by line in
+//! bounded [`Batches`] (a line that is not JSON is kept as a record so that it can be
+//! quarantined), `.json` as one array, `.parquet` and `.csv` through Polars (see
+//! [`crate::table`]), the last three whole. Unreadable files are errors naming the file; bad
+//! rows are not.
 use std::path::{Path, PathBuf};
 
-use flate2::read::MultiGzDecoder;
 use serde_json::Value;
 
 use crate::error::{DatasetError, Result};
+
+mod stream;
+pub use stream::{starts_like_object, Batch, Batches, Body, Sniff, SNIFF_RECORDS};
 
 /// One input row before parsing. `line` is the 1-based line for JSON Lines and the 1-based row
 /// (array element, table row) otherwise.
@@ -38,7 +40,7 @@ impl RawRecord {
         match &self.body {
             RawBody::Text(t) => serde_json::from_str(t).map_err(|e| e.to_string()),
             RawBody::Value(v) => Ok(v.clone()),
-            RawBody::NotUtf8 { at, .. } => Err(format!("not UTF-8 (invalid byte at offset {at})")),
+            RawBody::NotUtf8 { at, .. } => Err(not_utf8(*at)),
         }
     }
 
@@ -50,6 +52,11 @@ impl RawRecord {
             RawBody::NotUtf8 { lossy, .. } => lossy.clone(),
         }
     }
+}
+
+/// Why a line that is not UTF-8 is not read.
+pub fn not_utf8(at: usize) -> String {
+    format!("not UTF-8 (invalid byte at offset {at})")
 }
 
 /// The readers, picked by file extension.
@@ -146,68 +153,23 @@ fn collect_dir(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 
 /// Reads every record of one file.
 pub fn read_file(path: &Path) -> Result<Vec<RawRecord>> {
-    match FileKind::of(path)? {
-        FileKind::JsonLines => {
-            let bytes = std::fs::read(path).map_err(|e| DatasetError::io(path, e))?;
-            json_lines(path, &bytes)
-        }
-        FileKind::JsonLinesGz => json_lines(path, &gunzip(path)?),
-        FileKind::JsonArray => json_array(path),
-        FileKind::Parquet => Ok(rows_as_records(crate::table::read_parquet_rows(path)?)),
-        FileKind::Csv => Ok(rows_as_records(crate::table::read_csv_rows(path)?)),
-    }
-}
-
-/// The whole decompressed stream; a truncated or corrupt stream is an error naming the file.
-pub fn gunzip(path: &Path) -> Result<Vec<u8>> {
-    let file = std::fs::File::open(path).map_err(|e| DatasetError::io(path, e))?;
-    let mut bytes = Vec::new();
-    MultiGzDecoder::new(std::io::BufReader::new(file))
-        .read_to_end(&mut bytes)
-        .map_err(|e| DatasetError::Gzip {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-    Ok(bytes)
-}
-
-/// Splits JSON Lines; blank lines are not rows. A file in which no line is a JSON object
-/// (binary garbage, a gzip file without `.gz`, a JSON array) is rejected as a whole.
-fn json_lines(path: &Path, bytes: &[u8]) -> Result<Vec<RawRecord>> {
     let mut records = Vec::new();
-    for (i, line) in strip_bom(bytes).split(|&b| b == b'\n').enumerate() {
-        // `\r\n` line ends are JSON whitespace; a line that is not UTF-8 is quarantined whole.
-        let body = match std::str::from_utf8(line) {
-            Ok(text) if text.trim().is_empty() => continue,
-            Ok(text) => RawBody::Text(text.to_string()),
-            Err(e) => RawBody::NotUtf8 {
-                lossy: String::from_utf8_lossy(line).into_owned(),
-                at: e.valid_up_to(),
-            },
-        };
-        records.push(RawRecord { line: i + 1, body });
+    let mut batches = Batches::open(path)?;
+    while let Some(batch) = batches.next_batch()? {
+        records.extend(batch.into_records());
     }
-    let looks_like_objects = records.iter().take(1000).any(|r| match &r.body {
-        RawBody::Text(t) => t.trim_start().starts_with('{') && r.parse().is_ok(),
-        RawBody::Value(_) => true,
-        RawBody::NotUtf8 { .. } => false,
-    });
-    if !records.is_empty() && !looks_like_objects {
-        let first = &records[0];
-        let reason = match first.parse() {
-            Err(e) => format!("line {}: {e}", first.line),
-            Ok(_) => format!("line {}: not a JSON object", first.line),
-        };
-        return Err(DatasetError::FormatMismatch {
-            path: path.to_path_buf(),
-            expected: "JSON Lines (one object per line)".into(),
-            reason,
-        });
+    if batches.is_json_lines() {
+        let mut sniff = Sniff::default();
+        for r in records.iter().take(SNIFF_RECORDS) {
+            let object = matches!(&r.body, RawBody::Text(t) if starts_like_object(t));
+            sniff.observe(r.line, object, r.parse().map(drop));
+        }
+        sniff.finish(path)?;
     }
     Ok(records)
 }
 
-fn json_array(path: &Path) -> Result<Vec<RawRecord>> {
+pub(crate) fn json_array(path: &Path) -> Result<Vec<Value>> {
     let bytes = std::fs::read(path).map_err(|e| DatasetError::io(path, e))?;
     let mismatch = |reason: String| DatasetError::FormatMismatch {
         path: path.to_path_buf(),
@@ -219,21 +181,11 @@ fn json_array(path: &Path) -> Result<Vec<RawRecord>> {
     let Value::Array(items) = value else {
         return Err(mismatch("the top-level value is not an array".into()));
     };
-    Ok(rows_as_records(items))
+    Ok(items)
 }
 
 /// The bytes after a UTF-8 byte-order mark at the start of a file (as Python's `utf-8-sig`,
 /// pandas and Polars read it), or all of them.
-fn strip_bom(bytes: &[u8]) -> &[u8] {
+pub(crate) fn strip_bom(bytes: &[u8]) -> &[u8] {
     bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes)
-}
-
-fn rows_as_records(rows: Vec<Value>) -> Vec<RawRecord> {
-    rows.into_iter()
-        .enumerate()
-        .map(|(i, v)| RawRecord {
-            line: i + 1,
-            body: RawBody::Value(v),
-        })
-        .collect()
 }

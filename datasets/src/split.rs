@@ -28,12 +28,19 @@ impl Split {
 
 /// `id`: the first 16 bytes (hex) of sha256 over the length-prefixed prompt, chosen, rejected.
 pub fn pair_id(prompt: &str, chosen: &str, rejected: &str) -> String {
+    hex::encode(pair_digest(prompt, chosen, rejected))
+}
+
+/// The 16 bytes [`pair_id`] writes in hex (hex keeps their order, so ids sort as digests do).
+pub fn pair_digest(prompt: &str, chosen: &str, rejected: &str) -> [u8; 16] {
     let mut h = Sha256::new();
     for part in [prompt, chosen, rejected] {
         h.update((part.len() as u64).to_le_bytes());
         h.update(part.as_bytes());
     }
-    hex::encode(&h.finalize()[..16])
+    let mut out = [0; 16];
+    out.copy_from_slice(&h.finalize()[..16]);
+    out
 }
 
 /// A uniform number in [0, 1) from sha256(seed, prompt).

@@ -11,6 +11,9 @@ use serde_json::Value;
 use crate::adapters::Turn;
 use crate::error::{DatasetError, Result};
 
+mod batched;
+pub use batched::{PairWriter, QuarantineWriter, ROW_GROUP_BYTES};
+
 /// One preference pair as stored in `train/val/test.parquet`. `gold_*` are set by `synth` only.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PairRow {
@@ -141,8 +144,8 @@ fn any_to_json(av: &AnyValue) -> Value {
     }
 }
 
-fn str_col(name: &str, values: impl Iterator<Item = String>) -> Column {
-    Column::new(name.into(), values.collect::<Vec<String>>())
+fn str_col<'a>(name: &str, values: impl Iterator<Item = &'a str>) -> Column {
+    Column::new(name.into(), values.collect::<Vec<&str>>())
 }
 
 /// Writes preference pairs. `turns` (one list per row) adds a `prompt_turns` column of
@@ -153,12 +156,22 @@ pub fn write_pairs(
     turns: Option<&[Vec<Turn>]>,
     gold: bool,
 ) -> Result<()> {
+    let mut df = pairs_frame(rows, turns, gold).map_err(|e| DatasetError::table(path, e))?;
+    write_parquet(path, &mut df)
+}
+
+/// The frame [`write_pairs`] writes.
+fn pairs_frame(
+    rows: &[PairRow],
+    turns: Option<&[Vec<Turn>]>,
+    gold: bool,
+) -> PolarsResult<DataFrame> {
     let mut cols = vec![
-        str_col("id", rows.iter().map(|r| r.id.clone())),
-        str_col("source", rows.iter().map(|r| r.source.clone())),
-        str_col("prompt", rows.iter().map(|r| r.prompt.clone())),
-        str_col("chosen", rows.iter().map(|r| r.chosen.clone())),
-        str_col("rejected", rows.iter().map(|r| r.rejected.clone())),
+        str_col("id", rows.iter().map(|r| r.id.as_str())),
+        str_col("source", rows.iter().map(|r| r.source.as_str())),
+        str_col("prompt", rows.iter().map(|r| r.prompt.as_str())),
+        str_col("chosen", rows.iter().map(|r| r.chosen.as_str())),
+        str_col("rejected", rows.iter().map(|r| r.rejected.as_str())),
         Column::new(
             "margin".into(),
             rows.iter().map(|r| r.margin).collect::<Vec<_>>(),
@@ -176,26 +189,30 @@ pub fn write_pairs(
         ));
     }
     if let Some(turns) = turns {
-        cols.push(turns_column(turns).map_err(|e| DatasetError::table(path, e))?);
+        cols.push(turns_column(turns)?);
     }
-    let mut df = DataFrame::new(rows.len(), cols).map_err(|e| DatasetError::table(path, e))?;
-    write_parquet(path, &mut df)
+    DataFrame::new(rows.len(), cols)
 }
 
 /// `List(Struct{role, text})`, one list per row.
 fn turns_column(turns: &[Vec<Turn>]) -> PolarsResult<Column> {
+    // One struct series of every turn; each row's list is a slice of it (no per-row copy).
+    let all = || turns.iter().flatten();
+    let role = Series::new(
+        "role".into(),
+        all().map(|t| t.role.as_str()).collect::<Vec<_>>(),
+    );
+    let text = Series::new(
+        "text".into(),
+        all().map(|t| t.text.as_str()).collect::<Vec<_>>(),
+    );
+    let flat = StructChunked::from_series("turn".into(), role.len(), [role, text].iter())?;
+    let flat = flat.into_series();
     let mut lists = Vec::with_capacity(turns.len());
+    let mut offset = 0;
     for row in turns {
-        let role = Series::new(
-            "role".into(),
-            row.iter().map(|t| t.role.as_str()).collect::<Vec<_>>(),
-        );
-        let text = Series::new(
-            "text".into(),
-            row.iter().map(|t| t.text.as_str()).collect::<Vec<_>>(),
-        );
-        let s = StructChunked::from_series("turn".into(), row.len(), [role, text].iter())?;
-        lists.push(s.into_series());
+        lists.push(flat.slice(offset as i64, row.len()));
+        offset += row.len();
     }
     let mut col = Series::new("prompt_turns".into(), lists);
     if turns.is_empty() {
@@ -210,25 +227,30 @@ fn turns_column(turns: &[Vec<Turn>]) -> PolarsResult<Column> {
 
 /// Writes `quarantine.parquet`.
 pub fn write_quarantine(path: &Path, rows: &[QuarantineRow]) -> Result<()> {
+    let mut df = quarantine_frame(rows).map_err(|e| DatasetError::table(path, e))?;
+    write_parquet(path, &mut df)
+}
+
+/// The frame [`write_quarantine`] writes.
+fn quarantine_frame(rows: &[QuarantineRow]) -> PolarsResult<DataFrame> {
     let cols = vec![
-        str_col("source", rows.iter().map(|r| r.source.clone())),
+        str_col("source", rows.iter().map(|r| r.source.as_str())),
         Column::new(
             "line".into(),
             rows.iter().map(|r| r.line).collect::<Vec<_>>(),
         ),
-        str_col("reason", rows.iter().map(|r| r.reason.clone())),
-        str_col("detail", rows.iter().map(|r| r.detail.clone())),
-        str_col("raw", rows.iter().map(|r| r.raw.clone())),
+        str_col("reason", rows.iter().map(|r| r.reason.as_str())),
+        str_col("detail", rows.iter().map(|r| r.detail.as_str())),
+        str_col("raw", rows.iter().map(|r| r.raw.as_str())),
     ];
-    let mut df = DataFrame::new(rows.len(), cols).map_err(|e| DatasetError::table(path, e))?;
-    write_parquet(path, &mut df)
+    DataFrame::new(rows.len(), cols)
 }
 
 /// Writes `sft.parquet`: `prompt`, `answer`, `correct`.
 pub fn write_sft(path: &Path, rows: &[(String, String, bool)]) -> Result<()> {
     let cols = vec![
-        str_col("prompt", rows.iter().map(|r| r.0.clone())),
-        str_col("answer", rows.iter().map(|r| r.1.clone())),
+        str_col("prompt", rows.iter().map(|r| r.0.as_str())),
+        str_col("answer", rows.iter().map(|r| r.1.as_str())),
         Column::new(
             "correct".into(),
             rows.iter().map(|r| r.2).collect::<Vec<_>>(),
@@ -240,7 +262,7 @@ pub fn write_sft(path: &Path, rows: &[(String, String, bool)]) -> Result<()> {
 
 /// Writes a one-column `prompt` table.
 pub fn write_prompts(path: &Path, prompts: &[String]) -> Result<()> {
-    let cols = vec![str_col("prompt", prompts.iter().cloned())];
+    let cols = vec![str_col("prompt", prompts.iter().map(String::as_str))];
     let mut df = DataFrame::new(prompts.len(), cols).map_err(|e| DatasetError::table(path, e))?;
     write_parquet(path, &mut df)
 }

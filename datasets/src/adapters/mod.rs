@@ -9,7 +9,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub use hh::{parse_turns, split_transcripts};
+pub use hh::{parse_line as parse_hh_line, parse_turns, split_transcripts, turn_spans};
 
 /// Why a row was dropped; the names are the `reason` column of `quarantine.parquet`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
