@@ -136,6 +136,18 @@ fn two_ranks_train_what_one_process_trains_on_the_combined_batch() {
     // one process does (the same replay buffer) and trains on its shard's negatives.
     let (d, _) = one_vs_two(dir, "mine", weights, |out| mining(reward_args(out, "20")));
     assert!(d <= 1e-5, "reward with mined negatives: max |Δw| = {d}");
+    // With relaxed negatives: each pair's noise has its own stream, whichever rank holds it
+    // (rank 1 drawing rank 0's streams moved the weights by 1.5e-2). The bound is looser: the
+    // shards' shorter padding rounds the descent's normalised steps differently, and AdamW turns
+    // the rounding of near-zero embedding gradients into steps of ~lr (measured: 9.4e-6, in
+    // `wte` only).
+    let relaxed = |out: &str| {
+        let mut args = reward_args(out, "20");
+        args.splice(2..2, words("--negatives relaxed --mine-steps", "2"));
+        args
+    };
+    let (d, _) = one_vs_two(dir, "relaxed", weights, relaxed);
+    assert!(d <= 5e-5, "reward with relaxed negatives: max |Δw| = {d}");
     let mined = |out: &str| {
         let m = fs::read_to_string(dir.join(out).join("manifest.json")).unwrap();
         let mut m: serde_json::Value = serde_json::from_str(&m).unwrap();

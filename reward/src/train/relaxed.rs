@@ -18,19 +18,22 @@ pub(super) struct Relaxed {
     pub lr: f64,
     pub noise: f64,
     pub sep: i64,
+    /// The longest sequence: each row's noise is drawn at this many positions, then cut.
+    pub max_len: usize,
 }
 
 impl Relaxed {
     /// The energies `[B]` (with gradients to the model's parameters, `train` mode) of the
     /// continuous answers descent reaches from the noised chosen rows `ids`, `mask` `[B, T]`.
-    /// Costs `steps` forwards and backwards plus one forward per row. Noise draws come from tch's
-    /// generator, which the training loop seeds per step.
+    /// Costs `steps` forwards and backwards plus one forward per row. Row i's noise comes from
+    /// tch's generator seeded with `row_seeds[i]` ([`Relaxed::row_noise`]).
     pub fn energies(
         &self,
         model: &EnergyModel,
         ids: &Tensor,
         mask: &Tensor,
         train: bool,
+        row_seeds: &[i64],
     ) -> Tensor {
         let trunk = model.trunk();
         let answer = answer_mask(ids, mask, self.sep); // [B, T]
@@ -44,7 +47,8 @@ impl Relaxed {
                 .double_value(&[])
         });
         let start = tch::no_grad(|| trunk.embed(ids));
-        let mut e = &start + start.randn_like() * (self.noise * rms) * &moves;
+        let noise = self.row_noise(&start, row_seeds); // [B, T, D]
+        let mut e = &start + noise * (self.noise * rms) * &moves;
         for _ in 0..self.steps {
             let x = e.detach().set_requires_grad(true);
             let en = model.energy_from_embeds(&x, mask, Some(&answer), false);
@@ -57,6 +61,21 @@ impl Relaxed {
             e = tch::no_grad(|| x.detach() - &g[0] / norm * (self.lr * rms) * &moves);
         }
         model.energy_from_embeds(&e.detach(), mask, Some(&answer), train)
+    }
+
+    /// Standard normal noise shaped like `start` `[B, T, D]`, row i drawn from seed
+    /// `row_seeds[i]` at `max_len` positions and cut to T: a row's noise depends neither on the
+    /// batch it is in nor on its padding, so ranks that split a batch draw what one process does.
+    fn row_noise(&self, start: &Tensor, row_seeds: &[i64]) -> Tensor {
+        let (t, d) = (start.size()[1], start.size()[2]);
+        let len = (self.max_len as i64).max(t);
+        let rows: Vec<Tensor> = (row_seeds.iter())
+            .map(|&seed| {
+                tch::manual_seed(seed);
+                Tensor::randn([len, d], (Kind::Float, start.device())).narrow(0, 0, t)
+            })
+            .collect();
+        Tensor::stack(&rows, 0).to_kind(start.kind())
     }
 }
 
@@ -100,10 +119,12 @@ mod tests {
             lr: 0.2,
             noise: 0.0,
             sep: tok.sep_id(),
+            max_len: 16,
         };
-        let before =
-            Vec::<f32>::try_from(at(0).energies(&model, &ids, &mask, false).detach()).unwrap();
-        let landed = at(3).energies(&model, &ids, &mask, false);
+        let seeds = [1, 2];
+        let before = at(0).energies(&model, &ids, &mask, false, &seeds).detach();
+        let before = Vec::<f32>::try_from(before).unwrap();
+        let landed = at(3).energies(&model, &ids, &mask, false, &seeds);
         let after = Vec::<f32>::try_from(landed.detach()).unwrap();
         for (b, a) in before.iter().zip(&after) {
             assert!(a < b, "{before:?} → {after:?}");
@@ -111,5 +132,27 @@ mod tests {
         landed.sum(Kind::Float).backward();
         let head = vs.variables()["head.weight"].grad();
         assert!(head.abs().sum(Kind::Float).double_value(&[]) > 0.0);
+    }
+
+    /// A row's noise is its seed's, whatever the batch and the padding around it.
+    #[test]
+    fn a_rows_noise_depends_on_its_seed_only() {
+        let r = Relaxed {
+            steps: 0,
+            lr: 0.0,
+            noise: 1.0,
+            sep: 0,
+            max_len: 12,
+        };
+        let noise = |b: i64, t: i64, seeds: &[i64]| {
+            r.row_noise(
+                &Tensor::zeros([b, t, 4], (Kind::Float, tch::Device::Cpu)),
+                seeds,
+            )
+        };
+        let alone = noise(1, 5, &[7]);
+        let in_batch = noise(3, 9, &[3, 7, 8]);
+        assert!(alone.get(0).equal(&in_batch.get(1).narrow(0, 0, 5)));
+        assert!(!in_batch.get(0).equal(&in_batch.get(1)));
     }
 }

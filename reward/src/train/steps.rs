@@ -20,7 +20,7 @@ use super::relaxed::Relaxed;
 use super::setup::Prepared;
 use super::TrainConfig;
 use crate::batch::{EncodedPairRow, PairBatch};
-use crate::error::{Result, RewardError};
+use crate::error::Result;
 use crate::eval::{evaluate, to_vec};
 use crate::loss::{batch_loss_over, loss_counts};
 use crate::metrics::pairwise_accuracy;
@@ -138,6 +138,7 @@ impl Trainer<'_> {
                 Some(pg) => policy::dist::shard(global.len(), pg.world_size(), pg.rank())?,
                 None => 0..global.len(),
             };
+            let first = mine.start;
             let batch = self.batch(&global, mine, step, &mut p.mined);
             if let Some(rank) = dist.map(ProcessGroup::rank).filter(|&r| r != 0) {
                 tch::manual_seed(seed ^ (rank << 32));
@@ -146,7 +147,7 @@ impl Trainer<'_> {
             let lr = lr_at(step, cfg.steps, &cfg.optim);
             let cacheable = batch.cacheable_rows();
             let e = (self.frozen).energy(self.model, &batch.ids, &batch.mask, cacheable, true); // [R]
-            let relaxed = self.relaxed(&batch, &mut p.mined.stats);
+            let relaxed = self.relaxed(&batch, first, step, &mut p.mined.stats);
             let trained = train_step(e, relaxed.as_ref(), &mut self.opt, &batch, cfg, lr, dist)?;
             if trained.is_none() {
                 p.state.nonfinite += 1;
@@ -188,11 +189,6 @@ impl Trainer<'_> {
     /// Starts every rank from rank 0's state: its weights, optimizer, step and replay buffer (it
     /// may have resumed from its checkpoint; the other ranks write no checkpoints).
     fn replicate(&mut self, pg: &ProcessGroup, p: &mut Progress) -> Result<()> {
-        if self.cfg.negatives == Negatives::Relaxed {
-            return Err(RewardError::Config(
-                "negatives = relaxed runs in one process only: its noise is drawn for the whole batch at once; data-parallel reward training supports negatives = none or refine".into(),
-            ));
-        }
         replicate(pg, self.vs, &mut self.opt)?;
         let state = (&p.state, p.resumed_from, &p.mined);
         let state = serde_json::to_vec(&state).expect("state serialises");
@@ -237,8 +233,16 @@ impl Trainer<'_> {
     }
 
     /// With `--negatives relaxed`: the energies `[B]` of the continuous answers descent reaches
-    /// from the batch's noised chosen answers (counted into `stats`).
-    fn relaxed(&self, batch: &PairBatch, stats: &mut MineStats) -> Option<Tensor> {
+    /// from the batch's noised chosen answers (counted into `stats`). Each pair's noise has its
+    /// own seed, from the step and the pair's place in the global batch (`first` is the place of
+    /// the batch's first pair), so ranks draw what one process draws.
+    fn relaxed(
+        &self,
+        batch: &PairBatch,
+        first: usize,
+        step: u64,
+        stats: &mut MineStats,
+    ) -> Option<Tensor> {
         if self.cfg.negatives != Negatives::Relaxed {
             return None;
         }
@@ -249,10 +253,16 @@ impl Trainer<'_> {
             lr: m.lr,
             noise: m.noise,
             sep: self.data.tok.sep_id(),
+            max_len: self.data.ecfg.max_len,
         };
         let b = batch.pairs;
         let (ids, mask) = (batch.ids.narrow(0, 0, b), batch.mask.narrow(0, 0, b));
-        let e = relaxed.energies(self.model, &ids, &mask, true);
+        let seed = |j: usize| {
+            let index = (step << 32) | (first + j) as u64;
+            policy::rng::torch_seed(self.cfg.seed, "relaxed-noise", index)
+        };
+        let seeds: Vec<i64> = (0..b as usize).map(seed).collect();
+        let e = relaxed.energies(self.model, &ids, &mask, true, &seeds);
         stats.refined += b as u64;
         stats.used += b as u64;
         stats.energy_fwd += (b as f64) * (3.0 * m.steps as f64 + 1.0);
