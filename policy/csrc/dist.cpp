@@ -14,6 +14,8 @@
 
 #include <ATen/core/Tensor.h>
 #include <c10/util/Logging.h>
+#include <torch/csrc/autograd/function.h>
+#include <torch/csrc/autograd/variable.h>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 // libtorch is built with Gloo; its header is guarded by the build's flag. The gloo headers it
@@ -161,6 +163,63 @@ char* ember_pg_barrier(void* group) {
     auto g = static_cast<Group*>(group);
     run(g, g->backend->barrier());
   });
+}
+
+// Starts summing `tensor` over the ranks, in place, and returns at once: *work is the pending
+// collective, for ember_work_wait (which also frees it).
+char* ember_pg_allreduce_sum_async(void* group, at::Tensor* tensor, void** work) {
+  return ember::guarded([&] {
+    auto g = static_cast<Group*>(group);
+    std::vector<at::Tensor> tensors{*tensor};
+    c10d::AllreduceOptions opts;
+    opts.reduceOp = c10d::ReduceOp::SUM;
+    *work = new c10::intrusive_ptr<c10d::Work>(g->backend->allreduce(tensors, opts));
+  });
+}
+
+// Waits for a collective ember_pg_allreduce_sum_async started, and frees it.
+char* ember_work_wait(void* group, void* work) {
+  auto w = static_cast<c10::intrusive_ptr<c10d::Work>*>(work);
+  char* err = ember::guarded([&] { run(static_cast<Group*>(group), *w); });
+  delete w;
+  return err;
+}
+
+// A hook after a parameter's gradient accumulation (the post hook of its AccumulateGrad node, as
+// DDP's reducer uses): calls on_ready(ctx, index) each time a backward pass has added to its
+// gradient. It keeps the node alive (a parameter holds its accumulator weakly) and removes its
+// hook when freed (ember_grad_hook_free).
+struct GradHook {
+  std::shared_ptr<torch::autograd::Node> node;
+  uintptr_t key;
+};
+
+struct ReadyHook : torch::autograd::FunctionPostHook {
+  void (*on_ready)(void*, size_t);
+  void* ctx;
+  size_t index;
+  ReadyHook(void (*f)(void*, size_t), void* c, size_t i) : on_ready(f), ctx(c), index(i) {}
+  torch::autograd::variable_list operator()(const torch::autograd::variable_list& outputs,
+                                            const torch::autograd::variable_list&) override {
+    on_ready(ctx, index);
+    return outputs;
+  }
+};
+
+char* ember_grad_hook(at::Tensor* param, void (*on_ready)(void*, size_t), void* ctx,
+                      size_t index, void** out) {
+  return ember::guarded([&] {
+    auto node = torch::autograd::impl::grad_accumulator(*param);
+    if (!node) throw std::runtime_error("the tensor is not a leaf that requires a gradient");
+    auto key = node->add_post_hook(std::make_unique<ReadyHook>(on_ready, ctx, index));
+    *out = new GradHook{std::move(node), key};
+  });
+}
+
+void ember_grad_hook_free(void* hook) {
+  auto h = static_cast<GradHook*>(hook);
+  h->node->del_post_hook(h->key);
+  delete h;
 }
 
 }  // extern "C"

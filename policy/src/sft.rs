@@ -251,10 +251,12 @@ pub fn train(
         info!(step = start, "resuming from checkpoint");
     }
     let key = rng::key(cfg.seed, "sft-shuffle");
+    let averager = crate::train::Averager::new(opt.params())?;
     let mut steps = Steps {
         cfg,
         policy: &policy,
         opt,
+        averager,
         pairs: &train_pairs,
         val: &val_pairs,
         sampler: EpochSampler::wrapping(key, train_pairs.len(), cfg.batch),
@@ -276,14 +278,7 @@ pub fn train(
     if start >= cfg.steps {
         val_loss = steps.val_loss()?;
     }
-    if let Some(v) = init_val_loss.filter(|v| val_loss.is_finite() && val_loss > *v) {
-        tracing::warn!(
-            start = v,
-            end = val_loss,
-            "SFT ended with a higher validation loss than the model it started from: the \
-             fine-tuned policy is worse on held-out data (lower the learning rate or the steps)"
-        );
-    }
+    warn_if_worse(init_val_loss, val_loss);
     policy.save(out)?;
     Ok(SftReport {
         steps: cfg.steps,
@@ -297,6 +292,18 @@ pub fn train(
         dropped_pairs: d1 + d2,
         tokens_per_s,
     })
+}
+
+/// Warns when SFT from a pretrained model ends with a higher validation loss than it started.
+fn warn_if_worse(start: Option<f64>, end: f64) {
+    if let Some(v) = start.filter(|v| end.is_finite() && end > *v) {
+        tracing::warn!(
+            start = v,
+            end,
+            "SFT ended with a higher validation loss than the model it started from: the \
+             fine-tuned policy is worse on held-out data (lower the learning rate or the steps)"
+        );
+    }
 }
 
 /// The step to start from: the checkpoint's in `ckpt`, if any, restored into `policy` and
@@ -318,6 +325,8 @@ struct Steps<'a> {
     cfg: &'a SftConfig,
     policy: &'a Policy,
     opt: AdamW,
+    /// Averages the gradients over the ranks (nothing alone).
+    averager: crate::train::Averager,
     pairs: &'a [EncodedPair],
     val: &'a [EncodedPair],
     sampler: EpochSampler,
@@ -412,12 +421,15 @@ impl Steps<'_> {
                 self.opt.zero_grad();
                 return Ok(None);
             }
+            if m + 1 == accum {
+                self.averager.arm();
+            }
             (loss / cfg.grad_accum as f64).backward();
             loss_sum += value;
             self.tokens += batch.n_tokens();
         }
+        self.averager.finish(self.opt.params())?;
         if let Some(pg) = dist {
-            pg.average_gradients(self.opt.params())?;
             let sum = Tensor::from_slice(&[loss_sum]);
             pg.all_reduce_sum(&sum)?;
             loss_sum = sum.double_value(&[0]) / pg.world_size() as f64;

@@ -44,7 +44,7 @@ extern "C" {
 const BEAT: Duration = Duration::from_millis(500);
 const WATCH: Duration = Duration::from_millis(2500);
 /// Gradients travel in flat buckets of at most this many bytes (DDP's default).
-const BUCKET_BYTES: i64 = 25 << 20;
+pub(super) const BUCKET_BYTES: i64 = 25 << 20;
 
 /// This process's membership in a job of `world_size` ranks.
 pub struct ProcessGroup {
@@ -133,6 +133,11 @@ impl ProcessGroup {
             store,
             heartbeat: Some(heartbeat),
         })
+    }
+
+    /// The C++ group, for the shim's calls.
+    pub(super) fn handle(&self) -> *mut c_void {
+        self.ptr
     }
 
     pub fn rank(&self) -> i64 {
@@ -269,7 +274,7 @@ impl ProcessGroup {
     }
 
     /// `Ok` for a null status; else the collective's error, naming the ranks that are gone.
-    fn done(&self, op: &'static str, status: *mut c_char) -> Result<(), DistError> {
+    pub(super) fn done(&self, op: &'static str, status: *mut c_char) -> Result<(), DistError> {
         match crate::ext::take_message(status) {
             None => Ok(()),
             Some(text) => {
@@ -334,7 +339,7 @@ fn millis(d: Duration) -> i64 {
     d.as_millis().min(i64::MAX as u128) as i64
 }
 
-fn nbytes(t: &Tensor) -> i64 {
+pub(super) fn nbytes(t: &Tensor) -> i64 {
     t.numel() as i64 * t.kind().elt_size_in_bytes() as i64
 }
 
@@ -502,6 +507,43 @@ mod tests {
                 "rank 0's values"
             );
         }
+    }
+
+    #[test]
+    fn the_reducer_averages_during_backward_what_average_gradients_averages_after() {
+        let out = ranks(2, |r, pg| {
+            // Four 10 MB tensors (three buckets of at most 25 MB), a float64 one (a bucket of
+            // its own kind) and a frozen one.
+            let f32s = (0..4).map(|i| {
+                let v = (10 * r + i) as f64;
+                Tensor::full([(10 << 20) / 4], v, (Kind::Float, tch::Device::Cpu))
+            });
+            let mut params: Vec<Tensor> = f32s.map(|t| t.set_requires_grad(true)).collect();
+            params.push(Tensor::from_slice(&[1.0f64, 2.0]).set_requires_grad(true));
+            params.push(Tensor::from_slice(&[r as f32]));
+            let loss = |k: f64| {
+                let terms = params.iter().take(5).enumerate();
+                terms
+                    .map(|(i, p)| (p * p).sum(Kind::Double) * (k + i as f64))
+                    .fold(Tensor::from(0.0f64), |a, b| a + b)
+            };
+            // Two micro-batches; only the second backward pass is armed.
+            let reducer = crate::dist::Reducer::new(&pg, &params).unwrap();
+            loss(1.0 + r as f64).backward();
+            reducer.arm();
+            loss(2.0).backward();
+            reducer.finish().unwrap();
+            let during: Vec<Tensor> = params.iter().take(5).map(|p| p.grad().copy()).collect();
+            for p in params.iter().take(5) {
+                let _ = p.grad().zero_();
+            }
+            loss(1.0 + r as f64).backward();
+            loss(2.0).backward();
+            pg.average_gradients(&params).unwrap();
+            let after = params.iter().take(5).map(|p| p.grad());
+            during.iter().zip(after).all(|(a, b)| a.equal(&b))
+        });
+        assert_eq!(out, vec![true, true], "bit for bit, on every rank");
     }
 
     #[test]

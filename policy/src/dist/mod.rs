@@ -13,9 +13,11 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 mod group;
+mod reducer;
 mod store;
 
 pub use group::ProcessGroup;
+pub use reducer::Reducer;
 pub use store::Store;
 
 /// A bad distributed setup, naming the variable and value, or what the store refused.
@@ -102,6 +104,12 @@ pub fn sum_over_ranks(x: i64) -> Result<i64, DistError> {
     let t = tch::Tensor::from_slice(&[x]);
     g.all_reduce_sum(&t)?;
     Ok(t.int64_value(&[0]))
+}
+
+/// Whether data-parallel training averages gradients during the backward pass ([`Reducer`]):
+/// yes unless `EMBER_DIST_OVERLAP=0`, which averages after it (for comparing the two).
+pub fn overlap() -> bool {
+    std::env::var("EMBER_DIST_OVERLAP").map_or(true, |v| v.trim() != "0")
 }
 
 /// Whether this process writes the job's files: rank 0, or a process that runs alone.

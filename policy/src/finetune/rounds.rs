@@ -87,13 +87,18 @@ pub fn step_batch(seed: u64, stream: u64, n: usize, batch: usize) -> Vec<usize> 
 
 /// The data-parallel side of a step on the default process group (a no-op alone): each rank
 /// trains on its share of the step's rows, scales its mean loss so that the averaged gradients
-/// are one process's on all the rows ([`crate::train::global_counts`]), and reports the job's
-/// values. The rows vary from round to round (the kept answers), so shares may be uneven.
-struct Replicas(Option<&'static crate::dist::ProcessGroup>);
+/// are one process's on all the rows ([`crate::train::global_counts`]), averages the gradients
+/// during the backward pass ([`crate::train::Averager`]), and reports the job's values. The
+/// rows vary from round to round (the kept answers), so shares may be uneven.
+struct Replicas(
+    Option<&'static crate::dist::ProcessGroup>,
+    crate::train::Averager,
+);
 
 impl Replicas {
-    fn new() -> Self {
-        Self(crate::dist::group())
+    fn new(opt: &AdamW) -> Result<Self> {
+        let averager = crate::train::Averager::new(opt.params())?;
+        Ok(Self(crate::dist::group(), averager))
     }
 
     /// Bits that make this rank's dropout stream its own (none for rank 0 or alone).
@@ -135,11 +140,11 @@ impl Replicas {
         Ok(std::array::from_fn(|i| t.double_value(&[i as i64]) / world))
     }
 
-    fn average_gradients(&self, opt: &AdamW) -> Result<()> {
-        match self.0 {
-            Some(g) => Ok(g.average_gradients(opt.params())?),
-            None => Ok(()),
-        }
+    /// The loss's backward pass, with the gradients averaged over the ranks (during it).
+    fn backward(&self, loss: &Tensor, opt: &AdamW) -> Result<()> {
+        self.1.arm();
+        loss.backward();
+        Ok(self.1.finish(opt.params())?)
     }
 }
 
@@ -162,7 +167,7 @@ pub fn sft_steps(
         return Ok(());
     }
     let pad = policy.tokenizer.pad_id();
-    let replicas = Replicas::new();
+    let replicas = Replicas::new(opt)?;
     for step in start..steps.total {
         let index = steps.stream_index(step);
         let seed = rng::torch_seed(steps.seed, "finetune-dropout", index);
@@ -181,8 +186,7 @@ pub fn sft_steps(
                 loss: value,
             });
         }
-        (out.loss * scale).backward();
-        replicas.average_gradients(opt)?;
+        replicas.backward(&(out.loss * scale), opt)?;
         let norm = steps.apply(opt, step);
         sums.steps += 1;
         sums.loss += value;
@@ -288,7 +292,7 @@ pub fn rloo_steps(
 ) -> Result<()> {
     let k = cfg.sampling.n;
     let pad = policy.tokenizer.pad_id();
-    let replicas = Replicas::new();
+    let replicas = Replicas::new(opt)?;
     for step in start..steps.total {
         // Every rank samples and scores the whole step (sharing the batches) and trains on its
         // share of the sequences.
@@ -308,8 +312,7 @@ pub fn rloo_steps(
         );
         let scale = replicas.scale(if counts { seqs.len() as f64 } else { 0.0 })?;
         let [value] = replicas.means([loss.double_value(&[]) * scale])?;
-        (loss * scale).backward();
-        replicas.average_gradients(opt)?;
+        replicas.backward(&(loss * scale), opt)?;
         steps.apply(opt, step);
         let n = b.pool.len() as f64;
         sums.steps += 1;

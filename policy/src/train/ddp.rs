@@ -9,7 +9,7 @@
 use tch::{nn, Tensor};
 
 use super::AdamW;
-use crate::dist::{DistError, ProcessGroup};
+use crate::dist::{DistError, ProcessGroup, Reducer};
 
 /// Makes every rank's variables (trainable or frozen, in name order), optimizer moments and
 /// step count rank 0's. Run it after rank 0 resumed from its checkpoint and before the first
@@ -36,4 +36,40 @@ pub fn global_counts(pg: &ProcessGroup, counts: &Tensor) -> Result<Tensor, DistE
     let summed = counts.detach().to_device(tch::Device::Cpu).contiguous();
     pg.all_reduce_sum(&summed)?;
     Ok((summed / pg.world_size() as f64).to_device(counts.device()))
+}
+
+/// How a data-parallel loop averages its gradients over the default group: during the backward
+/// pass ([`Reducer`]), unless `EMBER_DIST_OVERLAP=0` ([`crate::dist::overlap`]), then after it
+/// ([`ProcessGroup::average_gradients`]); alone, not at all. Both give the same bits.
+pub struct Averager {
+    group: Option<&'static ProcessGroup>,
+    reducer: Option<Reducer<'static>>,
+}
+
+impl Averager {
+    /// For the trainable tensors of `params` (an optimizer's).
+    pub fn new(params: &[Tensor]) -> Result<Self, DistError> {
+        let group = crate::dist::group();
+        let reducer = (group.filter(|_| crate::dist::overlap()))
+            .map(|g| Reducer::new(g, params))
+            .transpose()?;
+        Ok(Self { group, reducer })
+    }
+
+    /// Before the backward pass whose accumulated gradients are to be averaged (the last
+    /// micro-batch's).
+    pub fn arm(&self) {
+        if let Some(r) = &self.reducer {
+            r.arm();
+        }
+    }
+
+    /// After that backward pass: every rank's gradients of `params` are their mean.
+    pub fn finish(&self, params: &[Tensor]) -> Result<(), DistError> {
+        match (&self.reducer, self.group) {
+            (Some(r), _) => r.finish(),
+            (None, Some(g)) => g.average_gradients(params),
+            (None, None) => Ok(()),
+        }
+    }
 }

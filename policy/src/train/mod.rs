@@ -27,7 +27,7 @@ pub mod sampler;
 
 pub use cadence::{checkpoint_due, eval_due};
 pub use checkpoint::{load_checkpoint, save_checkpoint};
-pub use ddp::{global_counts, replicate};
+pub use ddp::{global_counts, replicate, Averager};
 pub use lm_loss::chunked_lm_loss;
 pub use metrics::MetricsLog;
 pub use nonfinite::{NonFinite, NonFiniteGuard, NONFINITE_LIMIT};

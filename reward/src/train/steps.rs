@@ -7,7 +7,7 @@ use std::path::Path;
 use policy::dist::ProcessGroup;
 use policy::train::{
     checkpoint_due, clip_grad_norm, eval_due, global_counts, load_checkpoint, lr_at, replicate,
-    save_checkpoint, AdamW, EpochSampler, MetricsLog, NonFiniteGuard, NONFINITE_LIMIT,
+    save_checkpoint, AdamW, Averager, EpochSampler, MetricsLog, NonFiniteGuard, NONFINITE_LIMIT,
 };
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
@@ -117,6 +117,7 @@ impl Trainer<'_> {
         if let Some(pg) = dist {
             self.replicate(pg, p)?;
         }
+        let averager = Averager::new(self.opt.params())?;
         let mut tokens = 0i64;
         let mut saved = p.resumed_from;
         while p.state.step < cfg.steps && !p.state.stopped_early {
@@ -148,7 +149,8 @@ impl Trainer<'_> {
             let cacheable = batch.cacheable_rows();
             let e = (self.frozen).energy(self.model, &batch.ids, &batch.mask, cacheable, true); // [R]
             let relaxed = self.relaxed(&batch, first, step, &mut p.mined.stats);
-            let trained = train_step(e, relaxed.as_ref(), &mut self.opt, &batch, cfg, lr, dist)?;
+            let opt = &mut self.opt;
+            let trained = train_step(e, relaxed.as_ref(), opt, &batch, cfg, lr, &averager)?;
             if trained.is_none() {
                 p.state.nonfinite += 1;
             }
@@ -342,8 +344,9 @@ fn train_step(
     batch: &PairBatch,
     cfg: &TrainConfig,
     lr: f64,
-    dist: Option<&ProcessGroup>,
+    averager: &Averager,
 ) -> Result<Option<StepStats>> {
+    let dist = policy::dist::group();
     let (pos, neg, extra) = batch.split(&e);
     let negs = extra.map(|x| Tensor::cat(&[neg.unsqueeze(1), x], 1)); // [B, 1+k]
     let counts = match dist {
@@ -381,10 +384,10 @@ fn train_step(
     if !loss_v.is_finite() && dist.is_none() {
         return Ok(None);
     }
+    // The gradients' all-reduce starts during the backward pass, bucket by bucket.
+    averager.arm();
     loss.backward();
-    if let Some(pg) = dist {
-        pg.average_gradients(opt.params())?;
-    }
+    averager.finish(opt.params())?;
     let grad_norm = clip_grad_norm(opt.params(), cfg.optim.grad_clip);
     if !grad_norm.is_finite() {
         opt.zero_grad();
