@@ -5,6 +5,7 @@
 // message freed with ember_ext_free; no C++ exception crosses into Rust. Tensors cross as tch's
 // handles (`at::Tensor*`).
 #include <chrono>
+#include <mutex>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -35,6 +36,21 @@ struct Group {
   c10::intrusive_ptr<c10d::Backend> backend;
   std::chrono::milliseconds timeout;
 };
+
+// c10d's flight recorder keeps the last 2000 collectives, each with a stack trace, for torch's
+// dump tools, which Ember does not offer. It costs a traceback per collective, and the first
+// record of each group writes a map outside the recorder's lock: two groups recording at once
+// (ranks that are threads of one process, as in the tests) corrupted it and spun forever (seen
+// in FlightRecorder::recordWithResetEnabled). Off, unless the user sized its buffer.
+void flight_recorder_off() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    if (std::getenv("TORCH_FR_BUFFER_SIZE") == nullptr &&
+        std::getenv("TORCH_NCCL_TRACE_BUFFER_SIZE") == nullptr) {
+      setenv("TORCH_FR_BUFFER_SIZE", "0", 0);
+    }
+  });
+}
 
 // Runs one collective and waits for it; a failed or late peer throws, with c10d's message.
 void run(Group* g, c10::intrusive_ptr<c10d::Work> work) {
@@ -110,6 +126,7 @@ char* ember_store_add(void* store, const char* key, int64_t delta, int64_t* out)
 char* ember_pg_gloo(void* store, const char* prefix, int rank, int size, int64_t timeout_ms,
                     const char* address, void** out) {
   return ember::guarded([&] {
+    flight_recorder_off();
     auto timeout = std::chrono::milliseconds(timeout_ms);
     auto options = c10d::ProcessGroupGloo::Options::create_default(timeout);
     options->timeout = timeout;
