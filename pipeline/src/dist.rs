@@ -111,8 +111,7 @@ fn shards(command: &Command) -> bool {
     use crate::stages::reward::Command as Reward;
     matches!(
         command,
-        Command::Run(_)
-            | Command::Sft(_)
+        Command::Sft(_)
             | Command::Finetune(_)
             | Command::Reward(Reward::Train(_) | Reward::Score(_))
             | Command::Sample(_)

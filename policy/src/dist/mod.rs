@@ -135,8 +135,7 @@ pub fn shard(
             ),
         });
     }
-    let each = batch / world;
-    Ok(rank as usize * each..(rank as usize + 1) * each)
+    Ok(split(batch, world_size, rank))
 }
 
 /// The rows of `0..n` that `rank` of `world_size` takes when `n` varies from step to step (the

@@ -77,6 +77,7 @@ impl<'g> Reducer<'g> {
             .map(Tensor::shallow_clone)
             .collect();
         let (buckets, bucket_of) = plan(&params);
+        let hooked: Vec<Tensor> = params.iter().map(Tensor::shallow_clone).collect();
         let state = Box::new(Mutex::new(State {
             group,
             params,
@@ -91,9 +92,7 @@ impl<'g> Reducer<'g> {
             state,
         };
         let ctx = &*reducer.state as *const Mutex<State<'g>> as *mut c_void;
-        let n = reducer.lock().params.len();
-        for i in 0..n {
-            let p = reducer.lock().params[i].shallow_clone();
+        for (i, p) in hooked.iter().enumerate() {
             let mut hook = std::ptr::null_mut();
             // SAFETY: a live tensor handle, a callback that outlives the hook (a plain fn), a
             // context that outlives it (the boxed state, freed after the hooks) and an out
